@@ -1,0 +1,305 @@
+"""The ONE node config: a YAML file validated with msgspec, turned into NautilusTrader's configs.
+
+``load_node_settings(path)`` reads ``configs/node.yaml`` (plus optional override files layered on
+top), validates every key, and fails with a ``ConfigError`` naming the file and the key. The same
+``ImportableStrategyConfig`` / ``ImportableActorConfig`` lists feed both the backtest
+(``BacktestRunConfig``) and the live/paper node (``TradingNodeConfig``), so what is backtested is
+what runs.
+
+String values may use ``${VAR}`` (environment) and ``{run_dir}`` (the run's output folder).
+``${HMM_DATA_DIR}`` defaults to ``<repo>/../shared/data``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import yaml
+from nautilus_trader.common.config import ImportableActorConfig, resolve_config_path
+from nautilus_trader.trading.config import ImportableStrategyConfig
+
+if TYPE_CHECKING:
+    from nautilus_trader.backtest.config import BacktestRunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "node.yaml"
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A config file is invalid; the message names the file and the key."""
+
+
+class ComponentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A strategy or actor: ``path`` is ``module:Class``; its config class defaults to ClassConfig."""
+
+    path: str
+    config: dict[str, Any] = {}
+    config_path: str | None = None
+    name: str | None = None
+
+    @property
+    def resolved_config_path(self) -> str:
+        return self.config_path or f"{self.path}Config"
+
+
+class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """NautilusTrader ``RiskEngine`` settings (pre-trade checks); bypass is refused in live."""
+
+    bypass: bool = False
+    max_order_submit_rate: str = "100/00:00:01"
+    max_order_modify_rate: str = "100/00:00:01"
+    max_notional_per_order: dict[str, int] = {}
+
+
+class DataSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A bar file to import into the catalog (see ``backtests.data`` for the formats)."""
+
+    source: str
+    instrument_id: str
+    bar_type: str
+    format: str | None = None
+
+
+class FillModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prob_fill_on_limit: float = 1.0
+    prob_slippage: float = 0.0
+    random_seed: int = 42
+
+
+class BacktestVenue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A simulated venue: OMS, account, balances, fees (the instrument's maker/taker) and fills."""
+
+    name: str
+    starting_balances: list[str]
+    oms_type: Literal["NETTING", "HEDGING"] = "NETTING"
+    account_type: Literal["MARGIN", "CASH"] = "MARGIN"
+    base_currency: str | None = None
+    default_leverage: float = 1.0
+    fee_model: Literal["maker_taker", "none"] = "maker_taker"
+    fill_model: FillModelSettings = msgspec.field(default_factory=FillModelSettings)
+
+
+class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    data: list[DataSource]
+    venues: list[BacktestVenue]
+    catalog_path: str = "catalog"
+    output_dir: str = "runs"
+    start: str | None = None
+    end: str | None = None
+    log_level: str = "ERROR"
+
+
+class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole node: trader, strategies, actors, risk, and per-environment sections."""
+
+    trader_id: str
+    strategies: list[ComponentSpec]
+    actors: list[ComponentSpec] = []
+    risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
+    backtest: BacktestSettings | None = None
+    live: dict[str, Any] | None = None
+
+    def strategy_configs(self, run_dir: str | Path) -> list[ImportableStrategyConfig]:
+        """The strategies as NautilusTrader importable configs (shared by backtest and live)."""
+        return [
+            ImportableStrategyConfig(
+                strategy_path=s.path,
+                config_path=s.resolved_config_path,
+                config=_fill_run_dir(s.config, str(run_dir)),
+            )
+            for s in self.strategies
+        ]
+
+    def actor_configs(self, run_dir: str | Path) -> list[ImportableActorConfig]:
+        """The actors as NautilusTrader importable configs (shared by backtest and live)."""
+        return [
+            ImportableActorConfig(
+                actor_path=a.path,
+                config_path=a.resolved_config_path,
+                config=_fill_run_dir(a.config, str(run_dir)),
+            )
+            for a in self.actors
+        ]
+
+
+def _fill_run_dir(value: Any, run_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{run_dir}", run_dir)
+    if isinstance(value, dict):
+        return {k: _fill_run_dir(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_run_dir(v, run_dir) for v in value]
+    return value
+
+
+def default_data_dir() -> str:
+    return os.environ.get("HMM_DATA_DIR", str((REPO_ROOT.parent / "shared" / "data").resolve()))
+
+
+def _expand_env(value: Any, source: str, key: str = "$") -> Any:
+    """Replace ``${VAR}`` in strings; an unset variable is an error naming the key."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name == "HMM_DATA_DIR":
+                return default_data_dir()
+            if name not in os.environ:
+                raise ConfigError(f"{source}: {key} uses ${{{name}}} but it is not set")
+            return os.environ[name]
+
+        return _ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, source, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_node_settings(
+    path: str | Path = DEFAULT_CONFIG, overrides: list[str | Path] = ()
+) -> NodeSettings:
+    """Load, layer, expand and validate the node config; errors name the file and the key."""
+    path = Path(path)
+    sources = [path, *map(Path, overrides)]
+    raw: dict = {}
+    for source in sources:
+        raw = _deep_merge(raw, read_yaml(source))
+    label = " + ".join(str(s) for s in sources)
+    raw = _expand_env(raw, label)
+    try:
+        settings = msgspec.convert(raw, NodeSettings)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    except ValueError as exc:  # raised by a __post_init__ check
+        raise ConfigError(f"{label}: {exc}") from None
+    _validate_components(settings, label)
+    return settings
+
+
+def _validate_components(settings: NodeSettings, label: str) -> None:
+    """Decode every strategy/actor config with its own class now, so errors come before start."""
+    for kind, specs in (("strategies", settings.strategies), ("actors", settings.actors)):
+        for i, spec in enumerate(specs):
+            key = f"{kind}[{i}]"
+            try:
+                config_cls = resolve_config_path(spec.resolved_config_path)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise ConfigError(f"{label}: {key}.path: cannot import {spec.path!r}: {exc}") from None
+            try:
+                config_cls.parse(msgspec.json.encode(_fill_run_dir(spec.config, "run")))
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:
+                msg = str(exc).replace("`$", f"`{key}.config")
+                raise ConfigError(f"{label}: {key}.config: {msg}") from None
+
+
+def backtest_run_config(
+    settings: NodeSettings,
+    run_dir: str | Path,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    extra_actors: list[ImportableActorConfig] = (),
+) -> BacktestRunConfig:
+    """The node config as a ``BacktestRunConfig`` over the catalog (same strategies and actors)."""
+    from nautilus_trader.backtest.config import (
+        BacktestDataConfig,
+        BacktestEngineConfig,
+        BacktestRunConfig,
+        BacktestVenueConfig,
+        ImportableFeeModelConfig,
+        ImportableFillModelConfig,
+    )
+    from nautilus_trader.common.config import LoggingConfig
+    from nautilus_trader.model.data import BarType
+    from nautilus_trader.risk.config import RiskEngineConfig
+
+    bt = settings.backtest
+    if bt is None:
+        raise ConfigError("the node config has no 'backtest' section")
+    venues = []
+    for v in bt.venues:
+        fee_model = None
+        if v.fee_model == "maker_taker":
+            fee_model = ImportableFeeModelConfig(
+                fee_model_path="nautilus_trader.backtest.models:MakerTakerFeeModel",
+                config_path="nautilus_trader.backtest.config:MakerTakerFeeModelConfig",
+                config={},
+            )
+        venues.append(
+            BacktestVenueConfig(
+                name=v.name,
+                oms_type=v.oms_type,
+                account_type=v.account_type,
+                starting_balances=v.starting_balances,
+                base_currency=v.base_currency,
+                default_leverage=v.default_leverage,
+                fee_model=fee_model,
+                fill_model=ImportableFillModelConfig(
+                    fill_model_path="nautilus_trader.backtest.models:FillModel",
+                    config_path="nautilus_trader.backtest.config:FillModelConfig",
+                    config=msgspec.to_builtins(v.fill_model),
+                ),
+            )
+        )
+    data = []
+    for d in bt.data:
+        bar_type = BarType.from_str(d.bar_type)
+        data.append(
+            BacktestDataConfig(
+                catalog_path=str(Path(bt.catalog_path).resolve()),
+                data_cls="nautilus_trader.model.data:Bar",
+                instrument_id=bar_type.instrument_id,
+                bar_types=[d.bar_type],
+                start_time=start or bt.start,
+                end_time=end or bt.end,
+            )
+        )
+    engine = BacktestEngineConfig(
+        trader_id=settings.trader_id,
+        strategies=settings.strategy_configs(run_dir),
+        actors=[*settings.actor_configs(run_dir), *extra_actors],
+        logging=LoggingConfig(log_level=bt.log_level, bypass_logging=False),
+        risk_engine=RiskEngineConfig(
+            bypass=settings.risk.bypass,
+            max_order_submit_rate=settings.risk.max_order_submit_rate,
+            max_order_modify_rate=settings.risk.max_order_modify_rate,
+            max_notional_per_order=settings.risk.max_notional_per_order,
+        ),
+    )
+    return BacktestRunConfig(
+        engine=engine,
+        venues=venues,
+        data=data,
+        dispose_on_completion=False,
+        raise_exception=True,
+    )

@@ -1,0 +1,52 @@
+"""Message-bus contracts between the strategy and the actors.
+
+Strategies and actors never reach into each other: they exchange these plain msgspec structs on
+the NautilusTrader message bus (``msgbus.publish(topic, msg)`` / ``msgbus.subscribe(topic, fn)``),
+which works identically in a backtest and in a live node.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+REGIME_TOPIC = "hmm.regime"
+BUDGET_TOPIC = "hmm.budget"
+GOVERNANCE_TOPIC = "hmm.governance"
+
+
+def topic_for(prefix: str, strategy_id: str) -> str:
+    """Per-strategy topic, e.g. ``hmm.regime.HMMRegimeStrategy-001``; subscribe to ``prefix.*``."""
+    return f"{prefix}.{strategy_id}"
+
+
+class RegimeUpdate(msgspec.Struct, frozen=True):
+    """One decision of the strategy at a bar close (published once per bar after warm-up)."""
+
+    ts_event: int  # bar close, UNIX ns
+    strategy_id: str
+    instrument_id: str
+    close: float
+    probs: tuple[float, ...]  # filtered P(state_t | x_1..t), canonical state order
+    state: int  # argmax of probs
+    target_exposure: float  # policy output in [-1, 1]
+    model_version: str
+    log_likelihood: float  # log p(x_t | x_1..t-1), the one-step predictive score (drift signal)
+
+
+class Budget(msgspec.Struct, frozen=True):
+    """Capital budget for one strategy, in the account's quote currency (published by the allocator)."""
+
+    ts_event: int
+    strategy_id: str
+    notional: float
+
+
+class GovernanceCommand(msgspec.Struct, frozen=True):
+    """Governance action the strategy obeys: it keeps its data and state, only changes risk."""
+
+    ts_event: int
+    strategy_id: str
+    action: str  # "pause" | "throttle" | "resume"
+    scale: float = 1.0  # allocation multiplier for "throttle"/"resume"
+    flatten: bool = False  # close the open position when pausing
+    reason: str = ""
