@@ -20,7 +20,7 @@ class RegimeProcess(msgspec.Struct, frozen=True):
     drift: tuple[float, ...] = (-0.0015, 0.0, 0.0010)
     volatility: tuple[float, ...] = (0.012, 0.006, 0.003)
     log_volume: tuple[float, ...] = (4.0, 3.2, 2.6)
-    stay_prob: float = 0.99  # expected regime length 1 / (1 - stay_prob) = 100 bars
+    stay_prob: float = 0.995  # expected regime length 1 / (1 - stay_prob) = 200 bars
     start_price: float = 30_000.0
 
 

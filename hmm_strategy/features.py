@@ -1,0 +1,433 @@
+"""Observation features of the HMM: the single definition, with a batch and a streaming twin.
+
+The HMM is fitted on features computed in batch (polars, whole history) and filtered live on
+features computed bar by bar (``StreamingFeatures``). Both implement exactly the definitions
+below, and the test-suite proves they agree on real data, so a model never sees features in live
+trading that differ from those it was trained on.
+
+Definitions, at bar ``t`` with close ``c_t``, high ``h_t``, low ``l_t``, volume ``v_t``
+(``w = FeatureSpec.vol_window``, ``m = FeatureSpec.volume_window``):
+
+* ``trend``        ``mean(r_{t-w+1}, ..., r_t)`` with ``r_t = ln(c_t / c_{t-1})``: the drift of the
+  last ``w`` log returns. (A single bar's return has a signal-to-noise ratio near zero: a Gaussian
+  HMM given the raw return splits bars by the sign of their return instead of finding persistent
+  regimes; see docs/SYSTEM_DESIGN.md.)
+* ``realized_vol`` ``sqrt(mean(r_{t-w+1}^2, ..., r_t^2))``: RMS of the last ``w`` returns, no
+  mean subtraction (the mean of short-horizon returns is noise).
+* ``norm_range``   ``ln(h_t / l_t)``: intrabar range, scale free.
+* ``volume_z``     ``(u_t - mean(u_{t-m+1..t})) / std(u_{t-m+1..t})`` with ``u = ln(1 + v)`` and
+  the population std (ddof=0); ``0.0`` when that std is below ``1e-12`` (constant volume, e.g.
+  FX feeds with no volume at all).
+
+A feature row at ``t`` uses bars ``<= t`` only (no look-ahead). The first complete row is at
+index ``FeatureSpec.warmup_bars = max(w, m - 1)`` (0-based).
+
+Inputs must be positive finite prices with ``high >= low`` and a finite volume ``>= 0``; anything
+else raises ``ValueError`` instead of silently producing NaN features.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+
+FEATURE_NAMES: tuple[str, ...] = ("trend", "realized_vol", "norm_range", "volume_z")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+REQUIRED_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
+STD_FLOOR = 1e-12  # below this the volume std is treated as zero -> volume_z = 0.0
+STATE_VERSION = 2
+
+_INF = math.inf
+# Exact recompute when a running sum falls below this fraction of its peak since the last exact
+# recompute: keeps the relative error of realized_vol and volume_z far below the 1e-9 contract.
+_R2_COLLAPSE = 1e-4
+_VAR_COLLAPSE = 1e-3
+
+
+class FeatureSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Window lengths of the features (the only free parameters of the definitions)."""
+
+    vol_window: int = 20
+    volume_window: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("vol_window", "volume_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"FeatureSpec.{name} must be an int, got {value!r}")
+            if value < 2:
+                raise ValueError(f"FeatureSpec.{name} must be >= 2, got {value}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature column names, in the order of the feature vector."""
+        return FEATURE_NAMES
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars before the first complete feature row (its 0-based index)."""
+        # realized_vol needs w returns (bars 1..w); volume_z needs m bars (0..m-1).
+        return max(self.vol_window, self.volume_window - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch (polars)
+# --------------------------------------------------------------------------------------------
+
+
+def _validate_frame(bars: pl.DataFrame) -> None:
+    if not isinstance(bars, pl.DataFrame):
+        raise ValueError(f"bars must be a polars DataFrame, got {type(bars).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars is missing column(s) {missing}; required {list(REQUIRED_COLUMNS)}")
+    clash = [c for c in FEATURE_NAMES if c in bars.columns]
+    if clash:
+        raise ValueError(f"bars already has feature column(s) {clash}; drop them first")
+    for c in REQUIRED_COLUMNS:
+        if not bars.schema[c].is_numeric():
+            raise ValueError(f"column {c!r} must be numeric, got {bars.schema[c]}")
+    if bars.height == 0:
+        return
+    f64 = {c: pl.col(c).cast(pl.Float64) for c in REQUIRED_COLUMNS}
+    checks: list[tuple[str, pl.Expr]] = [
+        (
+            f"{c} must be a positive finite price",
+            f64[c].is_null() | ~f64[c].is_finite() | (f64[c] <= 0),
+        )
+        for c in PRICE_COLUMNS
+    ]
+    checks.append(
+        (
+            "volume must be finite and >= 0",
+            f64["volume"].is_null() | ~f64["volume"].is_finite() | (f64["volume"] < 0),
+        )
+    )
+    checks.append(("high must be >= low", f64["high"] < f64["low"]))
+    bad = bars.select(
+        [expr.arg_true().first().alias(str(i)) for i, (_, expr) in enumerate(checks)]
+    ).row(0)
+    for (message, _), row in zip(checks, bad, strict=True):
+        if row is not None:
+            values = bars.row(row, named=True)
+            shown = {c: values[c] for c in REQUIRED_COLUMNS}
+            raise ValueError(f"bad bar at row {row}: {message}; got {shown}")
+
+
+def batch_features(bars: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """All input columns plus the four features, warm-up rows dropped.
+
+    ``bars`` needs numeric ``open, high, low, close, volume`` columns in time order; any other
+    column (e.g. ``ts_event``) is passed through untouched.
+    """
+    if not isinstance(spec, FeatureSpec):
+        raise ValueError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
+    _validate_frame(bars)
+    w, m = spec.vol_window, spec.volume_window
+    close = pl.col("close").cast(pl.Float64)
+    r = (close / close.shift(1)).log()
+    u = pl.col("volume").cast(pl.Float64).log1p()
+    u_mean = u.rolling_mean(m, min_samples=m)
+    u_std = u.rolling_std(m, min_samples=m, ddof=0)
+    r2 = r * r
+    # polars' rolling mean leaves add/subtract residue (~1e-17 after large returns) that sqrt
+    # would blow up to ~1e-9 over flat prices; a window of zero returns is exactly 0.
+    nonzero = (r2 > 0.0).cast(pl.Int64).rolling_sum(w, min_samples=w)
+    out = bars.with_columns(
+        r.rolling_mean(w, min_samples=w).alias("trend"),
+        pl.when(nonzero == 0)
+        .then(pl.lit(0.0))
+        .otherwise(r2.rolling_mean(w, min_samples=w).clip(lower_bound=0.0).sqrt())
+        .alias("realized_vol"),
+        (pl.col("high").cast(pl.Float64) / pl.col("low").cast(pl.Float64))
+        .log()
+        .alias("norm_range"),
+        pl.when(u_std < STD_FLOOR)
+        .then(pl.lit(0.0))
+        .otherwise((u - u_mean) / u_std)
+        .alias("volume_z"),
+    )
+    return out.slice(spec.warmup_bars)
+
+
+def feature_matrix(bars: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """Features as a C-contiguous float64 array of shape (n_rows_after_warmup, 4)."""
+    feats = batch_features(bars, spec).select(FEATURE_NAMES)
+    return np.ascontiguousarray(feats.to_numpy(), dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming (O(1) per bar)
+# --------------------------------------------------------------------------------------------
+
+
+class StreamingFeatures:
+    """Bar-by-bar twin of :func:`batch_features`: O(1) per bar, checkpointable.
+
+    Ring buffers hold the last ``w`` returns and squared returns and the last ``m`` values of
+    ``u = ln(1 + v)``; running sums give the means. Floating-point drift is bounded by exact
+    recomputes (``math.fsum``, O(window)):
+
+    * every time a buffer wraps (amortized O(1));
+    * when a running sum collapses far below its recent peak (cancellation would otherwise leave
+      residue, e.g. realized_vol ~1e-9 instead of 0 after a burst followed by flat prices).
+
+    Volume sums are kept relative to a shift (the window value nearest its mean) so the variance
+    ``E[d^2] - E[d]^2`` is well conditioned and exactly 0 for constant volume.
+    """
+
+    __slots__ = (
+        "spec",
+        "_w",
+        "_m",
+        "_n",
+        "_prev_close",
+        "_r_buf",
+        "_r_sum",
+        "_r2_buf",
+        "_r2_pos",
+        "_r2_count",
+        "_r2_sum",
+        "_r2_peak",
+        "_u_buf",
+        "_u_pos",
+        "_u_count",
+        "_u_shift",
+        "_u_s1",
+        "_u_s2",
+        "_u_peak",
+    )
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        if not isinstance(spec, FeatureSpec):
+            raise ValueError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self._w = spec.vol_window
+        self._m = spec.volume_window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all history (back to the start of warm-up)."""
+        self._n = 0  # bars seen
+        self._prev_close: float | None = None
+        self._r_buf = [0.0] * self._w
+        self._r_sum = 0.0
+        self._r2_buf = [0.0] * self._w
+        self._r2_pos = 0
+        self._r2_count = 0
+        self._r2_sum = 0.0
+        self._r2_peak = 0.0  # max running r2 sum since the last exact recompute
+        self._u_buf = [0.0] * self._m
+        self._u_pos = 0
+        self._u_count = 0
+        self._u_shift = 0.0
+        self._u_s1 = 0.0  # sum(u - shift) over the window
+        self._u_s2 = 0.0  # sum((u - shift)^2) over the window
+        self._u_peak = 0.0  # max running s2 since the last exact recompute
+
+    @property
+    def bars_seen(self) -> int:
+        return self._n
+
+    @property
+    def ready(self) -> bool:
+        """True once ``update`` returns feature vectors."""
+        return self._n > self.spec.warmup_bars
+
+    def _recompute_r2(self) -> None:
+        self._r2_sum = self._r2_peak = math.fsum(self._r2_buf)
+        self._r_sum = math.fsum(self._r_buf)
+
+    def _recompute_u(self) -> None:
+        """Exact sums of the (full) window around the window value nearest its mean."""
+        ub = self._u_buf
+        mean = math.fsum(ub) / self._m
+        k = self._u_shift = min(ub, key=lambda x: abs(x - mean))
+        self._u_s1 = math.fsum([x - k for x in ub])
+        self._u_s2 = self._u_peak = math.fsum([(x - k) * (x - k) for x in ub])
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float
+    ) -> np.ndarray | None:
+        """Ingest one closed bar; return its feature vector (new float64 array), None in warm-up."""
+        if not (
+            0.0 < open < _INF and 0.0 < high < _INF and 0.0 < low < _INF and 0.0 < close < _INF
+        ):
+            raise ValueError(
+                "prices must be positive and finite, got "
+                f"open={open!r} high={high!r} low={low!r} close={close!r}"
+            )
+        if not 0.0 <= volume < _INF:
+            raise ValueError(f"volume must be finite and >= 0, got {volume!r}")
+        if high < low:
+            raise ValueError(f"high must be >= low, got high={high!r} low={low!r}")
+
+        # --- volume: ring of u with running shifted sums ---------------------------------
+        m = self._m
+        u = math.log1p(volume)
+        ub = self._u_buf
+        pos = self._u_pos
+        if self._u_count == m:
+            k = self._u_shift
+            d = u - k
+            od = ub[pos] - k
+            self._u_s1 += d - od
+            s2 = self._u_s2 = self._u_s2 + (d * d - od * od)
+        else:
+            if self._u_count == 0:
+                self._u_shift = u
+            d = u - self._u_shift
+            self._u_count += 1
+            self._u_s1 += d
+            s2 = self._u_s2 = self._u_s2 + d * d
+        if s2 > self._u_peak:
+            self._u_peak = s2
+        ub[pos] = u
+        pos += 1
+        if pos == m:  # buffer wrapped (always full here): exact recompute
+            pos = 0
+            self._recompute_u()
+        self._u_pos = pos
+
+        # --- returns: ring of r^2 with running sum ----------------------------------------
+        prev = self._prev_close
+        self._prev_close = close
+        self._n += 1
+        if prev is None:
+            return None
+        r = math.log(close / prev)
+        r2 = r * r
+        w = self._w
+        rb = self._r2_buf
+        rpos = self._r2_pos
+        rbuf = self._r_buf
+        if self._r2_count == w:
+            s = self._r2_sum = self._r2_sum + (r2 - rb[rpos])
+            self._r_sum += r - rbuf[rpos]
+        else:
+            self._r2_count += 1
+            s = self._r2_sum = self._r2_sum + r2
+            self._r_sum += r
+        rb[rpos] = r2
+        rbuf[rpos] = r
+        rpos += 1
+        if rpos == w:
+            rpos = 0
+            self._recompute_r2()
+        elif s > self._r2_peak:
+            self._r2_peak = s
+        self._r2_pos = rpos
+
+        if self._r2_count < w or self._u_count < m:
+            return None
+
+        # --- outputs (windows full) -------------------------------------------------------
+        s = self._r2_sum
+        if s < _R2_COLLAPSE * self._r2_peak:
+            self._recompute_r2()
+            s = self._r2_sum
+        ms = s / w
+        rv = math.sqrt(ms) if ms > 0.0 else 0.0
+
+        mean_d = self._u_s1 / m
+        var = self._u_s2 / m - mean_d * mean_d
+        if var * m < _VAR_COLLAPSE * self._u_peak:
+            self._recompute_u()
+            mean_d = self._u_s1 / m
+            var = self._u_s2 / m - mean_d * mean_d
+        std = math.sqrt(var) if var > 0.0 else 0.0
+        z = 0.0 if std < STD_FLOOR else (u - self._u_shift - mean_d) / std
+        return np.array((self._r_sum / w, rv, math.log(high / low), z))
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state(self) -> dict[str, Any]:
+        """Plain JSON-serialisable snapshot; ``from_state`` resumes bit-identically."""
+        return {
+            "version": STATE_VERSION,
+            "vol_window": self._w,
+            "volume_window": self._m,
+            "n": self._n,
+            "prev_close": self._prev_close,
+            "r_buf": list(self._r_buf),
+            "r_sum": self._r_sum,
+            "r2_buf": list(self._r2_buf),
+            "r2_pos": self._r2_pos,
+            "r2_count": self._r2_count,
+            "r2_sum": self._r2_sum,
+            "r2_peak": self._r2_peak,
+            "u_buf": list(self._u_buf),
+            "u_pos": self._u_pos,
+            "u_count": self._u_count,
+            "u_shift": self._u_shift,
+            "u_s1": self._u_s1,
+            "u_s2": self._u_s2,
+            "u_peak": self._u_peak,
+        }
+
+    @classmethod
+    def from_state(cls, spec: FeatureSpec, state: dict[str, Any]) -> StreamingFeatures:
+        """Rebuild an instance from :meth:`state` output (e.g. after a JSON round-trip)."""
+        obj = cls(spec)
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict, got {type(state).__name__}")
+        expected = set(obj.state())
+        if set(state) != expected:
+            raise ValueError(
+                f"state keys mismatch: missing {sorted(expected - set(state))}, "
+                f"unexpected {sorted(set(state) - expected)}"
+            )
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"state version {state['version']!r} != {STATE_VERSION}")
+        if (state["vol_window"], state["volume_window"]) != (spec.vol_window, spec.volume_window):
+            raise ValueError(
+                f"state windows (vol_window={state['vol_window']}, "
+                f"volume_window={state['volume_window']}) do not match {spec}"
+            )
+
+        def _int(key: str, lo: int, hi: int) -> int:
+            v = state[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"state[{key!r}] must be an int in [{lo}, {hi}], got {v!r}")
+            return v
+
+        def _float(key: str, v: Any = None) -> float:
+            v = state[key] if v is None else v
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"state[{key!r}] must hold finite numbers, got {v!r}")
+            return float(v)
+
+        def _buf(key: str, size: int) -> list[float]:
+            v = state[key]
+            if not isinstance(v, list) or len(v) != size:
+                raise ValueError(f"state[{key!r}] must be a list of {size} floats")
+            return [_float(key, x) for x in v]
+
+        w, m = spec.vol_window, spec.volume_window
+        n = _int("n", 0, 2**63)
+        obj._n = n
+        prev = state["prev_close"]
+        if (prev is None) != (n == 0):
+            raise ValueError(f"state['prev_close'] is {prev!r} but n={n}")
+        obj._prev_close = None if prev is None else _float("prev_close")
+        obj._r_buf = _buf("r_buf", w)
+        obj._r_sum = _float("r_sum")
+        obj._r2_buf = _buf("r2_buf", w)
+        obj._r2_pos = _int("r2_pos", 0, w - 1)
+        obj._r2_count = _int("r2_count", 0, w)
+        obj._r2_sum = _float("r2_sum")
+        obj._r2_peak = _float("r2_peak")
+        obj._u_buf = _buf("u_buf", m)
+        obj._u_pos = _int("u_pos", 0, m - 1)
+        obj._u_count = _int("u_count", 0, m)
+        obj._u_shift = _float("u_shift")
+        obj._u_s1 = _float("u_s1")
+        obj._u_s2 = _float("u_s2")
+        obj._u_peak = _float("u_peak")
+        if obj._u_count != min(n, m) or obj._r2_count != min(max(n - 1, 0), w):
+            raise ValueError(f"state counts inconsistent with n={n}")
+        return obj
