@@ -81,8 +81,14 @@ def write_regime_plot(decisions_csv: Path, output: Path) -> None:
             fig.add_trace(go.Scattergl(x=time, y=part["close"], name=f"close ({name})"), 1, 1)
             for col in prob_cols:
                 fig.add_trace(
-                    go.Scattergl(x=time, y=part[col], name=f"P(state {col[1:]}) {name}",
-                                 stackgroup=name, mode="lines", line={"width": 0}),
+                    go.Scatter(
+                        x=time,
+                        y=part[col],
+                        name=f"P(state {col[1:]}) {name}",
+                        stackgroup=name,
+                        mode="lines",
+                        line={"width": 0},
+                    ),
                     2,
                     1,
                 )

@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 
 
 class ComponentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A strategy or actor: ``path`` is ``module:Class``; its config class defaults to ClassConfig."""
+    """A strategy or actor: ``path`` is ``module:Class``; its config defaults to ClassConfig."""
 
     path: str
     config: dict[str, Any] = {}
@@ -214,7 +214,8 @@ def _validate_components(settings: NodeSettings, label: str) -> None:
             try:
                 config_cls = resolve_config_path(spec.resolved_config_path)
             except (ImportError, AttributeError, ValueError) as exc:
-                raise ConfigError(f"{label}: {key}.path: cannot import {spec.path!r}: {exc}") from None
+                msg = f"{label}: {key}.path: cannot import {spec.path!r}: {exc}"
+                raise ConfigError(msg) from None
             try:
                 config_cls.parse(msgspec.json.encode(_fill_run_dir(spec.config, "run")))
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:

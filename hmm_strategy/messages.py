@@ -34,7 +34,7 @@ class RegimeUpdate(msgspec.Struct, frozen=True):
 
 
 class Budget(msgspec.Struct, frozen=True):
-    """Capital budget for one strategy, in the account's quote currency (published by the allocator)."""
+    """Capital budget of one strategy in the account's quote currency (from the allocator)."""
 
     ts_event: int
     strategy_id: str
@@ -50,3 +50,16 @@ class GovernanceCommand(msgspec.Struct, frozen=True):
     scale: float = 1.0  # allocation multiplier for "throttle"/"resume"
     flatten: bool = False  # close the open position when pausing
     reason: str = ""
+
+
+BREAKER_TOPIC = "hmm.breaker"
+
+
+class BreakerRejection(msgspec.Struct, frozen=True):
+    """A circuit breaker blocked (or flattened) risk; ``reason`` is a bounded label value."""
+
+    ts_event: int
+    strategy_id: str
+    instrument_id: str
+    # "daily_loss" | "drawdown" | "position_notional" | "rejects" | "stale_data" | "price_jump"
+    reason: str

@@ -23,7 +23,7 @@ import numpy as np
 
 
 class PolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Guardrail settings; ``state_exposures`` maps canonical states (0 = most bearish) to targets."""
+    """Guardrails; ``state_exposures`` maps canonical states (0 = most bearish) to targets."""
 
     min_confidence: float = 0.6
     min_hold_bars: int = 4
