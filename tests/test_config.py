@@ -1,0 +1,94 @@
+"""The one node config: validation errors name the file and the key, before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, load_node_settings
+
+
+def write(tmp: Path, data: dict | str, name: str = "override.yaml") -> Path:
+    path = tmp / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def strategy(**config) -> dict:
+    base = {
+        "instrument_id": "BTCUSDT.BINANCE",
+        "bar_type": "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL",
+    }
+    return {
+        "strategies": [
+            {"path": "hmm_strategy.strategy:HMMRegimeStrategy", "config": {**base, **config}}
+        ]
+    }
+
+
+def test_shipped_config_loads() -> None:
+    settings = load_node_settings(DEFAULT_CONFIG)
+    assert settings.trader_id == "HMM-001"
+    assert settings.strategies[0].path == "hmm_strategy.strategy:HMMRegimeStrategy"
+    assert settings.backtest is not None and settings.backtest.data
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"tradr_id": "X"}, "tradr_id"),
+        ({"backtest": {"catalog_pth": "x"}}, "catalog_pth"),
+        ({"risk": {"bypass": "maybe"}}, "$.risk.bypass"),
+        (
+            {
+                "backtest": {
+                    "venues": [
+                        {"name": "SIM", "starting_balances": ["1 USD"], "oms_type": "NETTINGX"}
+                    ]
+                }
+            },
+            "oms_type",
+        ),
+        (strategy(policy={"min_confidence": "high"}), "strategies[0].config.policy.min_confidence"),
+        (strategy(policy={"min_confidence": 3.0}), "min_confidence"),
+        (strategy(fit={"warmup_bars": 10}), "warmup_bars"),
+        (strategy(features={"vol_window": 1}), "vol_window"),
+        (strategy(unknown_knob=1), "unknown_knob"),
+        ({"strategies": [{"path": "no_such_module:Strategy"}]}, "strategies[0].path"),
+    ],
+)
+def test_bad_values_name_file_and_key(tmp_path: Path, override: dict, expected: str) -> None:
+    path = write(tmp_path, override)
+    with pytest.raises(ConfigError) as info:
+        load_node_settings(DEFAULT_CONFIG, [path])
+    assert expected in str(info.value)
+    assert "override.yaml" in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_node_settings(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_node_settings(write(tmp_path, "a: [1, 2"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_node_settings(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_env_substitution_and_unset_variable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HMM_TEST_TRADER", "TRADER-777")
+    settings = load_node_settings(
+        DEFAULT_CONFIG, [write(tmp_path, {"trader_id": "${HMM_TEST_TRADER}"})]
+    )
+    assert settings.trader_id == "TRADER-777"
+    monkeypatch.delenv("HMM_TEST_TRADER")
+    with pytest.raises(ConfigError, match=r"\$\.trader_id uses \$\{HMM_TEST_TRADER\}"):
+        load_node_settings(DEFAULT_CONFIG, [write(tmp_path, {"trader_id": "${HMM_TEST_TRADER}"})])
+
+
+def test_overrides_layer_deeply(tmp_path: Path) -> None:
+    path = write(tmp_path, {"backtest": {"start": "2024-03-01"}})
+    settings = load_node_settings(DEFAULT_CONFIG, [path])
+    assert settings.backtest.start == "2024-03-01"
+    assert settings.backtest.catalog_path == "catalog"  # untouched keys survive the layering
