@@ -8,6 +8,8 @@ bar t uses only bars closed at or before t.
 
 from __future__ import annotations
 
+from collections import deque
+
 import msgspec
 import numpy as np
 
@@ -26,6 +28,7 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     n_restarts: int = 3
     n_iter: int = 100
     seed: int = 0
+    history_bars: int = 500  # recent feature rows kept to bring a swapped-in model up to date
 
     def __post_init__(self) -> None:
         if self.warmup_bars < 100:
@@ -65,7 +68,9 @@ class RegimeEngine:
         self.policy: RegimePolicy | None = None
         self.model_version = ""
         self.bars_seen = 0
+        self.rejected_bars = 0
         self._warmup_rows: list[np.ndarray] = []
+        self._recent: deque[np.ndarray] = deque(maxlen=fit.history_bars)
         if model is not None:
             self.set_model(model, model_version)
 
@@ -74,18 +79,35 @@ class RegimeEngine:
         return self.filter is not None
 
     def set_model(self, model: RegimeHMM, version: str) -> None:
-        """Install a fitted model: a fresh filter and policy (the features keep their window)."""
+        """Install a fitted model: a new filter run over the recent feature rows (all in the past).
+
+        The policy keeps its memory (current target, holding, cooldown) across a swap when the
+        number of states is unchanged, so a promotion does not by itself cause a trade.
+        """
+        if model.n_features_ != len(self.feature_spec.names):
+            raise ValueError(
+                f"model has {model.n_features_} features, the strategy computes "
+                f"{len(self.feature_spec.names)} ({', '.join(self.feature_spec.names)})"
+            )
+        new_filter = ForwardFilter.from_model(model)
+        for row in self._recent:
+            new_filter.update(row)
         self.model = model
         self.model_version = version
-        self.filter = ForwardFilter.from_model(model)
-        self.policy = RegimePolicy(self.policy_config, model.n_states_)
+        self.filter = new_filter
+        if self.policy is None or len(self.policy.exposures) != model.n_states_:
+            self.policy = RegimePolicy(self.policy_config, model.n_states_)
 
     def update(
         self, open_: float, high: float, low: float, close: float, volume: float
     ) -> Decision | None:
-        """Consume one closed bar; return a decision once a model and features are ready."""
-        self.bars_seen += 1
+        """Consume one closed bar; return a decision once a model and features are ready.
+
+        A bar the features or the filter cannot use (non-positive or non-finite prices, high < low,
+        an observation no state can produce) raises ``ValueError`` and leaves the engine unchanged.
+        """
         x = self.features.update(open_, high, low, close, volume)
+        self.bars_seen += 1
         if x is None:
             return None
         if self.filter is None:
@@ -95,6 +117,7 @@ class RegimeEngine:
             self._fit_on_warmup()
             return None
         probs = self.filter.update(x)
+        self._recent.append(x)
         target = self.policy.update(probs)
         state = int(np.argmax(probs))
         return Decision(
@@ -115,6 +138,5 @@ class RegimeEngine:
             n_iter=s.n_iter,
             random_state=s.seed,
         ).fit(X)
+        self._recent.extend(X)  # the deque keeps the last ``history_bars`` rows
         self.set_model(model, f"inrun-{self.bars_seen}")
-        for row in X:  # bring the filter (not the policy) up to date, causally
-            self.filter.update(row)

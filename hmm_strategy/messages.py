@@ -63,3 +63,16 @@ class BreakerRejection(msgspec.Struct, frozen=True):
     instrument_id: str
     # "daily_loss" | "drawdown" | "position_notional" | "rejects" | "stale_data" | "price_jump"
     reason: str
+
+
+MODEL_TOPIC = "hmm.model"
+
+
+class ModelUpdate(msgspec.Struct, frozen=True):
+    """Swap the strategy's model for the artifact at ``model_path`` (promotion or rollback)."""
+
+    ts_event: int
+    strategy_id: str
+    model_path: str
+    model_version: str
+    reason: str = ""

@@ -26,9 +26,11 @@ from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
     BUDGET_TOPIC,
     GOVERNANCE_TOPIC,
+    MODEL_TOPIC,
     REGIME_TOPIC,
     Budget,
     GovernanceCommand,
+    ModelUpdate,
     RegimeUpdate,
     topic_for,
 )
@@ -96,16 +98,22 @@ class HMMRegimeStrategy(Strategy):
         sid = str(self.id)
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
+        self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
         self.subscribe_bars(cfg.bar_type)
 
     def on_bar(self, bar: Bar) -> None:
-        decision = self.engine.update(
-            bar.open.as_double(),
-            bar.high.as_double(),
-            bar.low.as_double(),
-            bar.close.as_double(),
-            bar.volume.as_double(),
-        )
+        try:
+            decision = self.engine.update(
+                bar.open.as_double(),
+                bar.high.as_double(),
+                bar.low.as_double(),
+                bar.close.as_double(),
+                bar.volume.as_double(),
+            )
+        except ValueError as exc:  # a bar the model cannot use: skip it, never trade on it
+            self.engine.rejected_bars += 1
+            self.log.warning(f"Skipped bar {bar}: {exc}")
+            return
         if decision is None:
             return
         close = bar.close.as_double()
@@ -140,6 +148,17 @@ class HMMRegimeStrategy(Strategy):
             self.paused = False
             self.scale = command.scale
         self._last_plan = None  # re-plan on the next bar with the new allocation
+
+    def on_model_update(self, update: ModelUpdate) -> None:
+        """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
+        try:
+            names = self.config.features.names
+            model, meta = load_model(update.model_path, expected_features=names)
+            self.engine.set_model(model, meta.model_version)
+        except ValueError as exc:
+            self.log.error(f"Rejected model {update.model_version} ({update.model_path}): {exc}")
+            return
+        self.log.warning(f"Model now {meta.model_version}: {update.reason}")
 
     def rebalance(self, exposure: float, price: float) -> None:
         """Submit one market order moving the net position to ``exposure`` of the allocation."""
