@@ -1,0 +1,615 @@
+"""``MetricsExporter``: a NautilusTrader actor that exports Prometheus metrics of a trading node.
+
+It listens on the message bus only (order and position events, the strategy's ``RegimeUpdate``,
+the allocator's ``Budget``, governance commands and circuit-breaker rejections) and reads the
+portfolio on a timer, so it works the same in a backtest and in a live node and never touches
+the strategies. Metrics go to the exporter's OWN ``CollectorRegistry`` (several exporters, or
+tests, can share one process); ``render()`` returns the exposition text and, when ``port`` is not
+0, a small HTTP server serves ``/metrics``, ``/health`` and ``/readyz`` (see ``metrics_server``).
+
+Label values are venue names, strategy ids, instrument ids, HMM state indices, governance states
+and breaker reasons only: never client order ids, account ids or anything from the environment.
+Each label is capped at ``max_label_values`` distinct values (extra ones become ``"other"``).
+
+Multiprocess mode (``multiprocess_dir`` or ``$PROMETHEUS_MULTIPROC_DIR``) uses prometheus_client's
+mmap shards, so one ``/metrics`` shows the aggregate of every process writing to that directory:
+counters and histograms are summed; gauges use ``livemostrecent`` (the value most recently set by
+any live process wins, which is right both for per-strategy series that one process owns and for
+a venue's equity that two processes might both report), except the ``ops_*_last_refresh_epoch``
+gauges, which use ``livemin`` so that one process whose refresh loop stalled still trips the
+stale-refresh alert. On start, shard files of processes that are gone are deleted (their live
+gauges via ``mark_process_dead``, their counters too), so a restarted node starts from zero the
+way a single-process exporter does (Prometheus treats the drop as a counter reset).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+from nautilus_trader.model.enums import AccountType, PriceType
+from nautilus_trader.model.events import (
+    OrderAccepted,
+    OrderCanceled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    OrderSubmitted,
+    PositionOpened,
+)
+from nautilus_trader.model.identifiers import Venue
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as prom_values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from actors.metrics_server import MetricsHTTPServer
+from hmm_strategy.messages import (
+    BREAKER_TOPIC,
+    BUDGET_TOPIC,
+    GOVERNANCE_TOPIC,
+    REGIME_TOPIC,
+    BreakerRejection,
+    Budget,
+    GovernanceCommand,
+    RegimeUpdate,
+)
+
+USD_LIKE = frozenset({"USD", "USDT", "USDC"})
+GOVERNANCE_STATES = ("active", "throttled", "paused")
+ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
+BREAKER_REASONS = (
+    "daily_loss",
+    "drawdown",
+    "position_notional",
+    "rejects",
+    "stale_data",
+    "price_jump",
+    "other",
+)
+MAX_STATES = 8
+# Submit -> ack in ms: sub-ms colocated acks up to a minute (a bar-driven backtest with a latency
+# model acks at the next bar).
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+_SAFE_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_VERSION_TS = re.compile(r"^(\d{8}T\d{6}Z)")
+_REFRESH_TIMER = "metrics-refresh"
+
+
+class MetricsExporterConfig(ActorConfig, frozen=True):
+    """
+    Configuration for ``MetricsExporter``.
+
+    Parameters
+    ----------
+    host : str
+        Interface the HTTP server binds to (loopback by default: put a proxy in front to expose).
+    port : int
+        HTTP port; 0 serves nothing (backtests: use ``render()``).
+    venue : str
+        The venue whose account and positions the portfolio gauges report; also their label.
+    stale_after_secs : float
+        ``/readyz`` answers 503 when no ``RegimeUpdate`` arrived for this long (wall clock).
+    refresh_interval_secs : float
+        Period of the portfolio/exposure refresh timer (node clock: simulated in a backtest).
+    multiprocess_dir : str, optional
+        prometheus_client multiprocess directory; else ``$PROMETHEUS_MULTIPROC_DIR``; else off.
+    max_pending_orders : int
+        Bound of the submitted-but-not-acknowledged order table used for the latency histogram.
+    max_label_values : int
+        Distinct values allowed per label (strategy, instrument, ...); extra ones map to "other".
+
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+    venue: str = "BINANCE"
+    stale_after_secs: float = 300.0
+    refresh_interval_secs: float = 5.0
+    multiprocess_dir: str | None = None
+    max_pending_orders: int = 10_000
+    max_label_values: int = 64
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_dead_shards(path: str | os.PathLike[str]) -> list[int]:
+    """Delete the multiprocess shard files of processes that no longer exist; return their pids.
+
+    Shard names are ``<type>[_<mode>]_<pid>.db``. This process's own pid is always kept.
+    """
+    dead: set[int] = set()
+    for file in glob.glob(os.path.join(os.fspath(path), "*.db")):
+        tail = Path(file).stem.rsplit("_", 1)[-1]
+        if not tail.isdigit():
+            continue
+        pid = int(tail)
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        dead.add(pid)
+    for pid in sorted(dead):
+        mark_process_dead(pid, os.fspath(path))  # the live* gauges
+        for file in glob.glob(os.path.join(os.fspath(path), f"*_{pid}.db")):
+            Path(file).unlink(missing_ok=True)  # counters, histograms, other gauges
+    return sorted(dead)
+
+
+def _enable_multiprocess(path: str) -> None:
+    """Switch prometheus_client to mmap-backed values for this process (process-wide)."""
+    if not Path(path).is_dir():
+        raise ValueError(f"multiprocess_dir {path!r} is not an existing directory")
+    if getattr(prom_values.ValueClass, "_multiprocess", False):
+        active = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        if active and Path(active).resolve() != Path(path).resolve():
+            raise ValueError(
+                f"multiprocess_dir {path!r} differs from PROMETHEUS_MULTIPROC_DIR {active!r} "
+                "already in use by this process"
+            )
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    prom_values.ValueClass = prom_values.MultiProcessValue()
+
+
+class _LabelCap:
+    """Caps the distinct values of one label so a bug upstream cannot explode the series count."""
+
+    def __init__(self, limit: int, on_overflow: Callable[[str], None]) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._on_overflow = on_overflow
+
+    def __call__(self, value: object) -> str:
+        text = str(value)
+        if text in self._seen:
+            return text
+        if len(self._seen) >= self._limit or not _SAFE_LABEL.match(text):
+            self._on_overflow(text)
+            return "other"
+        self._seen.add(text)
+        return text
+
+
+class MetricsExporter(Actor):
+    """Export order flow, latency, PnL, exposure, equity, regime and governance metrics."""
+
+    def __init__(self, config: MetricsExporterConfig | None = None) -> None:
+        config = config or MetricsExporterConfig()
+        super().__init__(config)
+        if not 0 <= config.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, was {config.port}")
+        if not config.stale_after_secs > 0:
+            raise ValueError(f"stale_after_secs must be > 0, was {config.stale_after_secs}")
+        if not config.refresh_interval_secs > 0:
+            raise ValueError(
+                f"refresh_interval_secs must be > 0, was {config.refresh_interval_secs}"
+            )
+        if config.max_pending_orders < 1 or config.max_label_values < 1:
+            raise ValueError("max_pending_orders and max_label_values must be >= 1")
+        if not _SAFE_LABEL.match(config.venue):
+            raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {config.venue!r}")
+
+        self._mp_dir = config.multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self._mp_dir:
+            _enable_multiprocess(self._mp_dir)
+        self._registry = CollectorRegistry(auto_describe=False)
+        if self._mp_dir:
+            MultiProcessCollector(self._registry, path=self._mp_dir)
+        self._build_metrics(None if self._mp_dir else self._registry)
+
+        self._venue = config.venue
+        self._strategy_label = _LabelCap(config.max_label_values, self._label_overflow)
+        self._instrument_label = _LabelCap(config.max_label_values, self._label_overflow)
+        self._pending: OrderedDict[str, int] = OrderedDict()  # client order id -> submit ts (ns)
+        self._order_keys: set[tuple[str, str]] = set()
+        self._hmm_strategies: set[str] = set()
+        self._n_states: dict[tuple[str, str], int] = {}
+        self._model: dict[tuple[str, str], tuple[str, float]] = {}  # -> (version, created s)
+        self._cycle_pnl: dict[str, float] = {}  # position id -> realized USD of its current cycle
+        self._realized: dict[tuple[str, str, str], float] = {}  # (venue, strategy, instr) -> USD
+        self._exposure_keys: set[tuple[str, str]] = set()
+        self._last_update_mono: float | None = None
+        self._warned: set[str] = set()
+        self._server: MetricsHTTPServer | None = None
+
+    # -- metrics ---------------------------------------------------------------------------------
+
+    def _build_metrics(self, registry: CollectorRegistry | None) -> None:
+        def gauge(name: str, doc: str, labels: tuple[str, ...], mode: str = "livemostrecent"):
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+
+        vs = ("venue", "strategy")
+        vsi = ("venue", "strategy", "instrument")
+        si = ("strategy", "instrument")
+        self.orders_submitted = Counter(
+            "orders_submitted_total", "Orders submitted to the venue.", vs, registry=registry
+        )
+        self.orders_rejected = Counter(
+            "orders_rejected_total", "Orders rejected by the venue.", vs, registry=registry
+        )
+        self.orders_denied = Counter(
+            "orders_denied_total",
+            "Orders denied before submission (risk engine).",
+            vs,
+            registry=registry,
+        )
+        self.order_fills = Counter(
+            "order_fills_total",
+            "Order fill events (partial fills count each).",
+            vs,
+            registry=registry,
+        )
+        self.breaker_rejections = Counter(
+            "breaker_rejections_total",
+            "Circuit-breaker rejections.",
+            ("strategy", "reason"),
+            registry=registry,
+        )
+        self.submit_to_ack = Histogram(
+            "submit_to_ack_ms",
+            "Order submitted -> first venue acknowledgement (accepted, else first fill), ms.",
+            vs,
+            buckets=LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+        self.pnl_realized = gauge(
+            "pnl_realized_total", "Realized PnL incl. commissions since exporter start, USD.", vsi
+        )
+        self.pnl_unrealized = gauge(
+            "pnl_unrealized_total", "Unrealized PnL of open positions, USD.", vsi
+        )
+        self.exposure = gauge("exposure_usd", "Signed net position notional, USD.", vsi)
+        self.equity = gauge(
+            "portfolio_equity_usd",
+            "Account equity, USD: balances (+ unrealized PnL for margin accounts).",
+            ("venue",),
+        )
+        self.exposure_refresh = gauge(
+            "ops_exposure_last_refresh_epoch",
+            "Node-clock UNIX seconds of the last successful PnL/exposure refresh.",
+            ("venue",),
+            mode="livemin",
+        )
+        self.portfolio_refresh = gauge(
+            "ops_portfolio_last_refresh_epoch",
+            "Node-clock UNIX seconds of the last successful equity refresh.",
+            ("venue",),
+            mode="livemin",
+        )
+        self.regime_probability = gauge(
+            "regime_probability",
+            "Filtered HMM state probability at the last bar.",
+            (*si, "state"),
+        )
+        self.regime_state = gauge("regime_state", "Most likely HMM state at the last bar.", si)
+        self.target_exposure = gauge(
+            "target_exposure", "Policy target exposure in [-1, 1] at the last bar.", si
+        )
+        self.model_info = gauge(
+            "model_info", "Model version in use (value 1).", (*si, "model_version")
+        )
+        self.model_age = gauge(
+            "model_age_seconds",
+            "Event time minus model creation time (version timestamp, else first seen).",
+            si,
+        )
+        self.governance_state = gauge(
+            "strategy_governance_state", "Governance state, one-hot.", ("strategy", "state")
+        )
+        self.allocation = gauge(
+            "strategy_allocation_notional", "Allocator budget, quote currency.", ("strategy",)
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric of this exporter."""
+        return generate_latest(self._registry)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self._registry
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound HTTP port while serving, else None."""
+        return self._server.port if self._server is not None and self._server.running else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """``(ready, reason)``: running and a ``RegimeUpdate`` within ``stale_after_secs``."""
+        if not self.is_running:
+            return False, "not running"
+        last = self._last_update_mono
+        if last is None:
+            return False, "no data yet"
+        age = time.monotonic() - last
+        if age > self.config.stale_after_secs:
+            return False, f"stale: last update {age:.1f}s ago"
+        return True, "ready"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self._mp_dir:
+            dead = clean_dead_shards(self._mp_dir)
+            if dead:
+                self.log.info(f"Removed metric shards of {len(dead)} dead process(es)")
+        self.msgbus.subscribe("events.order.*", self.on_order_event)
+        self.msgbus.subscribe("events.position.*", self.on_position_event)
+        self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self.on_regime_update)
+        self.msgbus.subscribe(f"{BUDGET_TOPIC}.*", self.on_budget)
+        self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
+        self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
+        self.clock.set_timer(
+            _REFRESH_TIMER,
+            timedelta(seconds=self.config.refresh_interval_secs),
+            callback=self._on_refresh_timer,
+        )
+        if self.config.port:
+            self._server = MetricsHTTPServer(
+                self.config.host, self.config.port, self.render, self.readiness
+            )
+            port = self._server.start()
+            self.log.info(f"Serving metrics on http://{self.config.host}:{port}/metrics")
+
+    def on_stop(self) -> None:
+        if _REFRESH_TIMER in self.clock.timer_names:
+            self.clock.cancel_timer(_REFRESH_TIMER)
+        self.refresh()
+        self._stop_server()
+
+    def on_reset(self) -> None:
+        self._pending.clear()
+        self._last_update_mono = None
+
+    def on_dispose(self) -> None:
+        self._stop_server()
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    # -- order and position events ---------------------------------------------------------------
+
+    def _order_labels(self, event) -> tuple[str, str]:
+        venue = self._venue_label(event.instrument_id.venue.value)
+        strategy = self._strategy_label(event.strategy_id.value)
+        key = (venue, strategy)
+        if key not in self._order_keys:  # zero-initialise so rate() works before the first event
+            self._order_keys.add(key)
+            for counter in (
+                self.orders_submitted,
+                self.orders_rejected,
+                self.orders_denied,
+                self.order_fills,
+            ):
+                counter.labels(*key)
+        return key
+
+    def _venue_label(self, venue: str) -> str:
+        return venue if _SAFE_LABEL.match(venue) else "other"
+
+    def on_order_event(self, event) -> None:
+        labels = self._order_labels(event)
+        coid = event.client_order_id.value
+        if isinstance(event, OrderSubmitted):
+            self.orders_submitted.labels(*labels).inc()
+            self._pending[coid] = event.ts_event
+            while len(self._pending) > self.config.max_pending_orders:
+                self._pending.popitem(last=False)
+        elif isinstance(event, OrderAccepted | OrderFilled):
+            submitted = self._pending.pop(coid, None)
+            if submitted is not None:
+                self.submit_to_ack.labels(*labels).observe((event.ts_event - submitted) / 1e6)
+            if isinstance(event, OrderFilled):
+                self.order_fills.labels(*labels).inc()
+        elif isinstance(event, OrderRejected):
+            self.orders_rejected.labels(*labels).inc()
+            self._pending.pop(coid, None)
+        elif isinstance(event, OrderDenied):
+            self.orders_denied.labels(*labels).inc()
+        elif isinstance(event, OrderCanceled | OrderExpired):
+            self._pending.pop(coid, None)
+
+    def on_position_event(self, event) -> None:
+        """Realized PnL from position events (NETTING positions reopen under the same id)."""
+        usd = 0.0 if event.realized_pnl is None else self._to_usd(event.realized_pnl)
+        if usd is None:
+            return
+        pid = event.position_id.value
+        key = (
+            self._venue_label(event.instrument_id.venue.value),
+            self._strategy_label(event.strategy_id.value),
+            self._instrument_label(event.instrument_id.value),
+        )
+        if isinstance(event, PositionOpened):
+            self._cycle_pnl[pid] = 0.0  # a new cycle: the previous one stays banked in the total
+        delta = usd - self._cycle_pnl.get(pid, 0.0)
+        self._cycle_pnl[pid] = usd
+        self._realized[key] = self._realized.get(key, 0.0) + delta
+        self.pnl_realized.labels(*key).set(self._realized[key])
+
+    # -- strategy / governance messages ----------------------------------------------------------
+
+    def _seen_hmm_strategy(self, strategy: str) -> None:
+        if strategy in self._hmm_strategies:
+            return
+        self._hmm_strategies.add(strategy)
+        for state in GOVERNANCE_STATES:  # a strategy starts active until governance says otherwise
+            self.governance_state.labels(strategy, state).set(1.0 if state == "active" else 0.0)
+        for reason in BREAKER_REASONS:
+            self.breaker_rejections.labels(strategy, reason)
+
+    def on_regime_update(self, update: RegimeUpdate) -> None:
+        strategy = self._strategy_label(update.strategy_id)
+        instrument = self._instrument_label(update.instrument_id)
+        self._seen_hmm_strategy(strategy)
+        key = (strategy, instrument)
+        probs = update.probs[:MAX_STATES]
+        for k, p in enumerate(probs):
+            self.regime_probability.labels(strategy, instrument, str(k)).set(p)
+        for k in range(len(probs), self._n_states.get(key, 0)):  # a smaller model replaced it
+            self._drop(self.regime_probability, (strategy, instrument, str(k)))
+        self._n_states[key] = len(probs)
+        self.regime_state.labels(*key).set(update.state)
+        self.target_exposure.labels(*key).set(update.target_exposure)
+        self._update_model(key, update)
+        self._last_update_mono = time.monotonic()
+
+    def _update_model(self, key: tuple[str, str], update: RegimeUpdate) -> None:
+        version = (update.model_version or "none")[:64]
+        now = update.ts_event / 1e9
+        current = self._model.get(key)
+        if current is None or current[0] != version:
+            if current is not None:
+                self._drop(self.model_info, (*key, current[0]))
+            match = _VERSION_TS.match(version)
+            created = (
+                datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+                if match
+                else now
+            )
+            current = self._model[key] = (version, created)
+            self.model_info.labels(*key, version).set(1.0)
+        self.model_age.labels(*key).set(max(0.0, now - current[1]))
+
+    def _drop(self, metric: Gauge, labels: tuple[str, ...]) -> None:
+        # In multiprocess mode the shard keeps the series, so zero it before forgetting it.
+        try:
+            metric.labels(*labels).set(0.0)
+            metric.remove(*labels)
+        except KeyError:
+            pass
+
+    def on_budget(self, budget: Budget) -> None:
+        strategy = self._strategy_label(budget.strategy_id)
+        self._seen_hmm_strategy(strategy)
+        self.allocation.labels(strategy).set(budget.notional)
+
+    def on_governance(self, command: GovernanceCommand) -> None:
+        strategy = self._strategy_label(command.strategy_id)
+        self._seen_hmm_strategy(strategy)
+        state = ACTION_TO_STATE.get(command.action)
+        if state is None:
+            self._warn_once(f"gov:{command.action}", f"Unknown governance {command.action!r}")
+            return
+        for s in GOVERNANCE_STATES:
+            self.governance_state.labels(strategy, s).set(1.0 if s == state else 0.0)
+
+    def on_breaker_rejection(self, rejection: BreakerRejection) -> None:
+        strategy = self._strategy_label(rejection.strategy_id)
+        self._seen_hmm_strategy(strategy)
+        reason = rejection.reason if rejection.reason in BREAKER_REASONS else "other"
+        self.breaker_rejections.labels(strategy, reason).inc()
+
+    # -- portfolio refresh -----------------------------------------------------------------------
+
+    def _on_refresh_timer(self, _event) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute unrealized PnL, exposure and equity from the cache/portfolio now."""
+        now = self.clock.timestamp()
+        venue = Venue(self._venue)
+        try:
+            self._refresh_positions(venue)
+        except Exception as exc:
+            self.log.error(f"Exposure refresh failed: {type(exc).__name__}: {exc}")
+        else:
+            self.exposure_refresh.labels(self._venue).set(now)
+        try:
+            refreshed = self._refresh_equity(venue)
+        except Exception as exc:
+            self.log.error(f"Portfolio refresh failed: {type(exc).__name__}: {exc}")
+        else:
+            if refreshed:
+                self.portfolio_refresh.labels(self._venue).set(now)
+
+    def _price(self, instrument_id):
+        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
+            price = self.cache.price(instrument_id, price_type)
+            if price is not None:
+                return price
+        return None
+
+    def _to_usd(self, money) -> float | None:
+        """Money -> USD float; USD/USDT/USDC are USD, others priced against a USD-like quote."""
+        if money is None:
+            return None
+        code = money.currency.code
+        if code in USD_LIKE:
+            return money.as_double()
+        for instrument in self.cache.instruments(venue=Venue(self._venue)):
+            base = getattr(instrument, "base_currency", None)
+            quote = instrument.quote_currency.code
+            if base is not None and base.code == code and quote in USD_LIKE:
+                price = self._price(instrument.id)
+                if price is not None:
+                    return money.as_double() * price.as_double()
+        self._warn_once(f"ccy:{code}", f"No USD price for {code}; its amounts are left out")
+        return None
+
+    def _refresh_positions(self, venue: Venue) -> None:
+        totals: dict[tuple[str, str], list[float]] = {}  # -> [unrealized, exposure]
+        for position in self.cache.positions_open(venue=venue):
+            key = (
+                self._strategy_label(position.strategy_id.value),
+                self._instrument_label(position.instrument_id.value),
+            )
+            acc = totals.setdefault(key, [0.0, 0.0])
+            price = self._price(position.instrument_id)
+            if price is None:
+                self._warn_once(f"px:{position.instrument_id}", "No price for open position")
+                continue
+            unrealized = self._to_usd(position.unrealized_pnl(price))
+            notional = self._to_usd(position.notional_value(price))
+            if unrealized is not None:
+                acc[0] += unrealized
+            if notional is not None:
+                acc[1] += notional if position.signed_qty >= 0 else -notional
+        for key in self._exposure_keys - totals.keys():  # flat now
+            totals[key] = [0.0, 0.0]
+        for key, (unrealized, exposure) in totals.items():
+            self.pnl_unrealized.labels(self._venue, *key).set(unrealized)
+            self.exposure.labels(self._venue, *key).set(exposure)
+        self._exposure_keys |= totals.keys()
+
+    def _refresh_equity(self, venue: Venue) -> bool:
+        account = self.portfolio.account(venue)
+        if account is None:
+            return False
+        equity = 0.0
+        for money in account.balances_total().values():
+            usd = self._to_usd(money)
+            if usd is not None:
+                equity += usd
+        if account.type == AccountType.MARGIN:
+            for position in self.cache.positions_open(venue=venue):
+                price = self._price(position.instrument_id)
+                if price is not None:
+                    equity += self._to_usd(position.unrealized_pnl(price)) or 0.0
+        self.equity.labels(self._venue).set(equity)
+        return True
+
+    def _label_overflow(self, _value: str) -> None:
+        self._warn_once("labels", "Label value not allowed or over max_label_values: 'other'")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.warning(message)

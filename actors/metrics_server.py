@@ -1,0 +1,103 @@
+"""A tiny HTTP server for the metrics exporter: ``/metrics``, ``/health`` and ``/readyz``.
+
+It lives in its own module so the actor holds only the trading-side logic. The server runs
+``ThreadingHTTPServer.serve_forever`` in a daemon thread, so a hung scrape never blocks the event
+loop of the node and the process can always exit. ``stop()`` shuts it down and closes the socket,
+so the port is free again as soon as it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+
+class MetricsHTTPServer:
+    """Serve ``render()`` on ``/metrics``, 200 on ``/health``, and ``ready()`` on ``/readyz``.
+
+    ``ready`` returns ``(is_ready, reason)``; the reason is a short fixed text (never data).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        render: Callable[[], bytes],
+        ready: Callable[[], tuple[bool, str]],
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, was {port}")
+        self._host = host
+        self._port = port
+        self._render = render
+        self._ready = ready
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
+        if self._httpd is None:
+            raise RuntimeError("server is not running")
+        return self._httpd.server_address[1]
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    def start(self) -> int:
+        """Bind and start serving in a daemon thread; return the bound port."""
+        if self._httpd is not None:
+            return self.port
+        render, ready = self._render, self._ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    try:
+                        body = render()
+                    except Exception as exc:  # a scrape must never kill the thread
+                        self._send(500, f"render failed: {type(exc).__name__}\n".encode())
+                        return
+                    self._send(200, body, CONTENT_TYPE_LATEST)
+                elif path == "/health":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    ok, reason = ready()
+                    self._send(200 if ok else 503, f"{reason}\n".encode())
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args) -> None:
+                return  # scrapes every few seconds would flood the node's log
+
+        httpd = ThreadingHTTPServer((self._host, self._port), Handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, name=f"metrics-http-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        """Stop serving and release the port (idempotent)."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)

@@ -1,0 +1,590 @@
+"""MetricsExporter inside a real NautilusTrader BacktestEngine: values, HTTP, secrets, multiprocess.
+
+The engine runs NautilusTrader's example ``EMACross`` (it trades, and with a latency model some
+of its reduce-only closes get rejected) beside ``ProbeStrategy``, which publishes the project's
+bus messages (``RegimeUpdate``, ``Budget``, ``GovernanceCommand``, ``BreakerRejection``) and
+submits one order the venue rejects and one the risk engine denies. Every expected value is
+computed independently from the engine's cache/portfolio or from what the probe published.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+from nautilus_trader.backtest.models import LatencyModel
+from nautilus_trader.config import LoggingConfig, StrategyConfig
+from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConfig
+from nautilus_trader.model.currencies import USDT
+from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, TimeInForce
+from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
+from nautilus_trader.model.identifiers import InstrumentId, Venue
+from nautilus_trader.model.objects import Money, Quantity
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.trading.strategy import Strategy
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.metrics import MetricsExporter, MetricsExporterConfig, clean_dead_shards
+from hmm_strategy.messages import (
+    BREAKER_TOPIC,
+    BUDGET_TOPIC,
+    GOVERNANCE_TOPIC,
+    REGIME_TOPIC,
+    BreakerRejection,
+    Budget,
+    GovernanceCommand,
+    RegimeUpdate,
+    topic_for,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENUE = "BINANCE"
+START_NS = 1_733_011_200_000_000_000  # 2024-12-01T00:00:00Z
+MINUTE_NS = 60_000_000_000
+V1 = "20241101T000000Z-aaaa1111"  # artifact-style version: creation time in the name
+V2 = "inrun-bbbb2222"  # in-run fit: age counts from first sight
+SWITCH_BAR = 240  # the probe switches model version here
+GOVERNANCE_PLAN = {
+    60: ("throttle", 0.5),
+    130: ("pause", 1.0),
+    200: ("resume", 1.0),
+    290: ("pause", 1.0),
+}
+BREAKER_PLAN = {45: "daily_loss", 95: "drawdown", 96: "drawdown", 150: "not_a_known_reason"}
+
+
+# -- backtest plumbing (also used by test_observability) ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def make_bars(bar_type: BarType, n: int, first: int = 0, seed: int = 7) -> list[Bar]:
+    """``n`` one-minute bars (index ``first``..): a noisy oscillation, so EMA crosses happen."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(first + n)
+    log_px = np.cumsum(rng.normal(0.0, 0.002, first + n)) + 0.03 * np.sin(idx / 15)
+    closes = 40_000.0 * np.exp(log_px)
+    inst = TestInstrumentProvider.btcusdt_binance()
+    bars = []
+    for i in range(first, first + n):
+        o = closes[i - 1] if i else closes[0]
+        c = closes[i]
+        ts = START_NS + (i + 1) * MINUTE_NS
+        bars.append(
+            Bar(
+                bar_type,
+                inst.make_price(o),
+                inst.make_price(max(o, c) * 1.0005),
+                inst.make_price(min(o, c) * 0.9995),
+                inst.make_price(c),
+                Quantity.from_str("10.000000"),
+                ts,
+                ts,
+            )
+        )
+    return bars
+
+
+def probs_for(i: int) -> tuple[float, ...]:
+    z = np.array([math.sin(i / 7), math.cos(i / 11), 0.3])
+    e = np.exp(z - z.max())
+    return tuple(float(x) for x in e / e.sum())
+
+
+class ProbeStrategyConfig(StrategyConfig, frozen=True):
+    instrument_id: InstrumentId
+    bar_type: BarType
+    probe_url: str | None = None  # GET <url>/readyz and /health from on_start
+
+
+class ProbeStrategy(Strategy):
+    """Publishes the project's bus messages each bar, plus one rejected and one denied order."""
+
+    def __init__(self, config: ProbeStrategyConfig) -> None:
+        super().__init__(config)
+        self.n_bars = 0
+        self.regime: dict[str, RegimeUpdate] = {}
+        self.first_seen_v2_ns: int | None = None
+        self.budgets: list[Budget] = []
+        self.commands: list[GovernanceCommand] = []
+        self.breakers: list[BreakerRejection] = []
+        self.probe_at_start: dict[str, tuple[int, bytes]] = {}
+
+    def on_start(self) -> None:
+        if self.config.probe_url:
+            for path in ("/readyz", "/health"):
+                self.probe_at_start[path] = http_get(self.config.probe_url + path)
+        self.subscribe_bars(self.config.bar_type)
+
+    def on_bar(self, bar: Bar) -> None:
+        i = self.n_bars
+        self.n_bars += 1
+        sid = str(self.id)
+        version = V1 if i < SWITCH_BAR else V2
+        if version == V2 and self.first_seen_v2_ns is None:
+            self.first_seen_v2_ns = bar.ts_event
+        probs = probs_for(i)
+        update = RegimeUpdate(
+            ts_event=bar.ts_event,
+            strategy_id=sid,
+            instrument_id=str(bar.bar_type.instrument_id),
+            close=bar.close.as_double(),
+            probs=probs,
+            state=int(np.argmax(probs)),
+            target_exposure=probs[0] - probs[1],
+            model_version=version,
+            log_likelihood=-1.0,
+        )
+        self.regime[sid] = update
+        self.msgbus.publish(topic_for(REGIME_TOPIC, sid), update)
+        if i % 50 == 0:
+            budget = Budget(ts_event=bar.ts_event, strategy_id=sid, notional=1_000.0 + i)
+            self.budgets.append(budget)
+            self.msgbus.publish(topic_for(BUDGET_TOPIC, sid), budget)
+        if i in GOVERNANCE_PLAN:
+            action, scale = GOVERNANCE_PLAN[i]
+            cmd = GovernanceCommand(bar.ts_event, sid, action, scale=scale, reason="test")
+            self.commands.append(cmd)
+            self.msgbus.publish(topic_for(GOVERNANCE_TOPIC, sid), cmd)
+        if i in BREAKER_PLAN:
+            rej = BreakerRejection(
+                bar.ts_event, sid, str(bar.bar_type.instrument_id), BREAKER_PLAN[i]
+            )
+            self.breakers.append(rej)
+            self.msgbus.publish(topic_for(BREAKER_TOPIC, sid), rej)
+        inst = self.cache.instrument(self.config.instrument_id)
+        if i == 20:  # marketable post-only limit: the venue rejects it
+            self.submit_order(
+                self.order_factory.limit(
+                    instrument_id=inst.id,
+                    order_side=OrderSide.BUY,
+                    quantity=inst.make_qty(0.001),
+                    price=inst.make_price(bar.close.as_double() * 1.02),
+                    time_in_force=TimeInForce.GTC,
+                    post_only=True,
+                )
+            )
+        if i == 30:  # above the instrument's max quantity: the risk engine denies it
+            self.submit_order(
+                self.order_factory.market(
+                    instrument_id=inst.id,
+                    order_side=OrderSide.BUY,
+                    quantity=inst.make_qty(float(inst.max_quantity) * 2),
+                )
+            )
+
+
+def build_engine(
+    exporter_config: MetricsExporterConfig,
+    bars: list[Bar] | None = None,
+    probe_url: str | None = None,
+) -> tuple[BacktestEngine, MetricsExporter, ProbeStrategy, BarType]:
+    """A real BacktestEngine: BINANCE margin venue, BTCUSDT, EMACross, the probe, the exporter."""
+    inst = TestInstrumentProvider.btcusdt_binance()
+    bar_type = BarType.from_str(f"{inst.id}-1-MINUTE-LAST-EXTERNAL")
+    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR")))
+    engine.add_venue(
+        Venue(VENUE),
+        oms_type=OmsType.NETTING,
+        account_type=AccountType.MARGIN,
+        base_currency=None,
+        starting_balances=[Money(1_000_000, USDT)],
+        latency_model=LatencyModel(base_latency_nanos=0, insert_latency_nanos=25_000_000),
+    )
+    engine.add_instrument(inst)
+    exporter = MetricsExporter(exporter_config)
+    engine.add_actor(exporter)  # first: it is running before the probe starts
+    engine.add_strategy(
+        EMACross(
+            EMACrossConfig(
+                instrument_id=inst.id,
+                bar_type=bar_type,
+                trade_size=Decimal("0.01"),
+                request_bars=False,
+                subscribe_trade_ticks=False,
+            )
+        )
+    )
+    probe = ProbeStrategy(
+        ProbeStrategyConfig(instrument_id=inst.id, bar_type=bar_type, probe_url=probe_url)
+    )
+    engine.add_strategy(probe)
+    engine.add_data(bars if bars is not None else make_bars(bar_type, 400))
+    return engine, exporter, probe, bar_type
+
+
+def parse(text: bytes | str) -> dict[tuple[str, frozenset], float]:
+    """Exposition text -> {(sample name, labels): value}."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    assert key in samples, (
+        f"missing {name}{labels}; have {sorted(k for k in samples if k[0] == name)}"
+    )
+    return samples[key]
+
+
+def total(samples: dict, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_exporter_values_match_the_engine():
+    engine, exporter, probe, bar_type = build_engine(
+        MetricsExporterConfig(port=0, refresh_interval_secs=60.0)
+    )
+    try:
+        engine.run(streaming=True)
+        exporter.refresh()  # the timer refreshed at the last whole minute; same data, same values
+        s = parse(exporter.render())
+        cache, portfolio = engine.cache, engine.portfolio
+        inst_id = str(bar_type.instrument_id)
+
+        # order flow, per strategy, against the orders' own event histories
+        sid = str(probe.id)
+        for strategy in ("EMACross-000", sid):
+            orders = [o for o in cache.orders() if o.strategy_id.value == strategy]
+            kinds = [type(e).__name__ for o in orders for e in o.events]
+            lab = {"venue": VENUE, "strategy": strategy}
+            assert value(s, "orders_submitted_total", **lab) == kinds.count("OrderSubmitted")
+            assert value(s, "orders_rejected_total", **lab) == kinds.count("OrderRejected")
+            assert value(s, "orders_denied_total", **lab) == kinds.count("OrderDenied")
+            assert value(s, "order_fills_total", **lab) == kinds.count("OrderFilled")
+        assert value(s, "orders_rejected_total", venue=VENUE, strategy=sid) == 1
+        assert value(s, "orders_denied_total", venue=VENUE, strategy=sid) == 1
+        submitted = sum(
+            1 for o in cache.orders() for e in o.events if isinstance(e, OrderSubmitted)
+        )
+        assert total(s, "orders_submitted_total") == submitted > 10
+        assert total(s, "orders_rejected_total") >= 2  # the probe's + EMACross's reduce-only ones
+
+        # submit -> ack latency: first OrderAccepted/OrderFilled after OrderSubmitted, per order
+        lat = []
+        for o in cache.orders(strategy_id=None):
+            ts_sub = next((e.ts_event for e in o.events if isinstance(e, OrderSubmitted)), None)
+            ack = next(
+                (e.ts_event for e in o.events if isinstance(e, OrderAccepted | OrderFilled)), None
+            )
+            if ts_sub is not None and ack is not None and o.strategy_id.value == "EMACross-000":
+                lat.append((ack - ts_sub) / 1e6)
+        lab = {"venue": VENUE, "strategy": "EMACross-000"}
+        assert value(s, "submit_to_ack_ms_count", **lab) == len(lat) > 0
+        assert value(s, "submit_to_ack_ms_sum", **lab) == pytest.approx(sum(lat))
+        assert value(s, "submit_to_ack_ms_bucket", le="60000.0", **lab) == sum(
+            x <= 60000 for x in lat
+        )
+
+        # PnL, exposure, equity against the portfolio
+        inst_id_obj = bar_type.instrument_id
+        lab = {"venue": VENUE, "strategy": "EMACross-000", "instrument": inst_id}
+        assert value(s, "pnl_realized_total", **lab) == pytest.approx(
+            portfolio.realized_pnl(inst_id_obj).as_double(), abs=1e-6
+        )
+        assert value(s, "pnl_unrealized_total", **lab) == pytest.approx(
+            portfolio.unrealized_pnl(inst_id_obj).as_double(), abs=1e-6
+        )
+        close = cache.bar(bar_type).close.as_double()
+        net = float(portfolio.net_position(inst_id_obj))
+        assert value(s, "exposure_usd", **lab) == pytest.approx(net * close, rel=1e-9)
+        assert value(s, "portfolio_equity_usd", venue=VENUE) == pytest.approx(
+            portfolio.equity(Venue(VENUE))[USDT].as_double(), abs=1e-6
+        )
+        last_ts = cache.bar(bar_type).ts_event / 1e9
+        assert value(s, "ops_portfolio_last_refresh_epoch", venue=VENUE) == last_ts
+        assert value(s, "ops_exposure_last_refresh_epoch", venue=VENUE) == last_ts
+
+        # regime / model gauges equal the last message the probe published
+        last = probe.regime[sid]
+        assert probe.n_bars == 400
+        for k, p in enumerate(last.probs):
+            assert (
+                value(s, "regime_probability", strategy=sid, instrument=inst_id, state=str(k)) == p
+            )
+        assert value(s, "regime_state", strategy=sid, instrument=inst_id) == last.state
+        assert value(s, "target_exposure", strategy=sid, instrument=inst_id) == last.target_exposure
+        assert value(s, "model_info", strategy=sid, instrument=inst_id, model_version=V2) == 1
+        assert (
+            "model_info",
+            frozenset({"strategy": sid, "instrument": inst_id, "model_version": V1}.items()),
+        ) not in s
+        assert value(s, "model_age_seconds", strategy=sid, instrument=inst_id) == pytest.approx(
+            (last.ts_event - probe.first_seen_v2_ns) / 1e9
+        )
+
+        # governance and budget
+        last_state = {"pause": "paused", "throttle": "throttled", "resume": "active"}[
+            probe.commands[-1].action
+        ]
+        for state in ("active", "throttled", "paused"):
+            expected = 1.0 if state == last_state else 0.0
+            assert value(s, "strategy_governance_state", strategy=sid, state=state) == expected
+        assert value(s, "strategy_allocation_notional", strategy=sid) == probe.budgets[-1].notional
+        assert value(s, "breaker_rejections_total", strategy=sid, reason="drawdown") == 2
+        assert value(s, "breaker_rejections_total", strategy=sid, reason="daily_loss") == 1
+        assert value(s, "breaker_rejections_total", strategy=sid, reason="other") == 1
+        assert value(s, "breaker_rejections_total", strategy=sid, reason="stale_data") == 0
+
+        # bounded labels: no order ids, no account ids, no pid label
+        text = exporter.render().decode()
+        assert "O-2024" not in text and "BINANCE-001" not in text and "client_order" not in text
+    finally:
+        engine.end()
+        engine.dispose()
+
+
+def test_model_age_uses_the_timestamp_in_an_artifact_version():
+    engine, exporter, probe, bar_type = build_engine(
+        MetricsExporterConfig(port=0),
+        bars=make_bars(BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL"), 100),
+    )
+    try:
+        engine.run(streaming=True)
+        s = parse(exporter.render())
+        last = probe.regime[str(probe.id)]
+        created = 1_730_419_200  # 2024-11-01T00:00:00Z, from V1
+        age = value(
+            s, "model_age_seconds", strategy=str(probe.id), instrument=str(bar_type.instrument_id)
+        )
+        assert age == pytest.approx(last.ts_event / 1e9 - created)
+    finally:
+        engine.end()
+        engine.dispose()
+
+
+def test_http_endpoints_readiness_and_port_release():
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    stale_after = 1.5
+    engine, exporter, probe, _ = build_engine(
+        MetricsExporterConfig(port=port, stale_after_secs=stale_after, refresh_interval_secs=60.0),
+        probe_url=base,
+    )
+    try:
+        engine.run(streaming=True)
+        t_done = time.monotonic()
+        # while running but before any RegimeUpdate, the probe (started after the exporter) saw:
+        assert probe.probe_at_start["/readyz"][0] == 503
+        assert b"no data" in probe.probe_at_start["/readyz"][1]
+        assert probe.probe_at_start["/health"][0] == 200
+
+        status, body = http_get(base + "/readyz")
+        assert status == 200, body
+        status, body = http_get(base + "/metrics")
+        assert status == 200
+        assert parse(body) == parse(exporter.render())
+        assert (
+            value(parse(body), "orders_submitted_total", venue=VENUE, strategy="EMACross-000") > 0
+        )
+        assert http_get(base + "/nope")[0] == 404
+
+        time.sleep(max(0.0, stale_after + 0.3 - (time.monotonic() - t_done)))
+        status, body = http_get(base + "/readyz")
+        assert status == 503 and b"stale" in body
+        assert http_get(base + "/health")[0] == 200  # alive, just not ready
+    finally:
+        engine.end()  # stops the exporter: the server shuts down and the port is released
+        engine.dispose()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(base + "/health", timeout=2)
+    with socket.socket() as s:  # a restarted node can bind it (TIME_WAIT needs SO_REUSEADDR)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+
+
+def test_metrics_never_contain_secrets(monkeypatch):
+    sentinels = {
+        "BINANCE_API_KEY": "SENTINELKEY987",
+        "BINANCE_API_SECRET": "SENTINEL123",
+        "BYBIT_API_SECRET": "SENTINELBYBIT55",
+    }
+    for k, v in sentinels.items():
+        monkeypatch.setenv(k, v)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    engine, exporter, _, _ = build_engine(MetricsExporterConfig(port=port), probe_url=base)
+    try:
+        engine.run(streaming=True)
+        bodies = [http_get(base + p)[1] for p in ("/metrics", "/health", "/readyz")]
+        bodies.append(exporter.render())
+        assert b"orders_submitted_total" in bodies[0]
+        for body in bodies:
+            for secret in sentinels.values():
+                assert secret.encode() not in body
+            assert b"SENTINEL" not in body
+    finally:
+        engine.end()
+        engine.dispose()
+
+
+def test_bad_config_is_rejected_with_a_clear_message():
+    with pytest.raises(ValueError, match="port"):
+        MetricsExporter(MetricsExporterConfig(port=70000))
+    with pytest.raises(ValueError, match="stale_after_secs"):
+        MetricsExporter(MetricsExporterConfig(stale_after_secs=0))
+    with pytest.raises(ValueError, match="venue"):
+        MetricsExporter(MetricsExporterConfig(venue="bad venue{}"))
+    with pytest.raises(ValueError, match="multiprocess_dir"):
+        MetricsExporter(MetricsExporterConfig(multiprocess_dir="/definitely/not/here"))
+
+
+def test_two_exporters_in_one_process_do_not_collide():
+    a = MetricsExporter(MetricsExporterConfig(port=0, component_id="MetricsExporter-A"))
+    b = MetricsExporter(MetricsExporterConfig(port=0, component_id="MetricsExporter-B"))
+    a.on_budget(Budget(ts_event=1, strategy_id="S-1", notional=5.0))
+    assert b"S-1" in a.render() and b"S-1" not in b.render()
+
+
+# -- multiprocess mode ----------------------------------------------------------------------------
+
+
+def _mp_child(mp_dir: str, port: int, n_bars: int, wait: bool) -> None:
+    """Child process: run a backtest with a multiprocess exporter, report, then linger or exit."""
+    bar_type = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
+    engine, exporter, _, _ = build_engine(
+        MetricsExporterConfig(port=port, multiprocess_dir=mp_dir),
+        bars=make_bars(bar_type, n_bars),
+    )
+    engine.run(streaming=True)
+    submitted = sum(
+        1 for o in engine.cache.orders() for e in o.events if isinstance(e, OrderSubmitted)
+    )
+    print(json.dumps({"pid": os.getpid(), "submitted": submitted}), flush=True)
+    if wait:
+        sys.stdin.readline()  # the parent closes stdin when it is done scraping
+    engine.end()
+    engine.dispose()
+
+
+def _spawn(mp_dir: Path, port: int, n_bars: int, wait: bool) -> subprocess.Popen:
+    args = f"{str(mp_dir)!r}, {port}, {n_bars}, {wait}"
+    code = f"from tests.test_metrics import _mp_child; _mp_child({args})"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _report(proc: subprocess.Popen) -> dict:
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(f"child failed: {proc.stderr.read()[-3000:]}")
+    return json.loads(line)
+
+
+def test_multiprocess_mode_sums_live_processes_and_cleans_dead_shards(tmp_path):
+    mp_dir = tmp_path / "prom"
+    mp_dir.mkdir()
+    # a first node runs and exits: its shards are stale once it is gone
+    dead = _spawn(mp_dir, 0, 150, wait=False)
+    dead_report = _report(dead)
+    dead.communicate(timeout=60)
+    assert dead.returncode == 0
+    dead_pid = dead_report["pid"]
+    assert list(mp_dir.glob(f"*_{dead_pid}.db"))
+
+    port = free_port()
+    serving = _spawn(mp_dir, port, 400, wait=True)
+    other = _spawn(mp_dir, 0, 250, wait=True)
+    try:
+        a, b = _report(serving), _report(other)
+        assert not list(mp_dir.glob(f"*_{dead_pid}.db")), "dead process shards were not cleaned"
+        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        s = parse(body)
+        assert a["submitted"] != b["submitted"]  # so the sum below cannot be 2 x one of them
+        assert total(s, "orders_submitted_total") == a["submitted"] + b["submitted"]
+        fills = sum(
+            v
+            for (n, lab), v in s.items()
+            if n == "order_fills_total" and dict(lab)["strategy"] == "EMACross-000"
+        )
+        assert fills > 0
+        # gauges are collapsed across processes (no pid label), one series per label set
+        gauges = [k for k in s if k[0] in ("portfolio_equity_usd", "regime_probability")]
+        assert gauges and all("pid" not in dict(lab) for _, lab in gauges)
+        assert len([k for k in s if k[0] == "portfolio_equity_usd"]) == 1
+    finally:
+        for proc in (serving, other):
+            try:
+                proc.communicate(input="\n", timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert serving.returncode == 0 and other.returncode == 0, serving.stderr
+
+
+def test_clean_dead_shards_keeps_live_and_own_files(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gone = int(proc.stdout)
+    files = [
+        tmp_path / f"counter_{gone}.db",
+        tmp_path / f"gauge_livemostrecent_{gone}.db",
+        tmp_path / f"histogram_{gone}.db",
+        tmp_path / f"counter_{os.getpid()}.db",
+        tmp_path / "counter_1.db",  # pid 1 is alive (init)
+    ]
+    for f in files:
+        f.write_bytes(b"")
+    assert clean_dead_shards(tmp_path) == [gone]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in files[3:])
+
+
+def test_label_values_are_capped():
+    exporter = MetricsExporter(MetricsExporterConfig(port=0, max_label_values=2))
+    for k in range(5):
+        exporter.on_budget(Budget(ts_event=1, strategy_id=f"S-{k}", notional=float(k)))
+    exporter.on_budget(Budget(ts_event=1, strategy_id='bad"label{}', notional=9.0))
+    strategies = {
+        dict(labels)["strategy"]
+        for (name, labels) in parse(exporter.render())
+        if name == "strategy_allocation_notional"
+    }
+    assert strategies == {"S-0", "S-1", "other"}

@@ -1,0 +1,11 @@
+"""Errors raised by the venues package (kept apart so every module can import them)."""
+
+from __future__ import annotations
+
+
+class VenueConfigError(ValueError):
+    """A venue setting or a required secret is wrong or missing; raised before any connection."""
+
+
+class NodeStartError(RuntimeError):
+    """The trading node is RUNNING but its trader never started (a client did not connect)."""

@@ -1,0 +1,149 @@
+"""Start, watch and stop a ``TradingNode`` without hanging silently.
+
+Trap (nautilus_trader 1.231.0): when a client cannot connect, ``run_async`` waits
+``timeout_connection``, logs a warning, returns from ``kernel.start_async`` WITHOUT starting the
+trader, then logs "RUNNING" and keeps the event loop alive forever. Strategies never start and
+nothing fails. :func:`check_node_started` turns that state into a :class:`NodeStartError`
+naming the clients that did not connect; :func:`run_node` uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from nautilus_trader.common.enums import ComponentState
+from nautilus_trader.live.node import TradingNode
+
+from venues.errors import NodeStartError
+
+START_GRACE_SECS = 5.0  # beyond the node's own connection/reconciliation/portfolio timeouts
+
+
+def _disconnected(engine: object) -> list[str]:
+    clients = getattr(engine, "_clients", {})  # readonly attribute in 1.231.0
+    return sorted(str(cid) for cid, c in clients.items() if not c.is_connected)
+
+
+def trader_has_started(node: TradingNode) -> bool:
+    """True once the trader has left its initial states (running, or stopped after running)."""
+    state = node.kernel.trader.state
+    return state not in (ComponentState.PRE_INITIALIZED, ComponentState.READY)
+
+
+def check_node_started(node: TradingNode) -> None:
+    """Raise :class:`NodeStartError` if the node's trader (strategies, actors) never started."""
+    if trader_has_started(node):
+        return
+    data = _disconnected(node.kernel.data_engine)
+    exe = _disconnected(node.kernel.exec_engine)
+    detail = []
+    if data:
+        detail.append(f"data clients not connected: {data}")
+    if exe:
+        detail.append(f"execution clients not connected: {exe}")
+    if not node.kernel.portfolio.initialized:
+        detail.append("portfolio not initialized (no account state from the execution client)")
+    hint = "; ".join(detail) or "execution state reconciliation failed or is still running"
+    raise NodeStartError(
+        f"trading node is not trading: the trader did not start ({hint}). Check network access, "
+        "API keys, testnet flags and, for IB, that IB Gateway/TWS is running with the API "
+        "enabled (see venues/README.md).",
+    )
+
+
+def start_timeout_secs(node: TradingNode) -> float:
+    """How long the node may legitimately take to start (its own timeouts plus a grace period)."""
+    cfg = node._config  # TradingNode keeps its config private in 1.231.0
+    return (
+        cfg.timeout_connection
+        + cfg.timeout_reconciliation
+        + cfg.timeout_portfolio
+        + START_GRACE_SECS
+    )
+
+
+async def wait_until_started(
+    node: TradingNode,
+    timeout_secs: float | None = None,
+    run_task: asyncio.Task | None = None,
+) -> None:
+    """Wait until the trader runs; raise :class:`NodeStartError` when it does not in time.
+
+    Gives up early when the clients are still not connected shortly after the node's own
+    ``timeout_connection`` (the kernel has given up by then too).
+    """
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    deadline = now + (timeout_secs if timeout_secs is not None else start_timeout_secs(node))
+    connect_deadline = min(deadline, now + node._config.timeout_connection + 1.0)
+    kernel = node.kernel
+    while not trader_has_started(node):
+        if run_task is not None and run_task.done():
+            run_task.result()  # surface an exception from run_async
+            break
+        now = loop.time()
+        if now >= deadline:
+            break
+        connected = kernel.data_engine.check_connected() and kernel.exec_engine.check_connected()
+        if now >= connect_deadline and not connected:
+            break
+        await asyncio.sleep(0.05)
+    check_node_started(node)
+
+
+def run_node(
+    node: TradingNode,
+    *,
+    stop_when: Callable[[], bool] | None = None,
+    max_runtime_secs: float | None = None,
+    start_timeout: float | None = None,
+    poll_secs: float = 0.05,
+) -> None:
+    """Run a built node until ``stop_when()`` is true, ``max_runtime_secs`` pass, or a signal
+    stops it; then stop and dispose it. Raises :class:`NodeStartError` if it never starts.
+
+    The node's event loop must not be running (call from synchronous code).
+    """
+    loop = node.get_event_loop()
+    if loop is None or loop.is_running():
+        raise RuntimeError("run_node needs the node's event loop to be idle")
+
+    async def drive() -> None:
+        run_task = loop.create_task(node.run_async(), name="node_run")
+        try:
+            await wait_until_started(node, start_timeout, run_task)
+            started = loop.time()
+            while node.is_running() and not run_task.done():
+                if stop_when is not None and stop_when():
+                    break
+                if max_runtime_secs is not None and loop.time() - started >= max_runtime_secs:
+                    break
+                await asyncio.sleep(poll_secs)
+        finally:
+            if node.is_running():
+                await node.stop_async()
+            if not run_task.done():
+                try:
+                    await asyncio.wait_for(run_task, timeout=node._config.timeout_shutdown)
+                except (TimeoutError, asyncio.CancelledError):
+                    run_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run_task
+
+    try:
+        loop.run_until_complete(drive())
+    finally:
+        _cancel_leftover_tasks(loop)
+        node.dispose()
+
+
+def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel tasks still pending after the node stopped (e.g. actor executor workers), so
+    closing the loop in ``dispose()`` does not destroy them mid-await."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

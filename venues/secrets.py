@@ -1,0 +1,160 @@
+"""Venue secrets and connection details, read ONLY from the environment.
+
+Nothing here is ever stored in :class:`~venues.settings.VenueSettings`. Keys handed to the
+adapters' configs are wrapped in :class:`Secret`, a ``str`` whose ``repr`` is masked, so
+printing a ``TradingNodeConfig`` (or logging it) never shows them.
+
+What each venue needs
+---------------------
+- binance_spot: paper needs nothing (public market data); live needs BINANCE_API_KEY and
+  BINANCE_API_SECRET.
+- binance_futures: paper needs nothing; live needs BINANCE_FUTURES_API_KEY and
+  BINANCE_FUTURES_API_SECRET, falling back to BINANCE_API_KEY / BINANCE_API_SECRET when the
+  futures pair is unset.
+- bybit_linear: paper needs nothing; live needs BYBIT_API_KEY and BYBIT_API_SECRET.
+- ib: both modes need a running, logged-in IB Gateway or TWS (IBKR_HOST, IBKR_PORT,
+  IBKR_CLIENT_ID override the settings); live also needs IBKR_ACCOUNT_ID.
+- replay: nothing (paper only).
+
+With ``testnet=True`` put the testnet (or demo) keys in the same variables. IB in Docker
+(``ib.gateway="docker"``) also needs TWS_USERNAME and TWS_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from nautilus_trader.common.config import register_config_encoding
+
+from venues.errors import VenueConfigError
+from venues.settings import VenueSettings
+
+IB_PORTS: dict[tuple[str, bool], int] = {
+    ("gateway", True): 4002,  # IB Gateway, paper account
+    ("gateway", False): 4001,  # IB Gateway, live account
+    ("tws", True): 7497,  # Trader Workstation, paper account
+    ("tws", False): 7496,  # Trader Workstation, live account
+}
+
+
+class Secret(str):
+    """A string that never shows its value in ``repr`` (so not in config reprs or logs)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+# NautilusTrader JSON-encodes client configs (Component keeps `config.json_primitives()`, the
+# streaming writer saves config.json); encode a Secret masked there too. No adapter reads a key
+# back from that JSON (checked for Binance, Bybit, IB, sandbox in 1.231.0).
+register_config_encoding(Secret, lambda _: "***")
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _required(name: str, why: str) -> Secret:
+    value = _env(name)
+    if value is None:
+        raise VenueConfigError(f"environment variable {name} is not set ({why})")
+    return Secret(value)
+
+
+@dataclass(frozen=True, repr=False)
+class ApiCredentials:
+    """An API key pair; ``repr`` shows neither part."""
+
+    api_key: Secret
+    api_secret: Secret
+
+    def __repr__(self) -> str:
+        return "ApiCredentials(api_key='***', api_secret='***')"
+
+
+def binance_credentials(futures: bool) -> ApiCredentials:
+    """Binance keys for live execution; futures keys fall back to the spot variables."""
+    why = "needed for live Binance execution"
+    if futures:
+        key = _env("BINANCE_FUTURES_API_KEY")
+        secret = _env("BINANCE_FUTURES_API_SECRET")
+        if key is None and secret is None:  # no futures pair at all: use the spot pair
+            return ApiCredentials(
+                _required("BINANCE_API_KEY", why + " (BINANCE_FUTURES_API_KEY unset)"),
+                _required("BINANCE_API_SECRET", why + " (BINANCE_FUTURES_API_SECRET unset)"),
+            )
+        return ApiCredentials(
+            _required("BINANCE_FUTURES_API_KEY", why),
+            _required("BINANCE_FUTURES_API_SECRET", why),
+        )
+    return ApiCredentials(_required("BINANCE_API_KEY", why), _required("BINANCE_API_SECRET", why))
+
+
+def bybit_credentials() -> ApiCredentials:
+    """Bybit keys for live execution."""
+    why = "needed for live Bybit execution"
+    return ApiCredentials(_required("BYBIT_API_KEY", why), _required("BYBIT_API_SECRET", why))
+
+
+@dataclass(frozen=True)
+class IBConnection:
+    """Where the IB Gateway/TWS listens, which API client id to use, and the account (live)."""
+
+    host: str
+    port: int | None  # None only for the dockerized gateway (the adapter picks the port)
+    client_id: int
+    account_id: str | None
+
+
+def _int_env(name: str) -> int | None:
+    raw = _env(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise VenueConfigError(
+            f"environment variable {name} must be an integer, was {raw!r}"
+        ) from None
+
+
+def ib_connection(settings: VenueSettings) -> IBConnection:
+    """IB host/port/client id (environment first, then settings) and, in live mode, the account."""
+    ib = settings.ib
+    host = _env("IBKR_HOST") or ib.host
+    port = _int_env("IBKR_PORT") or ib.port
+    client_id = _int_env("IBKR_CLIENT_ID")
+    if client_id is None:
+        client_id = ib.client_id
+    if ib.gateway == "docker":
+        port = None
+        host = "127.0.0.1"
+    elif port is None:
+        port = IB_PORTS[(ib.gateway, settings.testnet)]
+    account_id = None
+    if settings.mode == "live":
+        account_id = str(_required("IBKR_ACCOUNT_ID", "needed for live IB execution"))  # not secret
+    return IBConnection(host=host, port=port, client_id=client_id, account_id=account_id)
+
+
+def tws_login() -> tuple[Secret, Secret]:
+    """TWS_USERNAME / TWS_PASSWORD for the dockerized IB Gateway."""
+    why = "needed to log the dockerized IB Gateway in"
+    return _required("TWS_USERNAME", why), _required("TWS_PASSWORD", why)
+
+
+def require_secrets(settings: VenueSettings) -> None:
+    """Fail fast (before any connection) if a secret the settings need is missing."""
+    if settings.kind == "ib":
+        ib_connection(settings)
+        if settings.ib.gateway == "docker":
+            tws_login()
+    elif settings.mode == "live":
+        if settings.kind in ("binance_spot", "binance_futures"):
+            binance_credentials(futures=settings.kind == "binance_futures")
+        elif settings.kind == "bybit_linear":
+            bybit_credentials()
