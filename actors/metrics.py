@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.enums import AccountType, PriceType
 from nautilus_trader.model.events import (
@@ -111,6 +112,7 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
 
     host: str = "127.0.0.1"
     port: int = 9464
+    serve: str = "auto"  # auto: serve HTTP only in a live/paper node (not in a backtest)
     venue: str = "BINANCE"
     stale_after_secs: float = 300.0
     refresh_interval_secs: float = 5.0
@@ -194,6 +196,8 @@ class MetricsExporter(Actor):
         super().__init__(config)
         if not 0 <= config.port <= 65535:
             raise ValueError(f"port must be in 0..65535, was {config.port}")
+        if config.serve not in ("auto", "always", "never"):
+            raise ValueError(f"serve must be auto, always or never, was {config.serve!r}")
         if not config.stale_after_secs > 0:
             raise ValueError(f"stale_after_secs must be > 0, was {config.stale_after_secs}")
         if not config.refresh_interval_secs > 0:
@@ -359,12 +363,18 @@ class MetricsExporter(Actor):
             timedelta(seconds=self.config.refresh_interval_secs),
             callback=self._on_refresh_timer,
         )
-        if self.config.port:
+        if self._should_serve():
             self._server = MetricsHTTPServer(
                 self.config.host, self.config.port, self.render, self.readiness
             )
             port = self._server.start()
             self.log.info(f"Serving metrics on http://{self.config.host}:{port}/metrics")
+
+    def _should_serve(self) -> bool:
+        """The same actor config serves backtest and live: only a live clock serves HTTP."""
+        if not self.config.port or self.config.serve == "never":
+            return False
+        return self.config.serve == "always" or isinstance(self.clock, LiveClock)
 
     def on_stop(self) -> None:
         if _REFRESH_TIMER in self.clock.timer_names:

@@ -10,12 +10,14 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import polars as pl
 from nautilus_trader.analysis.tearsheet import create_tearsheet
-from nautilus_trader.backtest.engine import BacktestEngine
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.backtest.results import BacktestResult
+from nautilus_trader.model.identifiers import Venue
+from nautilus_trader.trading.trader import Trader
 
 REPORT_FILES = (
     "stats.json",
@@ -47,15 +49,14 @@ def write_stats(result: BacktestResult, run_dir: Path, extra: dict | None = None
     return stats
 
 
-def write_trade_reports(engine: BacktestEngine, run_dir: Path) -> None:
-    trader = engine.trader
+def write_trade_reports(trader: Trader, venues: list[Venue], run_dir: Path) -> None:
+    """Orders, fills, positions and account CSVs from a backtest engine's or live node's trader."""
     trader.generate_orders_report().to_csv(run_dir / "orders.csv")
     trader.generate_order_fills_report().to_csv(run_dir / "fills.csv")
     trader.generate_positions_report().to_csv(run_dir / "positions.csv")
-    frames = [trader.generate_account_report(venue) for venue in engine.list_venues()]
+    frames = [trader.generate_account_report(venue) for venue in venues]
+    frames = [f for f in frames if not f.empty]
     if frames:
-        import pandas as pd
-
         pd.concat(frames).to_csv(run_dir / "account.csv")
 
 

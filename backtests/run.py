@@ -99,7 +99,7 @@ def run_backtest(
     try:
         (result,) = node.run()
         engine = node.get_engine(run_config.id)
-        write_trade_reports(engine, run_dir)
+        write_trade_reports(engine.trader, engine.list_venues(), run_dir)
         write_stats(
             result,
             run_dir,

@@ -94,6 +94,31 @@ class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: str = "ERROR"
 
 
+class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the live node's Prometheus exporter listens (127.0.0.1 unless you open it up)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+class LiveSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The live/paper node: which venue profile, paper or live, where logs and state go.
+
+    ``venues`` maps a profile name to ``venues.VenueSettings`` fields; ``venue`` picks one (the
+    ``--venue`` flag overrides it, and ``configs/venues/<name>.yaml`` is layered on top if present).
+    """
+
+    venues: dict[str, dict[str, Any]]
+    venue: str = "replay"
+    mode: Literal["paper", "live"] = "paper"
+    output_dir: str = "runs"
+    log_dir: str = "logs"
+    state_dir: str = "state"
+    log_level: str = "INFO"
+    timeout_connection: float = 30.0
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+
+
 class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The whole node: trader, strategies, actors, risk, and per-environment sections."""
 
@@ -102,7 +127,7 @@ class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     actors: list[ComponentSpec] = []
     risk: RiskSettings = msgspec.field(default_factory=RiskSettings)
     backtest: BacktestSettings | None = None
-    live: dict[str, Any] | None = None
+    live: LiveSettings | None = None
 
     def strategy_configs(self, run_dir: str | Path) -> list[ImportableStrategyConfig]:
         """The strategies as NautilusTrader importable configs (shared by backtest and live)."""
@@ -161,11 +186,22 @@ def _expand_env(value: Any, source: str, key: str = "$") -> Any:
     return value
 
 
+def _named(items: Any) -> bool:
+    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+
+
 def _deep_merge(base: dict, override: dict) -> dict:
+    """Mappings merge key by key; lists of named items (strategies, actors) merge by ``name``."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merged[key] = _deep_merge(old, value)
+        elif _named(value) and _named(old):
+            by_name = {item["name"]: item for item in old}
+            for item in value:
+                by_name[item["name"]] = _deep_merge(by_name.get(item["name"], {}), item)
+            merged[key] = list(by_name.values())
         else:
             merged[key] = value
     return merged
@@ -203,7 +239,121 @@ def load_node_settings(
     except ValueError as exc:  # raised by a __post_init__ check
         raise ConfigError(f"{label}: {exc}") from None
     _validate_components(settings, label)
+    if settings.live is not None:
+        if settings.live.venue not in settings.live.venues:
+            raise ConfigError(
+                f"{label}: live.venue {settings.live.venue!r} is not one of live.venues "
+                f"({', '.join(settings.live.venues)})"
+            )
+        for name in settings.live.venues:
+            venue_settings(settings, name, label=label)
     return settings
+
+
+def venue_settings(settings: NodeSettings, name: str, *, label: str = "node config"):
+    """The ``live.venues.<name>`` profile as ``venues.VenueSettings`` (errors name the key)."""
+    from venues.errors import VenueConfigError
+    from venues.settings import load_venue_settings
+
+    if settings.live is None:
+        raise ConfigError(f"{label}: the node config has no 'live' section")
+    if name not in settings.live.venues:
+        known = ", ".join(settings.live.venues)
+        raise ConfigError(f"{label}: live.venues has no profile {name!r} (known: {known})")
+    try:
+        return load_venue_settings(settings.live.venues[name])
+    except VenueConfigError as exc:
+        raise ConfigError(f"{label}: live.venues.{name}: {exc}") from None
+
+
+ENV_OVERRIDES = {
+    "TRADE_SYMBOLS": "comma-separated instrument ids: only strategies trading these run",
+    "MAX_POSITION_NOTIONAL": "caps every strategy's max_notional (quote currency)",
+    "MAX_ORDER_NOTIONAL": "RiskEngine max notional per order, for every traded instrument",
+}
+
+
+def apply_env_overrides(settings: NodeSettings, environ: dict[str, str]) -> NodeSettings:
+    """Apply the documented environment overrides (see ``ENV_OVERRIDES`` and .env.example)."""
+    strategies = list(settings.strategies)
+    risk = settings.risk
+    symbols = environ.get("TRADE_SYMBOLS", "").strip()
+    if symbols:
+        wanted = {s.strip() for s in symbols.split(",") if s.strip()}
+        traded = {str(s.config.get("instrument_id")) for s in strategies}
+        unknown = sorted(wanted - traded)
+        if unknown:
+            raise ConfigError(
+                f"TRADE_SYMBOLS names {unknown}, which no strategy trades (known: {sorted(traded)})"
+            )
+        strategies = [s for s in strategies if s.config.get("instrument_id") in wanted]
+    if "MAX_POSITION_NOTIONAL" in environ:
+        cap = _positive_number(environ, "MAX_POSITION_NOTIONAL")
+        strategies = [
+            msgspec.structs.replace(
+                s, config={**s.config, "max_notional": min(cap, s.config.get("max_notional", cap))}
+            )
+            for s in strategies
+        ]
+    if "MAX_ORDER_NOTIONAL" in environ:
+        cap = int(_positive_number(environ, "MAX_ORDER_NOTIONAL"))
+        limits = {str(s.config.get("instrument_id")): cap for s in strategies}
+        risk = msgspec.structs.replace(risk, max_notional_per_order=limits)
+    return msgspec.structs.replace(settings, strategies=strategies, risk=risk)
+
+
+def _positive_number(environ: dict[str, str], key: str) -> float:
+    try:
+        value = float(environ[key])
+    except ValueError:
+        raise ConfigError(f"environment: {key}={environ[key]!r} is not a number") from None
+    if not value > 0:
+        raise ConfigError(f"environment: {key} must be > 0, was {value}")
+    return value
+
+
+def traded_instruments(settings: NodeSettings) -> tuple[list[str], list[str]]:
+    """Instrument ids and bar types the strategies trade (for the venue clients)."""
+    ids = sorted({str(s.config["instrument_id"]) for s in settings.strategies})
+    bar_types = sorted({str(s.config["bar_type"]) for s in settings.strategies})
+    return ids, bar_types
+
+
+def trading_node_config(
+    settings: NodeSettings,
+    venue,
+    run_dir: str | Path,
+    *,
+    log_level: str | None = None,
+):
+    """The node config as a ``TradingNodeConfig`` (same strategies and actors as the backtest)."""
+    from nautilus_trader.live.config import LiveRiskEngineConfig
+
+    from venues.builders import build_trading_node_config
+
+    live = settings.live
+    if live is None:
+        raise ConfigError("the node config has no 'live' section")
+    if venue.mode == "live" and settings.risk.bypass:
+        raise ConfigError("risk.bypass must be false for live trading")
+    ids, bar_types = traded_instruments(settings)
+    return build_trading_node_config(
+        settings.trader_id,
+        venue,
+        instrument_ids=ids,
+        bar_types=bar_types,
+        strategies=settings.strategy_configs(run_dir),
+        actors=settings.actor_configs(run_dir),
+        risk_engine=LiveRiskEngineConfig(
+            bypass=settings.risk.bypass,
+            max_order_submit_rate=settings.risk.max_order_submit_rate,
+            max_order_modify_rate=settings.risk.max_order_modify_rate,
+            max_notional_per_order=settings.risk.max_notional_per_order,
+        ),
+        log_dir=live.log_dir,
+        log_level=log_level or live.log_level,
+        timeout_connection=live.timeout_connection,
+    )
 
 
 def _validate_components(settings: NodeSettings, label: str) -> None:

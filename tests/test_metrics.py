@@ -391,7 +391,7 @@ def test_http_endpoints_readiness_and_port_release():
     base = f"http://127.0.0.1:{port}"
     stale_after = 1.5
     engine, exporter, probe, _ = build_engine(
-        MetricsExporterConfig(port=port, stale_after_secs=stale_after, refresh_interval_secs=60.0),
+        MetricsExporterConfig(serve="always", port=port, stale_after_secs=stale_after, refresh_interval_secs=60.0),
         probe_url=base,
     )
     try:
@@ -437,7 +437,7 @@ def test_metrics_never_contain_secrets(monkeypatch):
         monkeypatch.setenv(k, v)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    engine, exporter, _, _ = build_engine(MetricsExporterConfig(port=port), probe_url=base)
+    engine, exporter, _, _ = build_engine(MetricsExporterConfig(serve="always", port=port), probe_url=base)
     try:
         engine.run(streaming=True)
         bodies = [http_get(base + p)[1] for p in ("/metrics", "/health", "/readyz")]
@@ -477,7 +477,7 @@ def _mp_child(mp_dir: str, port: int, n_bars: int, wait: bool) -> None:
     """Child process: run a backtest with a multiprocess exporter, report, then linger or exit."""
     bar_type = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
     engine, exporter, _, _ = build_engine(
-        MetricsExporterConfig(port=port, multiprocess_dir=mp_dir),
+        MetricsExporterConfig(serve="always", port=port, multiprocess_dir=mp_dir),
         bars=make_bars(bar_type, n_bars),
     )
     engine.run(streaming=True)

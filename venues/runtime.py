@@ -100,9 +100,11 @@ def run_node(
     max_runtime_secs: float | None = None,
     start_timeout: float | None = None,
     poll_secs: float = 0.05,
+    before_dispose: Callable[[], None] | None = None,
 ) -> None:
     """Run a built node until ``stop_when()`` is true, ``max_runtime_secs`` pass, or a signal
-    stops it; then stop and dispose it. Raises :class:`NodeStartError` if it never starts.
+    stops it; then stop it, call ``before_dispose()`` (e.g. to write reports) and dispose it.
+    Raises :class:`NodeStartError` if it never starts.
 
     The node's event loop must not be running (call from synchronous code).
     """
@@ -136,7 +138,11 @@ def run_node(
         loop.run_until_complete(drive())
     finally:
         _cancel_leftover_tasks(loop)
-        node.dispose()
+        try:
+            if before_dispose is not None:
+                before_dispose()  # the node is stopped; its cache is still readable
+        finally:
+            node.dispose()
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:

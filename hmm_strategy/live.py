@@ -1,0 +1,188 @@
+"""``python -m hmm_strategy.live``: run the node config as a NautilusTrader ``TradingNode``.
+
+With no arguments and no keys it runs a paper node offline: synthetic regime bars replayed into the
+node, NautilusTrader's sandbox execution client filling the orders, the HMM strategy and every actor
+of ``configs/node.yaml`` (decision recorder, Prometheus exporter, ...). It runs until Ctrl-C or
+``--duration`` seconds, then stops cleanly and writes orders, fills and positions into its run
+folder. Real money needs BOTH ``--mode live`` and ``TRADING_ENABLED=true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from hmm_strategy.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    NodeSettings,
+    apply_env_overrides,
+    load_node_settings,
+    traded_instruments,
+    trading_node_config,
+    venue_settings,
+)
+
+EXIT_CONFIG = 2
+EXIT_START = 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m hmm_strategy.live",
+        description="Run the HMM regime node: paper (default, offline replay) or live.",
+        epilog="Environment: TRADING_ENABLED, TRADE_SYMBOLS, MAX_POSITION_NOTIONAL, "
+        "MAX_ORDER_NOTIONAL and venue keys (see .env.example).",
+    )
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config YAML")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra YAML layered on top (repeatable)"
+    )
+    parser.add_argument(
+        "--venue",
+        help="venue profile of live.venues: replay (offline, default), binance_spot, "
+        "binance_futures, bybit_linear, ib",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["paper", "live"],
+        help="paper = simulated fills (default); live = real orders, also needs "
+        "TRADING_ENABLED=true",
+    )
+    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--exit-when-replayed",
+        action="store_true",
+        help="replay venue: stop once the feed has replayed every bar",
+    )
+    parser.add_argument("--metrics-port", type=int, help="Prometheus exporter port (0 = off)")
+    parser.add_argument("--log-level", help="console log level (DEBUG, INFO, WARNING, ERROR)")
+    parser.add_argument("--run-dir", help="run folder (default: <live.output_dir>/live-<UTC>)")
+    return parser.parse_args(argv)
+
+
+def resolve_settings(args: argparse.Namespace, environ: dict[str, str]) -> tuple[NodeSettings, str]:
+    """Node config + the venue's override file + the user's overrides + environment."""
+    base = load_node_settings(args.config, args.override)
+    if base.live is None:
+        raise ConfigError(f"{args.config}: no 'live' section")
+    venue = args.venue or base.live.venue
+    venue_file = Path(args.config).parent / "venues" / f"{venue}.yaml"
+    if venue_file.exists():
+        base = load_node_settings(args.config, [venue_file, *args.override])
+    settings = apply_env_overrides(base, environ)
+    if args.metrics_port is not None:
+        settings = with_metrics_port(settings, args.metrics_port)
+    return settings, venue
+
+
+def with_metrics_port(settings: NodeSettings, port: int) -> NodeSettings:
+    actors = [
+        msgspec.structs.replace(a, config={**a.config, "port": port})
+        if a.path == "actors.metrics:MetricsExporter"
+        else a
+        for a in settings.actors
+    ]
+    live = msgspec.structs.replace(
+        settings.live, metrics=msgspec.structs.replace(settings.live.metrics, port=port)
+    )
+    return msgspec.structs.replace(settings, actors=actors, live=live)
+
+
+def check_trading_enabled(mode: str, environ: dict[str, str]) -> None:
+    """Real orders need two explicit opt-ins: ``--mode live`` and ``TRADING_ENABLED=true``."""
+    if mode == "live" and environ.get("TRADING_ENABLED", "").strip().lower() != "true":
+        raise ConfigError(
+            "refusing live order routing: --mode live also needs TRADING_ENABLED=true in the "
+            "environment (it is not set to true); use --mode paper to simulate fills"
+        )
+
+
+def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> list[str]:
+    ids, bar_types = traded_instruments(settings)
+    models = [
+        s.config.get("model_path")
+        or f"fit in-run after {s.config.get('fit', {}).get('warmup_bars', 1500)} bars"
+        for s in settings.strategies
+    ]
+    metrics = settings.live.metrics
+    serving = f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
+    return [
+        "Nautilus HMM node",
+        f"  venue       {venue_name} ({venue.kind}, {'testnet' if venue.testnet else 'mainnet'})",
+        f"  mode        {venue.mode}" + ("  ** REAL ORDERS **" if venue.mode == "live" else ""),
+        f"  instruments {', '.join(ids)}  bars {', '.join(bar_types)}",
+        f"  model       {'; '.join(map(str, models))}",
+        f"  metrics     {serving}",
+        f"  run folder  {run_dir}  logs {settings.live.log_dir}/",
+        "  stop        Ctrl-C" + ("" if venue.kind != "replay" else " (offline replay feed)"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    environ = dict(os.environ)
+    from venues.errors import NodeStartError, VenueConfigError
+
+    try:
+        settings, venue_name = resolve_settings(args, environ)
+        venue = venue_settings(settings, venue_name)
+        mode = args.mode or settings.live.mode
+        check_trading_enabled(mode, environ)
+        venue = msgspec.structs.replace(venue, mode=mode)
+        from venues.secrets import require_secrets
+
+        require_secrets(venue)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run_dir = Path(args.run_dir or Path(settings.live.output_dir) / f"live-{stamp}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        Path(settings.live.log_dir).mkdir(parents=True, exist_ok=True)
+        config = trading_node_config(settings, venue, run_dir, log_level=args.log_level)
+        from venues.builders import build_trading_node
+
+        node = build_trading_node(config, venue)
+    except (ConfigError, VenueConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    lines = banner(settings, venue_name, venue, run_dir)
+    print("\n".join(lines), flush=True)
+    for line in lines:
+        node.kernel.logger.info(line)
+    if environ.get("TRADING_ENABLED", "").strip().lower() == "false":
+        from nautilus_trader.model.enums import TradingState
+
+        node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
+        print("TRADING_ENABLED=false: the RiskEngine is HALTED, no new orders", flush=True)
+
+    from backtests.report import write_trade_reports
+    from venues.replay import replay_finished
+    from venues.runtime import run_node
+
+    def write_reports() -> None:
+        venues = sorted({a.id.get_issuer() for a in node.cache.accounts()})
+        from nautilus_trader.model.identifiers import Venue
+
+        write_trade_reports(node.trader, [Venue(v) for v in venues], run_dir)
+
+    try:
+        run_node(
+            node,
+            stop_when=(lambda: replay_finished(node)) if args.exit_when_replayed else None,
+            max_runtime_secs=args.duration,
+            before_dispose=write_reports,
+        )
+    except NodeStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START
+    print(f"stopped cleanly; reports in {run_dir}/", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
