@@ -391,7 +391,9 @@ def test_http_endpoints_readiness_and_port_release():
     base = f"http://127.0.0.1:{port}"
     stale_after = 1.5
     engine, exporter, probe, _ = build_engine(
-        MetricsExporterConfig(serve="always", port=port, stale_after_secs=stale_after, refresh_interval_secs=60.0),
+        MetricsExporterConfig(
+            serve="always", port=port, stale_after_secs=stale_after, refresh_interval_secs=60.0
+        ),
         probe_url=base,
     )
     try:
@@ -437,7 +439,9 @@ def test_metrics_never_contain_secrets(monkeypatch):
         monkeypatch.setenv(k, v)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    engine, exporter, _, _ = build_engine(MetricsExporterConfig(serve="always", port=port), probe_url=base)
+    engine, exporter, _, _ = build_engine(
+        MetricsExporterConfig(serve="always", port=port), probe_url=base
+    )
     try:
         engine.run(streaming=True)
         bodies = [http_get(base + p)[1] for p in ("/metrics", "/health", "/readyz")]

@@ -235,7 +235,9 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prom")
     port, prom_port = free_port(), free_port()
     engine, exporter, _, bar_type = build_engine(
-        MetricsExporterConfig(serve="always", port=port, refresh_interval_secs=60.0, stale_after_secs=120.0),
+        MetricsExporterConfig(
+            serve="always", port=port, refresh_interval_secs=60.0, stale_after_secs=120.0
+        ),
         bars=make_bars(BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL"), CHUNK_BARS),
     )
     config = yaml.safe_load((OBS / "prometheus.yml").read_text())
