@@ -20,13 +20,11 @@ and bar_type. ``created_at``, ``model_version`` and ``diagnostics`` are descript
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from hmm_strategy.atomic import atomic_write
 from hmm_strategy.model import COVARIANCE_TYPES, RegimeHMM
 
 SCHEMA_VERSION = 1
@@ -155,7 +154,7 @@ def save_model(
         version or f"{now:%Y%m%dT%H%M%SZ}-{checksum[len(_CHECKSUM_PREFIX) :][:12]}"
     )
     data = json.dumps(doc, indent=1, allow_nan=False).encode() + b"\n"
-    _atomic_write(Path(path), data)
+    atomic_write(Path(path), data)
     return doc["model_version"]
 
 
@@ -351,25 +350,3 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the target directory, fsync, then rename over: readers never see a partial."""
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)

@@ -69,6 +69,7 @@ class RegimeEngine:
         self.model_version = ""
         self.bars_seen = 0
         self.rejected_bars = 0
+        self.last_volatility = 0.0  # realised volatility of the last complete feature row
         self._warmup_rows: list[np.ndarray] = []
         self._recent: deque[np.ndarray] = deque(maxlen=fit.history_bars)
         if model is not None:
@@ -110,6 +111,7 @@ class RegimeEngine:
         self.bars_seen += 1
         if x is None:
             return None
+        self.last_volatility = float(x[1])
         if self.filter is None:
             self._warmup_rows.append(np.array(x, dtype=np.float64))
             if len(self._warmup_rows) < self.fit_settings.warmup_bars:
@@ -140,3 +142,38 @@ class RegimeEngine:
         ).fit(X)
         self._recent.extend(X)  # the deque keeps the last ``history_bars`` rows
         self.set_model(model, f"inrun-{self.bars_seen}")
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state(self) -> dict:
+        """Plain JSON data: with the model (saved separately) it resumes bit-identically."""
+        return {
+            "format": 1,
+            "bars_seen": self.bars_seen,
+            "rejected_bars": self.rejected_bars,
+            "model_version": self.model_version,
+            "features": self.features.state(),
+            "filter": None if self.filter is None else self.filter.state(),
+            "policy": None if self.policy is None else self.policy.state(),
+            "warmup_rows": [list(map(float, r)) for r in self._warmup_rows],
+            "recent": [list(map(float, r)) for r in self._recent],
+        }
+
+    def restore(self, state: dict, model: RegimeHMM | None) -> None:
+        """Resume from :meth:`state`; ``model`` is the one that was active (None in warm-up)."""
+        if state.get("format") != 1:
+            raise ValueError(f"engine state format {state.get('format')!r} is not 1")
+        if (state["filter"] is None) != (model is None):
+            raise ValueError("engine state and model disagree on whether a model was active")
+        self.features = StreamingFeatures.from_state(self.feature_spec, state["features"])
+        self._warmup_rows = [np.array(r, dtype=np.float64) for r in state["warmup_rows"]]
+        self._recent.clear()
+        self._recent.extend(np.array(r, dtype=np.float64) for r in state["recent"])
+        if model is not None:
+            self.model = model
+            self.model_version = state["model_version"]
+            self.filter = ForwardFilter.from_state(model, state["filter"])
+            self.policy = RegimePolicy(self.policy_config, model.n_states_)
+            self.policy.restore(state["policy"])
+        self.bars_seen = int(state["bars_seen"])
+        self.rejected_bars = int(state["rejected_bars"])

@@ -76,3 +76,15 @@ class ModelUpdate(msgspec.Struct, frozen=True):
     model_path: str
     model_version: str
     reason: str = ""
+
+
+KILL_SWITCH_TOPIC = "hmm.killswitch"
+
+
+class KillSwitch(msgspec.Struct, frozen=True):
+    """The operator's global switch: while ``halted`` no strategy adds risk."""
+
+    ts_event: int
+    halted: bool
+    reason: str = ""
+    flatten: bool = False

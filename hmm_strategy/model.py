@@ -358,6 +358,19 @@ class RegimeHMM:
         return model
 
     # ------------------------------------------------------------------------------ inference
+    def fitted_params(self) -> dict[str, Any]:
+        """The fitted parameters as plain lists: ``RegimeHMM.from_params(**p)`` rebuilds it."""
+        return {
+            "startprob": self.startprob_.tolist(),
+            "transmat": self.transmat_.tolist(),
+            "means": self.means_.tolist(),
+            "covars": self.covars_.tolist(),
+            "scaler_mean": self.scaler_mean_.tolist(),
+            "scaler_std": self.scaler_std_.tolist(),
+            "covariance_type": self.covariance_type,
+            "min_covar": float(self.min_covar),
+        }
+
     def transform(self, X: Any) -> np.ndarray:
         """Standardise with the training-window scaler."""
         self._check_fitted()

@@ -2,39 +2,60 @@
 
 One order path for backtest and live: on each closed bar the ``RegimeEngine`` produces a decision,
 the decision is published on the message bus (for recorders, metrics and governance), and the
-strategy submits one market order for the difference between the target and the net position.
-Capital comes from the allocator's ``Budget`` messages (capped by ``max_notional``); governance
-``pause``/``throttle``/``resume`` commands arrive on the bus, so the strategy keeps its data and
-state while paused and only stops adding risk.
+strategy submits one market order for the difference between the target and the net position,
+unless a circuit breaker blocks the new risk. Capital comes from the allocator's ``Budget``
+messages (capped by ``max_notional``); governance ``pause``/``throttle``/``resume`` commands and the
+operator's kill switch arrive on the bus, so the strategy keeps its data and state while paused and
+only stops adding risk. Its state is checkpointed (live) and saved through NautilusTrader's
+``on_save``/``on_load`` (Redis cache database), so a restart resumes the same regime state.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
+from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.enums import OrderSide, TimeInForce
+from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
-from hmm_strategy.artifacts import load_model
+from hmm_strategy.artifacts import load_model, save_model
+from hmm_strategy.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from hmm_strategy.engine import FitSettings, RegimeEngine
 from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
+    BREAKER_TOPIC,
     BUDGET_TOPIC,
     GOVERNANCE_TOPIC,
+    KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
     REGIME_TOPIC,
+    BreakerRejection,
     Budget,
     GovernanceCommand,
+    KillSwitch,
     ModelUpdate,
     RegimeUpdate,
     topic_for,
 )
 from hmm_strategy.policy import PolicyConfig
+from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
+
+CHECKPOINT_TIMER = "hmm-checkpoint"
 
 
 class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
@@ -49,12 +70,15 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         The bars that drive the model (EXTERNAL bars, one decision per bar close).
     model_path : str, optional
         A saved model artifact (JSON). Without one, a model is fitted in-run on ``fit.warmup_bars``.
-    features, policy, fit
-        Feature windows, policy guardrails and in-run fit settings.
+    features, policy, fit, breakers
+        Feature windows, policy guardrails, in-run fit settings and circuit breakers.
     notional : float
         Capital (quote currency) used for a full +-1 exposure until the allocator sends a budget.
     max_notional : float
         Hard cap on the position notional, whatever the budget says.
+    checkpoint_dir : str, optional
+        Live nodes write a crash-safe checkpoint here every ``checkpoint_interval_secs`` and
+        resume from it on start (backtests never read or write checkpoints).
     close_positions_on_stop : bool
         Flatten when the strategy stops.
 
@@ -66,8 +90,11 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     fit: FitSettings = msgspec.field(default_factory=FitSettings)
+    breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     notional: float = 10_000.0
     max_notional: float = 50_000.0
+    checkpoint_dir: str | None = "state"
+    checkpoint_interval_secs: float = 5.0
     close_positions_on_stop: bool = True
 
 
@@ -78,10 +105,18 @@ class HMMRegimeStrategy(Strategy):
         super().__init__(config)
         self.instrument = None
         self.engine: RegimeEngine | None = None
+        self.breakers = CircuitBreakers(config.breakers)
+        self.pnl = PnLTracker()
         self.budget = config.notional
         self.scale = 1.0
         self.paused = False
+        self.skipped_bars = 0
         self._last_plan: tuple[float, float] | None = None
+        self._last_bar_ts = 0
+        self._prev_close = 0.0
+        self._prev_vol = 0.0
+        self._checkpoint: Path | None = None
+        self._saved_model_version = ""
 
     def on_start(self) -> None:
         cfg = self.config
@@ -90,33 +125,52 @@ class HMMRegimeStrategy(Strategy):
             self.log.error(f"Could not find instrument for {cfg.instrument_id}")
             self.stop()
             return
-        model, version = None, ""
-        if cfg.model_path:
-            model, meta = load_model(cfg.model_path, expected_features=cfg.features.names)
-            version = meta.model_version
-        self.engine = RegimeEngine(cfg.features, cfg.policy, cfg.fit, model, version)
+        if self.engine is None:  # not already restored by on_load (Redis)
+            self.engine = self._new_engine()
+            if cfg.checkpoint_dir and isinstance(self.clock, LiveClock):
+                self._checkpoint = checkpoint_path(cfg.checkpoint_dir, self.trader_id, self.id)
+                self._resume_from_checkpoint()
         sid = str(self.id)
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
+        self.msgbus.subscribe(KILL_SWITCH_TOPIC, self.on_kill_switch)
+        if self._checkpoint is not None:
+            self.clock.set_timer(
+                CHECKPOINT_TIMER,
+                timedelta(seconds=cfg.checkpoint_interval_secs),
+                callback=lambda _event: self.write_checkpoint(),
+            )
         self.subscribe_bars(cfg.bar_type)
 
     def on_bar(self, bar: Bar) -> None:
+        if bar.ts_event <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
+            self.skipped_bars += 1
+            return
+        close = bar.close.as_double()
         try:
             decision = self.engine.update(
                 bar.open.as_double(),
                 bar.high.as_double(),
                 bar.low.as_double(),
-                bar.close.as_double(),
+                close,
                 bar.volume.as_double(),
             )
         except ValueError as exc:  # a bar the model cannot use: skip it, never trade on it
             self.engine.rejected_bars += 1
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
+        self._last_bar_ts = bar.ts_event
+        self.pnl.mark(close)
+        log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
+        tripped = self.breakers.on_bar(
+            bar.ts_event, self.pnl.equity_pnl, self.capital(), log_return, self._prev_vol
+        )
+        self._prev_close = close
+        self._prev_vol = self.engine.last_volatility
+        self.on_breakers_tripped(tripped, bar.ts_event)
         if decision is None:
             return
-        close = bar.close.as_double()
         self.msgbus.publish(
             topic_for(REGIME_TOPIC, str(self.id)),
             RegimeUpdate(
@@ -132,7 +186,7 @@ class HMMRegimeStrategy(Strategy):
             ),
         )
         if not self.paused:
-            self.rebalance(decision.target_exposure, close)
+            self.rebalance(decision.target_exposure, close, bar.ts_event)
 
     def on_budget(self, budget: Budget) -> None:
         self.budget = budget.notional
@@ -142,12 +196,20 @@ class HMMRegimeStrategy(Strategy):
         if command.action == "pause":
             self.paused = True
             if command.flatten:
-                self.cancel_all_orders(self.config.instrument_id)
-                self.close_all_positions(self.config.instrument_id)
+                self.flatten()
         elif command.action in ("throttle", "resume"):
             self.paused = False
             self.scale = command.scale
+            if command.action == "resume":
+                self.breakers.reset("drawdown")
         self._last_plan = None  # re-plan on the next bar with the new allocation
+
+    def on_kill_switch(self, switch: KillSwitch) -> None:
+        self.log.warning(f"Kill switch {'ON' if switch.halted else 'off'}: {switch.reason}")
+        self.breakers.set_kill_switch(switch.halted, switch.reason)
+        if switch.halted and switch.flatten:
+            self.flatten()
+        self._last_plan = None
 
     def on_model_update(self, update: ModelUpdate) -> None:
         """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
@@ -160,17 +222,57 @@ class HMMRegimeStrategy(Strategy):
             return
         self.log.warning(f"Model now {meta.model_version}: {update.reason}")
 
-    def rebalance(self, exposure: float, price: float) -> None:
+    def on_order_filled(self, event: OrderFilled) -> None:
+        signed = event.last_qty.as_double() * (1.0 if event.order_side == OrderSide.BUY else -1.0)
+        self.pnl.on_fill(signed, event.last_px.as_double(), event.commission.as_double())
+        self.breakers.on_fill()
+
+    def on_order_rejected(self, event: OrderRejected) -> None:
+        self.on_breakers_tripped(self.breakers.on_reject(), event.ts_event)
+        self._last_plan = None  # try again on the next bar (unless the rejects breaker tripped)
+
+    def on_order_denied(self, event: OrderDenied) -> None:
+        self.log.warning(f"Order denied by the RiskEngine: {event.reason}")
+        self.on_breakers_tripped(self.breakers.on_reject(), event.ts_event)
+        self._last_plan = None
+
+    def on_breakers_tripped(self, reasons: list[str], ts_event: int) -> None:
+        for reason in reasons:
+            self.log.warning(f"Breaker {reason} tripped: {self.breakers.tripped.get(reason)}")
+        if reasons and self.config.breakers.flatten_on_trip:
+            self.flatten()
+        if reasons:
+            self._last_plan = None
+
+    def capital(self) -> float:
+        return min(self.budget * self.scale, self.config.max_notional)
+
+    def rebalance(self, exposure: float, price: float, ts_event: int) -> None:
         """Submit one market order moving the net position to ``exposure`` of the allocation."""
-        notional = min(self.budget * self.scale, self.config.max_notional)
+        notional = self.capital()
         plan = (exposure, notional)
         if plan == self._last_plan or self.has_pending_orders():
             return
+        self._last_plan = plan
         target_qty = target_quantity(exposure, notional, price, self.instrument.size_increment)
         current = self.portfolio.net_position(self.config.instrument_id)
         delta = target_qty - current
-        self._last_plan = plan
         if abs(delta) < self.instrument.size_increment.as_decimal():
+            return
+        blocked = self.breakers.check_order(
+            float(current), float(target_qty), price, self.config.max_notional
+        )
+        if blocked is not None:
+            self.log.warning(f"Breaker {blocked} blocked a move to {target_qty} ({exposure:+.2f})")
+            self.msgbus.publish(
+                topic_for(BREAKER_TOPIC, str(self.id)),
+                BreakerRejection(
+                    ts_event=ts_event,
+                    strategy_id=str(self.id),
+                    instrument_id=str(self.config.instrument_id),
+                    reason=blocked,
+                ),
+            )
             return
         order = self.order_factory.market(
             instrument_id=self.config.instrument_id,
@@ -180,6 +282,10 @@ class HMMRegimeStrategy(Strategy):
         )
         self.submit_order(order)
 
+    def flatten(self) -> None:
+        self.cancel_all_orders(self.config.instrument_id)
+        self.close_all_positions(self.config.instrument_id)
+
     def has_pending_orders(self) -> bool:
         return (
             self.cache.orders_open_count(strategy_id=self.id) > 0
@@ -187,13 +293,131 @@ class HMMRegimeStrategy(Strategy):
         )
 
     def on_stop(self) -> None:
+        if self._checkpoint is not None:
+            if CHECKPOINT_TIMER in self.clock.timer_names:
+                self.clock.cancel_timer(CHECKPOINT_TIMER)
+            self.write_checkpoint()
         self.cancel_all_orders(self.config.instrument_id)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self.config.instrument_id)
 
+    def on_save(self) -> dict[str, bytes]:
+        """NautilusTrader's own persistence (Redis cache database, on a clean stop)."""
+        if self.engine is None:
+            return {}
+        return {"hmm": json.dumps(self.snapshot(embed_model=True), allow_nan=False).encode()}
+
+    def on_load(self, state: dict[str, bytes]) -> None:
+        if "hmm" not in state:
+            return
+        self.engine = self._new_engine()
+        self.restore(json.loads(state["hmm"]))
+        self.log.info(f"Restored from the cache database at bar {self.engine.bars_seen}")
+
     def on_reset(self) -> None:
         self.engine = None
         self._last_plan = None
+
+    # ------------------------------------------------------------------ state
+
+    def _new_engine(self) -> RegimeEngine:
+        cfg = self.config
+        model, version = None, ""
+        if cfg.model_path:
+            model, meta = load_model(cfg.model_path, expected_features=cfg.features.names)
+            version = meta.model_version
+        return RegimeEngine(cfg.features, cfg.policy, cfg.fit, model, version)
+
+    def snapshot(self, *, embed_model: bool = False) -> dict:
+        """All state needed to resume: engine, breakers, P&L, allocation, the last plan."""
+        engine = self.engine
+        model_file = None
+        if engine.model is not None and not embed_model and self._checkpoint is not None:
+            model_file = str(self._checkpoint.with_suffix(".model.json"))
+            if self._saved_model_version != engine.model_version:
+                self._save_model(model_file)
+        model_doc = None
+        if engine.model is not None and embed_model:
+            model_doc = engine.model.fitted_params()
+        return {
+            "instrument_id": str(self.config.instrument_id),
+            "bar_type": str(self.config.bar_type),
+            "engine": engine.state(),
+            "model_file": model_file,
+            "model": model_doc,
+            "breakers": self.breakers.state(),
+            "pnl": self.pnl.state(),
+            "budget": self.budget,
+            "scale": self.scale,
+            "paused": self.paused,
+            "last_plan": self._last_plan,
+            "last_bar_ts": self._last_bar_ts,
+            "prev_close": self._prev_close,
+            "prev_vol": self._prev_vol,
+        }
+
+    def restore(self, state: dict) -> None:
+        if (state["instrument_id"], state["bar_type"]) != (
+            str(self.config.instrument_id),
+            str(self.config.bar_type),
+        ):
+            raise CheckpointError(
+                f"checkpoint is for {state['instrument_id']} {state['bar_type']}, "
+                f"not {self.config.instrument_id} {self.config.bar_type}"
+            )
+        model = None
+        if state.get("model_file"):
+            model, _ = load_model(state["model_file"], expected_features=self.config.features.names)
+            self._saved_model_version = state["engine"]["model_version"]
+        elif state.get("model"):
+            from hmm_strategy.model import RegimeHMM
+
+            model = RegimeHMM.from_params(**state["model"])
+        self.engine.restore(state["engine"], model)
+        self.breakers.restore(state["breakers"])
+        self.pnl.restore(state["pnl"])
+        self.budget = float(state["budget"])
+        self.scale = float(state["scale"])
+        self.paused = bool(state["paused"])
+        plan = state["last_plan"]
+        self._last_plan = tuple(plan) if plan is not None else None
+        self._last_bar_ts = int(state["last_bar_ts"])
+        self._prev_close = float(state["prev_close"])
+        self._prev_vol = float(state["prev_vol"])
+
+    def write_checkpoint(self) -> None:
+        if self._checkpoint is None or self.engine is None:
+            return
+        save_checkpoint(self._checkpoint, self.snapshot())
+
+    def _save_model(self, path: str) -> None:
+        engine = self.engine
+        save_model(
+            engine.model,
+            path,
+            feature_spec=self.config.features,
+            data_range=(0, max(self._last_bar_ts, 1)),
+            instrument_id=str(self.config.instrument_id),
+            bar_type=str(self.config.bar_type),
+            version=engine.model_version,
+        )
+        self._saved_model_version = engine.model_version
+
+    def _resume_from_checkpoint(self) -> None:
+        try:
+            state = load_checkpoint(self._checkpoint)
+            if state is None:
+                return
+            self.restore(state)
+        except (ValueError, KeyError, TypeError) as exc:
+            aside = set_aside(self._checkpoint) if self._checkpoint.exists() else None
+            self.log.error(f"Checkpoint unusable ({exc}); kept as {aside}; starting fresh")
+            self.engine = self._new_engine()
+            return
+        self.log.warning(
+            f"Resumed from checkpoint {self._checkpoint} at bar {self.engine.bars_seen} "
+            f"(model {self.engine.model_version or 'warming up'})"
+        )
 
 
 def target_quantity(exposure: float, notional: float, price: float, increment) -> Decimal:

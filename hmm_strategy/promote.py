@@ -1,0 +1,187 @@
+"""Operator commands for a running node's model lifecycle: promote, reject, rollback, status.
+
+    python -m hmm_strategy.promote promote  --strategy hmm_btc [--model PATH] --reason "..."
+    python -m hmm_strategy.promote reject   --strategy hmm_btc --reason "..."
+    python -m hmm_strategy.promote rollback --strategy hmm_btc --to VERSION --reason "..."
+    python -m hmm_strategy.promote status   --strategy hmm_btc
+
+The command checks the request here (the artifact loads and validates, the version is recorded)
+and writes it as a file into the ``OnlineTrainer``'s request folder; the running node applies it
+at its next poll (``poll_interval_secs``, 5 s by default), publishes the ``ModelUpdate`` the
+strategy obeys, records the outcome with its reason in ``lifecycle.jsonl`` and moves the file to
+``requests/applied/`` or ``requests/rejected/``.
+
+* ``promote`` without ``--model`` promotes the candidate currently in shadow; with ``--model``
+  any valid artifact for the strategy (e.g. one made with ``python -m hmm_strategy.train``).
+* ``reject`` discards the candidate in shadow.
+* ``rollback --to VERSION`` reinstates a version recorded in the lifecycle log (or found as
+  ``<model_dir>/VERSION.json``), e.g. the previous champion after a bad promotion.
+
+The folders come from the strategy's ``OnlineTrainer`` entry in the node config; pass
+``--requests-dir`` / ``--log`` when the config uses ``{run_dir}`` or the node runs elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+import msgspec
+
+from actors.model_lifecycle import (
+    LifecycleEvent,
+    new_request,
+    read_lifecycle,
+    submit_request,
+)
+from hmm_strategy.artifacts import ModelArtifactError, load_model
+from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, load_node_settings
+
+TRAINER_PATH = "actors.online_trainer:OnlineTrainer"
+
+
+class Target(msgspec.Struct, frozen=True):
+    strategy_id: str
+    requests_dir: Path
+    log_path: Path
+    model_dir: Path
+    feature_names: tuple[str, ...] | None
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The strategy id and lifecycle folders, from the node config and/or the flags."""
+    strategy_id = args.strategy
+    trainer = None
+    if args.config:
+        from actors.online_trainer import OnlineTrainerConfig
+        from hmm_strategy.train import strategy_target
+
+        settings = load_node_settings(args.config, args.override)
+        try:
+            strategy_id = strategy_target(settings, args.strategy).strategy_id
+        except ConfigError:
+            if not args.requests_dir:
+                raise
+        for spec in settings.actors:
+            if spec.path != TRAINER_PATH:
+                continue
+            cfg = OnlineTrainerConfig.parse(msgspec.json.encode(spec.config))
+            if cfg.strategy_id == strategy_id:
+                trainer = cfg
+    if trainer is None and not args.requests_dir:
+        raise ConfigError(
+            f"no {TRAINER_PATH} for strategy {strategy_id!r} in the node config: "
+            "pass --requests-dir (and --log) of the running node"
+        )
+    model_dir = Path(trainer.model_dir) if trainer else Path(args.requests_dir).parent
+    requests = args.requests_dir or (trainer.requests_dir if trainer else None)
+    log = args.log or (trainer.log_path if trainer else None)
+    target = Target(
+        strategy_id=strategy_id,
+        requests_dir=Path(requests or model_dir / "requests"),
+        log_path=Path(log or model_dir / "lifecycle.jsonl"),
+        model_dir=model_dir,
+        feature_names=trainer.features.names if trainer else None,
+    )
+    for name in ("requests_dir", "log_path", "model_dir"):
+        if "{run_dir}" in str(getattr(target, name)):
+            raise ConfigError(
+                f"the trainer's {name} uses {{run_dir}}: pass --requests-dir and --log of the run"
+            )
+    return target
+
+
+def _events(target: Target) -> list[LifecycleEvent]:
+    return [e for e in read_lifecycle(target.log_path) if e.strategy_id == target.strategy_id]
+
+
+def _check_artifact(path: Path, target: Target) -> str:
+    _, meta = load_model(path, expected_features=target.feature_names)
+    return meta.model_version
+
+
+def status_text(events: list[LifecycleEvent], last: int = 15) -> str:
+    champion = shadow = None
+    for e in events:
+        if e.event in ("champion", "promoted", "rolled_back"):
+            champion = e.version
+        elif e.event == "promotion_failed":
+            champion = None
+        if e.event == "shadow_started":
+            shadow = e.version
+        elif e.event in ("promoted", "rejected", "rolled_back") and e.version == shadow:
+            shadow = None
+    lines = [f"champion: {champion or 'unknown'}", f"shadow:   {shadow or '-'}", ""]
+    for e in events[-last:]:
+        lines.append(f"{e.time_utc}  {e.event:<16} {e.version or '':<50} {e.reason[:100]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hmm_strategy.promote",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=("promote", "reject", "rollback", "status"))
+    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
+    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
+    parser.add_argument("--model", help="promote/rollback: this artifact")
+    parser.add_argument("--to", help="rollback: the version to reinstate")
+    parser.add_argument("--reason", default="", help="why (required except for status)")
+    parser.add_argument("--operator", default=None, help="who (default: the login name)")
+    parser.add_argument("--requests-dir", help="the running node's request folder")
+    parser.add_argument("--log", help="the running node's lifecycle.jsonl")
+    args = parser.parse_args(argv)
+    try:
+        target = resolve_target(args)
+        if args.action == "status":
+            print(f"strategy {target.strategy_id} ({target.log_path})")
+            print(status_text(_events(target)))
+            return 0
+        if not args.reason.strip():
+            raise ValueError(f"{args.action} needs --reason")
+        model_path = str(Path(args.model).resolve()) if args.model else None
+        version = None
+        if args.action == "rollback":
+            if not (args.to or args.model):
+                raise ValueError("rollback needs --to VERSION (or --model PATH)")
+            version = args.to
+            if model_path is None:
+                known = {e.version: e.path for e in _events(target) if e.version and e.path}
+                guess = target.model_dir / f"{version}.json"
+                model_path = known.get(version) or (str(guess) if guess.exists() else None)
+                if model_path is None:
+                    raise ValueError(
+                        f"version {version!r} is not in {target.log_path} nor {guess}; "
+                        f"known: {sorted(known) or 'none'}"
+                    )
+        elif args.action == "reject" and model_path:
+            raise ValueError("reject takes no --model: it discards the candidate in shadow")
+        if model_path is not None:
+            found = _check_artifact(Path(model_path), target)
+            if version and found != version:
+                raise ValueError(f"{model_path} holds version {found}, not {version}")
+        request = new_request(
+            target.strategy_id,
+            args.action,
+            args.reason,
+            model_path=model_path,
+            version=version,
+            operator=args.operator or getpass.getuser(),
+        )
+        path = submit_request(target.requests_dir, request)
+    except (ConfigError, ModelArtifactError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"request {request.id} ({args.action}) written to {path}")
+    print(f"the node applies it at its next poll; follow it with: python -m hmm_strategy.promote "
+          f"status --strategy {args.strategy or target.strategy_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""Offline training: ``python -m hmm_strategy.train --config configs/node.yaml --start --end``.
+
+Fits the HMM of one strategy of the node config on a date range of bars, with exactly the
+strategy's ``FeatureSpec`` and fit settings (so the artifact is what that strategy would compute
+live), writes a versioned model artifact and a training report (JSON + Markdown) next to it::
+
+    <out>/<strategy name>/<version>.json          the artifact (hmm_strategy.artifacts)
+    <out>/<strategy name>/<version>.report.json   log-likelihood, BIC per K, states, transitions
+    <out>/<strategy name>/<version>.report.md     the same for humans
+
+Only bars whose close time lies in ``[start, end]`` (both inclusive, UTC) are read: the training
+set never contains a bar after ``end``. Bars come from the backtest catalog (imported from the
+config's ``backtest.data`` on first use, so training sees the same rounded prices as the
+backtest) or from a bar file given with ``--data``.
+
+The version is ``<strategy>-<last bar close>-<parameter digest>``: a pure function of the data and
+settings, so retraining the same range reproduces the same version and file name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+import polars as pl
+from threadpoolctl import threadpool_limits
+
+from hmm_strategy.artifacts import save_model
+from hmm_strategy.config import (
+    DEFAULT_CONFIG,
+    ComponentSpec,
+    ConfigError,
+    NodeSettings,
+    load_node_settings,
+)
+from hmm_strategy.engine import FitSettings
+from hmm_strategy.features import FeatureSpec, batch_features
+from hmm_strategy.model import RegimeHMM
+from hmm_strategy.policy import PolicyConfig
+
+DEFAULT_BIC_GRID: tuple[int, ...] = (2, 3, 4, 5)
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+# ----------------------------------------------------------------------------- strategy target
+@dataclass(frozen=True)
+class StrategyTarget:
+    """What a model is trained for: one strategy of the node config, fully validated."""
+
+    name: str  # the config entry's name (or its strategy id when unnamed)
+    index: int  # position in settings.strategies
+    strategy_id: str  # NautilusTrader StrategyId, e.g. HMMRegimeStrategy-001
+    instrument_id: str
+    bar_type: str
+    features: FeatureSpec
+    fit: FitSettings
+    policy: PolicyConfig
+    model_path: str | None
+
+
+def _parse_strategy(spec: ComponentSpec) -> Any:
+    from nautilus_trader.common.config import resolve_config_path
+
+    config_cls = resolve_config_path(spec.resolved_config_path)
+    cfg = config_cls.parse(msgspec.json.encode(spec.config))
+    for attr in ("features", "fit", "policy", "instrument_id", "bar_type"):
+        if not hasattr(cfg, attr):
+            raise ConfigError(
+                f"strategy {spec.name or spec.path!r} has no {attr!r} setting: not an HMM strategy"
+            )
+    return cfg
+
+
+def strategy_target(settings: NodeSettings, name: str | None = None) -> StrategyTarget:
+    """The strategy called ``name`` (config name or strategy id); the only one when None."""
+    if not settings.strategies:
+        raise ConfigError("the node config has no strategies")
+    found: list[tuple[int, ComponentSpec, Any, str]] = []
+    for i, spec in enumerate(settings.strategies):
+        cfg = _parse_strategy(spec)
+        cls_name = spec.path.rsplit(":", 1)[-1]
+        sid = f"{cfg.strategy_id or cls_name}-{cfg.order_id_tag}"
+        if name is None or name in (spec.name, sid):
+            found.append((i, spec, cfg, sid))
+    if not found:
+        known = [s.name or s.path for s in settings.strategies]
+        raise ConfigError(f"no strategy named {name!r} in the node config (have {known})")
+    if len(found) > 1:
+        known = [spec.name or sid for _, spec, _, sid in found]
+        raise ConfigError(f"the node config has several strategies {known}: pass --strategy NAME")
+    i, spec, cfg, sid = found[0]
+    return StrategyTarget(
+        name=spec.name or sid,
+        index=i,
+        strategy_id=sid,
+        instrument_id=str(cfg.instrument_id),
+        bar_type=str(cfg.bar_type),
+        features=cfg.features,
+        fit=cfg.fit,
+        policy=cfg.policy,
+        model_path=cfg.model_path,
+    )
+
+
+# ----------------------------------------------------------------------------------- time/data
+def to_ns(value: str | int | pd.Timestamp | None) -> int | None:
+    """UNIX ns from an ISO date/time (naive = UTC), a pandas Timestamp or an int of ns."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int | np.integer):
+        return int(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot parse time {value!r}: {exc}") from None
+    if ts is pd.NaT:
+        raise ValueError(f"cannot parse time {value!r}")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value)
+
+
+def iso(ns: int) -> str:
+    """ISO-8601 UTC with nanoseconds (what the catalog and ``run_backtest`` accept)."""
+    return pd.Timestamp(int(ns), unit="ns", tz="UTC").isoformat()
+
+
+def bars_frame(bars: Sequence[Any]) -> pl.DataFrame:
+    """NautilusTrader ``Bar`` objects -> the normalized frame (ts_event = close, ns)."""
+    return pl.DataFrame(
+        {
+            "ts_event": [b.ts_event for b in bars],
+            "open": [b.open.as_double() for b in bars],
+            "high": [b.high.as_double() for b in bars],
+            "low": [b.low.as_double() for b in bars],
+            "close": [b.close.as_double() for b in bars],
+            "volume": [b.volume.as_double() for b in bars],
+        },
+        schema={
+            "ts_event": pl.Int64,
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Float64,
+        },
+    )
+
+
+def load_frame(
+    settings: NodeSettings,
+    bar_type: str,
+    start: str | int | None = None,
+    end: str | int | None = None,
+    *,
+    data: str | Path | None = None,
+    fmt: str | None = None,
+) -> pl.DataFrame:
+    """Bars of ``bar_type`` closing in [start, end], from the catalog or a bar file ``data``."""
+    start_ns, end_ns = to_ns(start), to_ns(end)
+    if start_ns is not None and end_ns is not None and start_ns > end_ns:
+        raise ValueError(f"start {iso(start_ns)} is after end {iso(end_ns)}")
+    if data is not None:
+        from backtests.data import load_bars
+
+        frame = load_bars(data, fmt).frame.select(
+            "ts_event", "open", "high", "low", "close", "volume"
+        )
+    else:
+        from backtests.catalog import load_catalog_bars
+        from backtests.run import ensure_catalog
+
+        if settings.backtest is None:
+            raise ConfigError("the node config has no 'backtest' section (catalog); use --data")
+        ensure_catalog(settings.backtest)
+        bars = load_catalog_bars(settings.backtest.catalog_path, bar_type, start_ns, end_ns)
+        frame = bars_frame(bars)
+    if start_ns is not None:
+        frame = frame.filter(pl.col("ts_event") >= start_ns)
+    if end_ns is not None:
+        frame = frame.filter(pl.col("ts_event") <= end_ns)
+    return frame
+
+
+# ------------------------------------------------------------------------------------- fitting
+def fit_model(
+    frame: pl.DataFrame, features: FeatureSpec, fit: FitSettings, *, n_states: int | None = None
+) -> RegimeHMM:
+    """Fit ``RegimeHMM`` on the batch features of ``frame`` with the strategy's fit settings."""
+    X = batch_features(frame, features).select(features.names).to_numpy()
+    if len(X) == 0:
+        raise ValueError(
+            f"{frame.height} bars give no feature row (the features need "
+            f"{features.warmup_bars + 1} bars)"
+        )
+    k: int | str = n_states or ("bic" if fit.select_states_by_bic else fit.n_states)
+    model = RegimeHMM(
+        n_states=k, n_restarts=fit.n_restarts, n_iter=fit.n_iter, random_state=fit.seed
+    )
+    # One BLAS/OpenMP thread: on these small matrices threads only add synchronisation (KMeans
+    # init was ~10x slower with 2 threads on a busy 2-core machine), and single-threaded
+    # arithmetic is the same in every process, which keeps sweeps reproducible.
+    with threadpool_limits(limits=1):
+        return model.fit(np.ascontiguousarray(X, dtype=np.float64))
+
+
+def model_digest(model: RegimeHMM) -> str:
+    """Short sha256 of the fitted parameters (what the model computes), for version names."""
+    h = hashlib.sha256()
+    for arr in (
+        model.startprob_,
+        model.transmat_,
+        model.means_,
+        model.covars_,
+        model.scaler_mean_,
+        model.scaler_std_,
+    ):
+        h.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
+    return h.hexdigest()[:10]
+
+
+def model_version(name: str, last_ns: int, model: RegimeHMM) -> str:
+    stamp = pd.Timestamp(last_ns, unit="ns", tz="UTC").strftime("%Y%m%dT%H%M")
+    return f"{_SAFE.sub('_', name)}-{stamp}-{model_digest(model)}"
+
+
+# -------------------------------------------------------------------------------------- report
+_STATE_LABELS = {2: ("bear", "bull"), 3: ("bear", "calm", "bull")}
+
+
+def training_report(
+    model: RegimeHMM,
+    frame: pl.DataFrame,
+    features: FeatureSpec,
+    *,
+    comparison: list[dict[str, Any]] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Plain-data training report: fit quality, BIC per K, states in raw units, transitions."""
+    feats = batch_features(frame, features)
+    X = feats.select(features.names).to_numpy()
+    n = len(X)
+    close = frame["close"].to_numpy()
+    ret = np.log(close[1:] / close[:-1])[features.warmup_bars - 1 :]  # return of each row's bar
+    # smoothed probabilities are fine here: the report describes the training window offline
+    gamma = model.predict_proba(X)
+    ts = frame["ts_event"]
+    diffs = np.diff(ts.to_numpy())
+    interval_ns = int(np.median(diffs)) if len(diffs) else None
+    std_raw = np.sqrt(np.diagonal(model.covars_, axis1=1, axis2=2)) * model.scaler_std_
+    means_raw = model.means_raw()
+    durations = model.expected_durations()
+    labels = _STATE_LABELS.get(model.n_states_, tuple(f"s{k}" for k in range(model.n_states_)))
+    states = []
+    for k in range(model.n_states_):
+        w = gamma[:, k]
+        wsum = float(w.sum())
+        mu = float((w * ret).sum() / wsum) if wsum > 0 else None
+        vol = None
+        if mu is not None:
+            vol = float(math.sqrt(max((w * (ret - mu) ** 2).sum() / wsum, 0.0)))
+        dur = float(durations[k])
+        states.append(
+            {
+                "state": k,
+                "label": labels[k],
+                "occupancy": wsum / n,
+                "return_mean": mu,  # per-bar log return, probability-weighted
+                "return_volatility": vol,
+                "expected_duration_bars": None if math.isinf(dur) else dur,
+                "expected_duration_hours": (
+                    None if math.isinf(dur) or not interval_ns else dur * interval_ns / 3.6e12
+                ),
+                "feature_means": dict(zip(features.names, means_raw[k].tolist(), strict=True)),
+                "feature_std": dict(zip(features.names, std_raw[k].tolist(), strict=True)),
+            }
+        )
+    ll = float(model.log_likelihood_ if model.log_likelihood_ is not None else model.score(X))
+    chosen = {
+        "n_states": model.n_states_,
+        "log_likelihood": ll,
+        "bic": model.bic_,
+        "chosen": True,
+    }
+    by_k = comparison or [
+        {**c, "chosen": c.get("n_states") == model.n_states_}
+        for c in model.diagnostics_.get("bic_by_n_states", [chosen])
+    ]
+    return {
+        **(meta or {}),
+        "bars": frame.height,
+        "feature_rows": n,
+        "first_bar": iso(int(ts[0])),
+        "last_bar": iso(int(ts[-1])),
+        "interval_ns": interval_ns,
+        "features": {**msgspec.to_builtins(features), "names": list(features.names)},
+        "n_states": model.n_states_,
+        "log_likelihood": ll,
+        "log_likelihood_per_row": ll / n,
+        "bic": model.bic_,
+        "converged": model.converged_,
+        "n_iter": model.n_iter_,
+        "bic_by_n_states": by_k,
+        "states": states,
+        "transition_matrix": model.transmat_.tolist(),
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The training report as Markdown (what ``--out`` writes next to the artifact)."""
+
+    def f(v: Any, spec: str = ".4g") -> str:
+        return "-" if v is None else format(v, spec)
+
+    lines = [
+        f"# Training report: {report.get('model_version', '')}",
+        "",
+        f"- strategy: {report.get('strategy', '')} ({report.get('strategy_id', '')})",
+        f"- bars: {report.get('bar_type', '')}, {report['bars']:,} bars closing "
+        f"{report['first_bar']} -> {report['last_bar']} ({report['feature_rows']:,} feature rows)",
+        f"- log-likelihood {f(report['log_likelihood'], ',.1f')} "
+        f"({f(report['log_likelihood_per_row'], '.4f')} per row), BIC {f(report['bic'], ',.1f')}, "
+        f"converged {report['converged']} after {report['n_iter']} EM iterations",
+        "",
+        "## BIC per number of states (lower is better)",
+        "",
+        "| states | log-likelihood | BIC | |",
+        "|---:|---:|---:|---|",
+    ]
+    for c in report["bic_by_n_states"]:
+        mark = "chosen" if c.get("chosen") else (c.get("error") or "")
+        lines.append(
+            f"| {c['n_states']} | {f(c.get('log_likelihood'), ',.1f')} | "
+            f"{f(c.get('bic'), ',.1f')} | {mark} |"
+        )
+    names = report["features"]["names"]
+    lines += [
+        "",
+        "## States (raw units; returns are per-bar log returns)",
+        "",
+        "| state | share | return mean | return vol | duration (bars) | duration (h) | "
+        + " | ".join(f"{n} mean (sd)" for n in names)
+        + " |",
+        "|---" * (6 + len(names)) + "|",
+    ]
+    for s in report["states"]:
+        cells = [
+            f"{s['state']} {s['label']}",
+            f"{s['occupancy']:.1%}",
+            f(s["return_mean"], ".2e"),
+            f(s["return_volatility"], ".2e"),
+            f(s["expected_duration_bars"], ".1f"),
+            f(s["expected_duration_hours"], ".1f"),
+        ]
+        cells += [f"{s['feature_means'][n]:.3g} ({s['feature_std'][n]:.2g})" for n in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    k = len(report["transition_matrix"])
+    lines += [
+        "",
+        "## Transition matrix (row = from, column = to)",
+        "",
+        "| from \\ to | " + " | ".join(str(j) for j in range(k)) + " |",
+        "|---" * (k + 1) + "|",
+    ]
+    for i, row in enumerate(report["transition_matrix"]):
+        lines.append(f"| {i} | " + " | ".join(f"{p:.4f}" for p in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class TrainResult:
+    artifact: Path
+    version: str
+    report: dict[str, Any]
+    report_json: Path | None
+    report_md: Path | None
+
+
+def train(
+    target: StrategyTarget,
+    frame: pl.DataFrame,
+    out_dir: str | Path,
+    *,
+    bic_grid: Sequence[int] = (),
+    write_report: bool = True,
+    fit: FitSettings | None = None,
+    features: FeatureSpec | None = None,
+    subdir: bool = True,
+) -> TrainResult:
+    """Fit on ``frame`` (already cut to the training range), save artifact and report.
+
+    ``bic_grid`` fits the other numbers of states too, for the report's BIC comparison (the
+    artifact is still the configured K unless the strategy selects K by BIC). ``fit`` and
+    ``features`` override the strategy's settings (sweeps).
+    """
+    fit = fit or target.fit
+    features = features or target.features
+    if frame.height == 0:
+        raise ValueError("no bars in the training range")
+    model = fit_model(frame, features, fit)
+    comparison: list[dict[str, Any]] | None = None
+    if bic_grid and not fit.select_states_by_bic:
+        comparison = []
+        for k in sorted(set(bic_grid) | {model.n_states_}):
+            if k == model.n_states_:
+                m: RegimeHMM | None = model
+                err = None
+            else:
+                try:
+                    m, err = fit_model(frame, features, fit, n_states=k), None
+                except ValueError as exc:
+                    m, err = None, str(exc)
+            comparison.append(
+                {
+                    "n_states": k,
+                    "log_likelihood": None if m is None else m.log_likelihood_,
+                    "bic": None if m is None else m.bic_,
+                    "chosen": k == model.n_states_,
+                    **({"error": err} if err else {}),
+                }
+            )
+    ts = frame["ts_event"]
+    first, last = int(ts[0]), int(ts[-1])
+    version = model_version(target.name, last, model)
+    folder = Path(out_dir) / _SAFE.sub("_", target.name) if subdir else Path(out_dir)
+    artifact = folder / f"{version}.json"
+    save_model(
+        model,
+        artifact,
+        feature_spec=features,
+        data_range=(first, last),
+        instrument_id=target.instrument_id,
+        bar_type=target.bar_type,
+        version=version,
+    )
+    meta = {
+        "model_version": version,
+        "artifact": str(artifact),
+        "strategy": target.name,
+        "strategy_id": target.strategy_id,
+        "instrument_id": target.instrument_id,
+        "bar_type": target.bar_type,
+        "fit": msgspec.to_builtins(fit),
+    }
+    report = training_report(model, frame, features, comparison=comparison, meta=meta)
+    rj = rm = None
+    if write_report:
+        rj = folder / f"{version}.report.json"
+        rm = folder / f"{version}.report.md"
+        rj.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+        rm.write_text(report_markdown(report))
+    return TrainResult(artifact, version, report, rj, rm)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def _grid(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bic-grid must be e.g. 2,3,4,5, got {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hmm_strategy.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
+    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
+    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
+    parser.add_argument("--start", required=True, help="first bar close (ISO, UTC), inclusive")
+    parser.add_argument("--end", required=True, help="last bar close (ISO, UTC), inclusive")
+    parser.add_argument("--out", default="models", help="output folder (default: models/)")
+    parser.add_argument("--data", help="read bars from this file instead of the catalog")
+    parser.add_argument("--format", help="format of --data (detected when omitted)")
+    parser.add_argument(
+        "--bic-grid",
+        type=_grid,
+        default=DEFAULT_BIC_GRID,
+        help="numbers of states compared by BIC in the report ('' = skip), default 2,3,4,5",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_node_settings(args.config, args.override)
+        target = strategy_target(settings, args.strategy)
+        frame = load_frame(
+            settings, target.bar_type, args.start, args.end, data=args.data, fmt=args.format
+        )
+        if frame.height == 0:
+            raise ValueError(f"no {target.bar_type} bars close in [{args.start}, {args.end}]")
+        result = train(target, frame, args.out, bic_grid=args.bic_grid)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    r = result.report
+    print(
+        f"trained {result.version}: {r['n_states']} states on {r['bars']:,} bars "
+        f"({r['first_bar']} -> {r['last_bar']}), log-lik/row {r['log_likelihood_per_row']:.4f}"
+    )
+    print(f"artifact {result.artifact}")
+    print(f"report   {result.report_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
