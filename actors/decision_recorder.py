@@ -11,10 +11,25 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import msgspec
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 
-from hmm_strategy.messages import REGIME_TOPIC, RegimeUpdate
+from hmm_strategy.messages import (
+    BREAKER_TOPIC,
+    GOVERNANCE_TOPIC,
+    KILL_SWITCH_TOPIC,
+    MODEL_TOPIC,
+    REGIME_TOPIC,
+    RegimeUpdate,
+)
+
+AUDITED_TOPICS = (
+    f"{BREAKER_TOPIC}.*",
+    f"{GOVERNANCE_TOPIC}.*",
+    f"{MODEL_TOPIC}.*",
+    KILL_SWITCH_TOPIC,
+)
 
 MAX_STATES = 8
 
@@ -27,10 +42,14 @@ class DecisionRecorderConfig(ActorConfig, frozen=True):
     ----------
     output_path : str
         The CSV file to write (parent folders are created).
+    events_path : str, optional
+        A second CSV with every breaker rejection, governance command, model update and kill
+        switch published on the bus (the audit trail); None to skip it.
 
     """
 
     output_path: str = "runs/decisions.csv"
+    events_path: str | None = "runs/events.csv"
 
 
 class DecisionRecorder(Actor):
@@ -40,6 +59,8 @@ class DecisionRecorder(Actor):
         super().__init__(config)
         self._file = None
         self._writer = None
+        self._events_file = None
+        self._events = None
 
     def on_start(self) -> None:
         path = Path(self.config.output_path)
@@ -60,6 +81,14 @@ class DecisionRecorder(Actor):
             ]
         )
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self.on_regime_update)
+        if self.config.events_path:
+            events = Path(self.config.events_path)
+            events.parent.mkdir(parents=True, exist_ok=True)
+            self._events_file = events.open("w", newline="", buffering=1)
+            self._events = csv.writer(self._events_file)
+            self._events.writerow(["ts_event", "kind", "strategy_id", "detail"])
+            for topic in AUDITED_TOPICS:
+                self.msgbus.subscribe(topic, self.on_audit_event)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
         probs = [repr(p) for p in update.probs] + [""] * (MAX_STATES - len(update.probs))
@@ -77,8 +106,20 @@ class DecisionRecorder(Actor):
             ]
         )
 
+    def on_audit_event(self, event: msgspec.Struct) -> None:
+        fields = msgspec.structs.asdict(event)
+        ts = fields.pop("ts_event", 0)
+        strategy = fields.pop("strategy_id", "")
+        detail = " ".join(f"{k}={v}" for k, v in fields.items())
+        self._events.writerow([ts, type(event).__name__, strategy, detail])
+
     def on_stop(self) -> None:
         if self._file is not None:
             self.msgbus.unsubscribe(f"{REGIME_TOPIC}.*", self.on_regime_update)
             self._file.close()
             self._file = None
+        if self._events_file is not None:
+            for topic in AUDITED_TOPICS:
+                self.msgbus.unsubscribe(topic, self.on_audit_event)
+            self._events_file.close()
+            self._events_file = None

@@ -1,0 +1,95 @@
+"""``KillSwitch``: the operator's global stop, flipped without a restart.
+
+Two inputs, either one halts every strategy at once (no new risk; with ``flatten`` also close):
+
+* ``TRADING_ENABLED=false`` in the node's environment (read at start);
+* a watched file (default ``state/KILL_SWITCH``): create it to halt (its first line is logged as
+  the reason; a line ``flatten`` also closes positions), delete it to resume.
+
+Changing state needs write access to the state folder, nothing reachable over the network. The
+switch is broadcast as ``KillSwitch`` on ``hmm.killswitch``; strategies obey it through their
+breakers. Backtests never poll the file (live clock only).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.component import LiveClock
+from nautilus_trader.config import ActorConfig
+
+from hmm_strategy.messages import KILL_SWITCH_TOPIC, KillSwitch
+
+POLL_TIMER = "kill-switch-poll"
+
+
+class KillSwitchActorConfig(ActorConfig, frozen=True):
+    """
+    Configuration for ``KillSwitchActor``.
+
+    Parameters
+    ----------
+    path : str
+        The file whose existence halts trading.
+    poll_secs : float
+        How often the file is checked.
+
+    """
+
+    path: str = "state/KILL_SWITCH"
+    poll_secs: float = 1.0
+
+
+class KillSwitchActor(Actor):
+    """Broadcasts the kill switch from ``TRADING_ENABLED`` and a watched file."""
+
+    def __init__(self, config: KillSwitchActorConfig) -> None:
+        super().__init__(config)
+        if not config.poll_secs > 0:
+            raise ValueError(f"poll_secs must be > 0, was {config.poll_secs}")
+        self.halted = False
+        self._env_halt = False
+
+    def on_start(self) -> None:
+        if not isinstance(self.clock, LiveClock):
+            return
+        if os.environ.get("TRADING_ENABLED", "").strip().lower() == "false":
+            self._env_halt = True
+            self._broadcast(True, "TRADING_ENABLED=false", flatten=False)
+        self.clock.set_timer(
+            POLL_TIMER, timedelta(seconds=self.config.poll_secs), callback=self.on_poll
+        )
+        self.on_poll(None)
+
+    def on_poll(self, _event) -> None:
+        path = Path(self.config.path)
+        if path.exists():
+            try:
+                text = path.read_text(errors="replace").strip()
+            except OSError as exc:
+                text = f"unreadable kill switch file ({exc})"
+            if not self.halted:
+                reason = text.splitlines()[0] if text else f"{path} exists"
+                flatten = any(line.strip().lower() == "flatten" for line in text.splitlines())
+                self._broadcast(True, reason, flatten)
+        elif self.halted and not self._env_halt:
+            self._broadcast(False, f"{path} removed", flatten=False)
+
+    def _broadcast(self, halted: bool, reason: str, flatten: bool) -> None:
+        self.halted = halted
+        (self.log.warning if halted else self.log.info)(
+            f"Kill switch {'ON' if halted else 'off'}: {reason}"
+        )
+        self.msgbus.publish(
+            KILL_SWITCH_TOPIC,
+            KillSwitch(
+                ts_event=self.clock.timestamp_ns(), halted=halted, reason=reason, flatten=flatten
+            ),
+        )
+
+    def on_stop(self) -> None:
+        if POLL_TIMER in self.clock.timer_names:
+            self.clock.cancel_timer(POLL_TIMER)

@@ -1,0 +1,160 @@
+"""Circuit breakers and P&L tracking: each breaker trips, blocks only new risk, and resets by rule;
+and in a real backtest a tripped breaker blocks orders and is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from hmm_strategy.risk import NS_PER_DAY, BreakerConfig, CircuitBreakers, PnLTracker
+
+MIN15 = 15 * 60 * 10**9
+OFF = {"daily_loss_limit": None, "max_drawdown": None, "stale_after_bars": None, "jump_sigma": None}
+
+
+def breakers(**kwargs) -> CircuitBreakers:
+    return CircuitBreakers(BreakerConfig(**{**OFF, **kwargs}))
+
+
+def bars(b: CircuitBreakers, n: int, *, start: int = 1, pnl: float = 0.0, capital: float = 1e4):
+    tripped = []
+    for i in range(start, start + n):
+        tripped += b.on_bar(i * MIN15, pnl, capital, 0.001, 0.01)
+    return tripped
+
+
+def test_pnl_tracker_average_cost_and_flips() -> None:
+    p = PnLTracker()
+    p.on_fill(1.0, 100.0, 0.1)
+    p.on_fill(1.0, 110.0, 0.1)  # avg 105
+    assert p.avg_px == pytest.approx(105.0)
+    p.on_fill(-3.0, 120.0, 0.2)  # close 2 at +15 each, open 1 short at 120
+    assert p.realized == pytest.approx(30.0)
+    assert (p.qty, p.avg_px) == (-1.0, 120.0)
+    p.mark(100.0)
+    assert p.equity_pnl == pytest.approx(30.0 + 20.0 - 0.4)
+
+
+def test_only_risk_increasing_orders_are_blocked() -> None:
+    b = breakers()
+    b.set_kill_switch(True, "operator")
+    assert b.check_order(1.0, 2.0, 100.0, 1e6) == "kill_switch"  # grow
+    assert b.check_order(1.0, -1.0, 100.0, 1e6) == "kill_switch"  # flip
+    assert b.check_order(1.0, 0.5, 100.0, 1e6) is None  # reduce
+    assert b.check_order(-2.0, 0.0, 100.0, 1e6) is None  # close
+    b.set_kill_switch(False)
+    assert b.check_order(1.0, 2.0, 100.0, 1e6) is None
+
+
+def test_position_and_total_notional_caps() -> None:
+    b = breakers(max_total_notional=1_500.0)
+    assert b.check_order(0.0, 11.0, 100.0, max_notional=1_000.0) == "position_notional"
+    assert b.check_order(0.0, 10.0, 100.0, max_notional=1_000.0) is None
+    assert b.check_order(0.0, 10.0, 100.0, 1_000.0, other_notional=600.0) == "total_notional"
+
+
+def test_daily_loss_trips_and_resets_next_utc_day() -> None:
+    b = breakers(daily_loss_limit=0.05)
+    assert b.on_bar(MIN15, 0.0, 10_000.0, None, None) == []
+    assert b.on_bar(2 * MIN15, -400.0, 10_000.0, None, None) == []
+    assert b.on_bar(3 * MIN15, -600.0, 10_000.0, None, None) == ["daily_loss"]
+    assert "daily_loss" in b.tripped
+    assert b.on_bar(NS_PER_DAY + MIN15, -600.0, 10_000.0, None, None) == []
+    assert not b.tripped
+
+
+def test_drawdown_from_high_water_mark_manual_reset() -> None:
+    b = breakers(max_drawdown=0.10, drawdown_reset="manual")
+    b.on_bar(MIN15, 500.0, 10_000.0, None, None)  # HWM 500
+    assert b.on_bar(2 * MIN15, -600.0, 10_000.0, None, None) == ["drawdown"]
+    b.on_bar(NS_PER_DAY + MIN15, 0.0, 10_000.0, None, None)
+    assert "drawdown" in b.tripped  # manual: survives the day change
+    b.reset("drawdown")
+    assert not b.tripped
+
+
+def test_consecutive_rejects_reset_on_fill() -> None:
+    b = breakers(max_consecutive_rejects=3)
+    assert b.on_reject() == [] and b.on_reject() == []
+    assert b.on_reject() == ["rejects"]
+    b.on_fill()
+    assert not b.tripped and b.consecutive_rejects == 0
+
+
+def test_stale_data_gap_trips_then_cools_down() -> None:
+    b = breakers(stale_after_bars=3, cooldown_bars=2)
+    assert bars(b, 5) == []
+    assert b.on_bar(10 * MIN15, 0.0, 1e4, 0.0, 0.01) == ["stale_data"]  # 5 intervals gap
+    bars(b, 1, start=11)
+    assert "stale_data" in b.tripped
+    bars(b, 1, start=12)
+    assert not b.tripped
+
+
+def test_price_jump_in_sigmas() -> None:
+    b = breakers(jump_sigma=10.0, cooldown_bars=1)
+    assert b.on_bar(MIN15, 0.0, 1e4, 0.05, 0.01) == []  # 5 sigma
+    assert b.on_bar(2 * MIN15, 0.0, 1e4, -0.2, 0.01) == ["price_jump"]  # 20 sigma
+    bars(b, 1, start=3)
+    assert not b.tripped
+
+
+def test_state_round_trip() -> None:
+    b = breakers(max_drawdown=0.1, drawdown_reset="manual", stale_after_bars=3)
+    bars(b, 3, pnl=100.0)
+    b.on_bar(4 * MIN15, -2_000.0, 1e4, None, None)
+    c = breakers(max_drawdown=0.1, drawdown_reset="manual", stale_after_bars=3)
+    c.restore(b.state())
+    assert c.state() == b.state()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"daily_loss_limit": 5.0}, "daily_loss_limit"),
+        ({"max_drawdown": 0.0}, "max_drawdown"),
+        ({"jump_sigma": 0.5}, "jump_sigma"),
+        ({"max_consecutive_rejects": 0}, "max_consecutive_rejects"),
+        ({"cooldown_bars": -1}, "cooldown_bars"),
+    ],
+)
+def test_bad_breaker_config_names_the_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        BreakerConfig(**kwargs)
+
+
+def test_breaker_blocks_orders_in_a_real_backtest(tmp_path: Path) -> None:
+    """A daily-loss limit of 0.1% of capital trips on real BTCUSDT data: every blocked order is
+    recorded in events.csv, and while tripped no fill grows the position."""
+    import yaml
+
+    from backtests.run import run_backtest
+    from hmm_strategy.config import DEFAULT_CONFIG, load_node_settings
+
+    override = {
+        "backtest": {"catalog_path": str(tmp_path / "catalog"), "end": "2024-04-01"},
+        "strategies": [
+            {
+                "name": "hmm_btc",
+                "config": {
+                    "fit": {"warmup_bars": 500},
+                    "policy": {"min_hold_bars": 4, "min_confidence": 0.6},
+                    "breakers": {"daily_loss_limit": 0.001},
+                },
+            }
+        ],
+    }
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
+    settings = load_node_settings(DEFAULT_CONFIG, [tmp_path / "o.yaml"])
+    run = run_backtest(settings, tmp_path / "run", tearsheet=False)
+    events = pl.read_csv(run / "events.csv")
+    blocked = events.filter(pl.col("kind") == "BreakerRejection")
+    assert blocked.height > 0
+    reasons = set(blocked["detail"].str.extract(r"reason=(\w+)").to_list())
+    assert "daily_loss" in reasons and reasons <= {"daily_loss", "price_jump", "stale_data"}
+    fills = pl.read_csv(run / "fills.csv")
+    assert fills.height > 0  # it traded before (and between) trips
+    fill_times = set(pl.Series(fills["ts_last"]).str.to_datetime().dt.epoch("ns").to_list())
+    assert not fill_times & set(blocked["ts_event"].to_list())  # a blocked bar never trades
