@@ -358,11 +358,14 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{BUDGET_TOPIC}.*", self.on_budget)
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
-        self.clock.set_timer(
-            _REFRESH_TIMER,
-            timedelta(seconds=self.config.refresh_interval_secs),
-            callback=self._on_refresh_timer,
-        )
+        self._live = isinstance(self.clock, LiveClock)
+        self._last_refresh_ns = 0
+        if self._live:  # a backtest refreshes from its data instead (see _maybe_refresh)
+            self.clock.set_timer(
+                _REFRESH_TIMER,
+                timedelta(seconds=self.config.refresh_interval_secs),
+                callback=self._on_refresh_timer,
+            )
         if self._should_serve():
             self._server = MetricsHTTPServer(
                 self.config.host, self.config.port, self.render, self.readiness
@@ -438,6 +441,7 @@ class MetricsExporter(Actor):
 
     def on_position_event(self, event) -> None:
         """Realized PnL from position events (NETTING positions reopen under the same id)."""
+        self._maybe_refresh()
         usd = 0.0 if event.realized_pnl is None else self._to_usd(event.realized_pnl)
         if usd is None:
             return
@@ -466,6 +470,7 @@ class MetricsExporter(Actor):
             self.breaker_rejections.labels(strategy, reason)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
+        self._maybe_refresh()
         strategy = self._strategy_label(update.strategy_id)
         instrument = self._instrument_label(update.instrument_id)
         self._seen_hmm_strategy(strategy)
@@ -531,6 +536,16 @@ class MetricsExporter(Actor):
 
     def _on_refresh_timer(self, _event) -> None:
         self.refresh()
+
+    def _maybe_refresh(self) -> None:
+        """Backtest: refresh at most once per ``refresh_interval_secs`` of simulated time, driven
+        by events, because a timer would fire hundreds of times per bar on a simulated clock."""
+        if getattr(self, "_live", True):
+            return
+        now = self.clock.timestamp_ns()
+        if now - self._last_refresh_ns >= self.config.refresh_interval_secs * 1e9:
+            self._last_refresh_ns = now
+            self.refresh()
 
     def refresh(self) -> None:
         """Recompute unrealized PnL, exposure and equity from the cache/portfolio now."""

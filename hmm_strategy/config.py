@@ -6,7 +6,8 @@ top), validates every key, and fails with a ``ConfigError`` naming the file and 
 (``BacktestRunConfig``) and the live/paper node (``TradingNodeConfig``), so what is backtested is
 what runs.
 
-String values may use ``${VAR}`` (environment) and ``{run_dir}`` (the run's output folder).
+String values may use ``${VAR}`` (environment), ``{config_dir}`` (the folder of the node config),
+``{run_dir}`` (the run's output folder) and ``{state_dir}`` (state that survives restarts).
 ``${HMM_DATA_DIR}`` defaults to ``<repo>/../shared/data``.
 """
 
@@ -101,6 +102,14 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 9464
 
 
+class CacheDatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """NautilusTrader's cache database (Redis): orders, positions and strategy state on stop."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    flush_on_start: bool = False
+
+
 class LiveSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The live/paper node: which venue profile, paper or live, where logs and state go.
 
@@ -117,6 +126,7 @@ class LiveSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     log_level: str = "INFO"
     timeout_connection: float = 30.0
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    cache_database: CacheDatabaseSettings | None = None  # Redis; None = in-memory only
 
 
 class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -129,36 +139,43 @@ class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backtest: BacktestSettings | None = None
     live: LiveSettings | None = None
 
-    def strategy_configs(self, run_dir: str | Path) -> list[ImportableStrategyConfig]:
+    def strategy_configs(
+        self, run_dir: str | Path, state_dir: str | Path | None = None
+    ) -> list[ImportableStrategyConfig]:
         """The strategies as NautilusTrader importable configs (shared by backtest and live)."""
         return [
             ImportableStrategyConfig(
                 strategy_path=s.path,
                 config_path=s.resolved_config_path,
-                config=_fill_run_dir(s.config, str(run_dir)),
+                config=_fill_dirs(s.config, run_dir, state_dir),
             )
             for s in self.strategies
         ]
 
-    def actor_configs(self, run_dir: str | Path) -> list[ImportableActorConfig]:
+    def actor_configs(
+        self, run_dir: str | Path, state_dir: str | Path | None = None
+    ) -> list[ImportableActorConfig]:
         """The actors as NautilusTrader importable configs (shared by backtest and live)."""
         return [
             ImportableActorConfig(
                 actor_path=a.path,
                 config_path=a.resolved_config_path,
-                config=_fill_run_dir(a.config, str(run_dir)),
+                config=_fill_dirs(a.config, run_dir, state_dir),
             )
             for a in self.actors
         ]
 
 
-def _fill_run_dir(value: Any, run_dir: str) -> Any:
+def _fill_dirs(value: Any, run_dir: str | Path, state_dir: str | Path | None) -> Any:
+    """``{run_dir}``: this run's output folder; ``{state_dir}``: state that must survive restarts
+    (live: ``live.state_dir``; a backtest keeps its state inside its run folder)."""
     if isinstance(value, str):
-        return value.replace("{run_dir}", run_dir)
+        state = str(state_dir if state_dir is not None else run_dir)
+        return value.replace("{run_dir}", str(run_dir)).replace("{state_dir}", state)
     if isinstance(value, dict):
-        return {k: _fill_run_dir(v, run_dir) for k, v in value.items()}
+        return {k: _fill_dirs(v, run_dir, state_dir) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill_run_dir(v, run_dir) for v in value]
+        return [_fill_dirs(v, run_dir, state_dir) for v in value]
     return value
 
 
@@ -166,9 +183,10 @@ def default_data_dir() -> str:
     return os.environ.get("HMM_DATA_DIR", str((REPO_ROOT.parent / "shared" / "data").resolve()))
 
 
-def _expand_env(value: Any, source: str, key: str = "$") -> Any:
-    """Replace ``${VAR}`` in strings; an unset variable is an error naming the key."""
+def _expand_env(value: Any, source: str, key: str = "$", *, config_dir: str = ".") -> Any:
+    """Replace ``${VAR}`` and ``{config_dir}`` in strings; an unset variable names the key."""
     if isinstance(value, str):
+        value = value.replace("{config_dir}", config_dir)
 
         def substitute(match: re.Match) -> str:
             name = match.group(1)
@@ -180,14 +198,22 @@ def _expand_env(value: Any, source: str, key: str = "$") -> Any:
 
         return _ENV_PATTERN.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, source, f"{key}.{k}") for k, v in value.items()}
+        return {
+            k: _expand_env(v, source, f"{key}.{k}", config_dir=config_dir)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_expand_env(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [
+            _expand_env(v, source, f"{key}[{i}]", config_dir=config_dir)
+            for i, v in enumerate(value)
+        ]
     return value
 
 
 def _named(items: Any) -> bool:
-    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+    return isinstance(items, list) and all(
+        isinstance(i, dict) and isinstance(i.get("name"), str) for i in items
+    )
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -212,8 +238,10 @@ def read_yaml(path: Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:  # a directory, no permission
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -231,7 +259,10 @@ def load_node_settings(
     for source in sources:
         raw = _deep_merge(raw, read_yaml(source))
     label = " + ".join(str(s) for s in sources)
-    raw = _expand_env(raw, label)
+    try:
+        raw = _expand_env(raw, label, config_dir=str(path.resolve().parent))
+    except RecursionError:  # e.g. a YAML alias that contains itself
+        raise ConfigError(f"{label}: nested too deeply (a self-referencing YAML alias?)") from None
     try:
         settings = msgspec.convert(raw, NodeSettings)
     except msgspec.ValidationError as exc:
@@ -337,13 +368,13 @@ def trading_node_config(
     if venue.mode == "live" and settings.risk.bypass:
         raise ConfigError("risk.bypass must be false for live trading")
     ids, bar_types = traded_instruments(settings)
-    return build_trading_node_config(
+    config = build_trading_node_config(
         settings.trader_id,
         venue,
         instrument_ids=ids,
         bar_types=bar_types,
-        strategies=settings.strategy_configs(run_dir),
-        actors=settings.actor_configs(run_dir),
+        strategies=settings.strategy_configs(run_dir, live.state_dir),
+        actors=settings.actor_configs(run_dir, live.state_dir),
         risk_engine=LiveRiskEngineConfig(
             bypass=settings.risk.bypass,
             max_order_submit_rate=settings.risk.max_order_submit_rate,
@@ -354,6 +385,17 @@ def trading_node_config(
         log_level=log_level or live.log_level,
         timeout_connection=live.timeout_connection,
     )
+    if live.cache_database is None:
+        return config
+    from nautilus_trader.cache.config import CacheConfig
+    from nautilus_trader.common.config import DatabaseConfig
+
+    db = live.cache_database
+    cache = CacheConfig(
+        database=DatabaseConfig(type="redis", host=db.host, port=db.port),
+        flush_on_start=db.flush_on_start,
+    )
+    return msgspec.structs.replace(config, cache=cache, load_state=True, save_state=True)
 
 
 def _validate_components(settings: NodeSettings, label: str) -> None:
@@ -363,11 +405,11 @@ def _validate_components(settings: NodeSettings, label: str) -> None:
             key = f"{kind}[{i}]"
             try:
                 config_cls = resolve_config_path(spec.resolved_config_path)
-            except (ImportError, AttributeError, ValueError) as exc:
+            except (ImportError, AttributeError, ValueError, TypeError) as exc:
                 msg = f"{label}: {key}.path: cannot import {spec.path!r}: {exc}"
                 raise ConfigError(msg) from None
             try:
-                config_cls.parse(msgspec.json.encode(_fill_run_dir(spec.config, "run")))
+                config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:
                 msg = str(exc).replace("`$", f"`{key}.config")
                 raise ConfigError(f"{label}: {key}.config: {msg}") from None
@@ -380,6 +422,7 @@ def backtest_run_config(
     start: str | None = None,
     end: str | None = None,
     extra_actors: list[ImportableActorConfig] = (),
+    state_dir: str | Path | None = None,
 ) -> BacktestRunConfig:
     """The node config as a ``BacktestRunConfig`` over the catalog (same strategies and actors)."""
     from nautilus_trader.backtest.config import (
@@ -437,8 +480,8 @@ def backtest_run_config(
         )
     engine = BacktestEngineConfig(
         trader_id=settings.trader_id,
-        strategies=settings.strategy_configs(run_dir),
-        actors=[*settings.actor_configs(run_dir), *extra_actors],
+        strategies=settings.strategy_configs(run_dir, state_dir),
+        actors=[*settings.actor_configs(run_dir, state_dir), *extra_actors],
         logging=LoggingConfig(log_level=bt.log_level, bypass_logging=False),
         risk_engine=RiskEngineConfig(
             bypass=settings.risk.bypass,

@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
-    print(f"the node applies it at its next poll; follow it with: python -m hmm_strategy.promote "
-          f"status --strategy {args.strategy or target.strategy_id}")
+    print(
+        f"the node applies it at its next poll; follow it with: python -m hmm_strategy.promote "
+        f"status --strategy {args.strategy or target.strategy_id}"
+    )
     return 0
 
 

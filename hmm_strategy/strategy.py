@@ -255,7 +255,7 @@ class HMMRegimeStrategy(Strategy):
             return
         self._last_plan = plan
         target_qty = target_quantity(exposure, notional, price, self.instrument.size_increment)
-        current = self.portfolio.net_position(self.config.instrument_id)
+        current = self.net_position()
         delta = target_qty - current
         if abs(delta) < self.instrument.size_increment.as_decimal():
             return
@@ -281,6 +281,13 @@ class HMMRegimeStrategy(Strategy):
             time_in_force=TimeInForce.GTC,
         )
         self.submit_order(order)
+
+    def net_position(self) -> Decimal:
+        """This strategy's own signed position (other strategies may trade the instrument too)."""
+        positions = self.cache.positions_open(
+            instrument_id=self.config.instrument_id, strategy_id=self.id
+        )
+        return sum((p.signed_decimal_qty() for p in positions), Decimal(0))
 
     def flatten(self) -> None:
         self.cancel_all_orders(self.config.instrument_id)

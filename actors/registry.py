@@ -1,0 +1,474 @@
+"""The governance registry: one JSON file holding every strategy's state, metrics and decisions.
+
+Why a file: an operator must be able to read (and audit) what governance did and why, and a
+restarted node must resume exactly where it stopped. The document is schema-versioned, validated
+with msgspec on load, and written atomically (temp file in the same folder, flush, fsync,
+``os.replace``, fsync of the folder), so a crash at any moment leaves either the previous or the
+new version on disk, never a torn file. Every decision carries a sequence number and an id;
+recording an id that is already present is a no-op, so a replay after a crash never duplicates.
+
+Load failures are never papered over: an unreadable or structurally invalid file is moved aside
+to ``<name>.corrupt-<n>`` and opening fails with an error naming both paths (and keeps failing
+while that file is there, so a restart cannot silently begin from an empty registry); a file
+with an unknown schema or version is left in place and refused.
+
+Operators act through override files (``python -m actors.registry pause <strategy> --reason``):
+the CLI writes one JSON file per request into the overrides folder (atomically), the governance
+actor applies it on its next poll, records the decision, and moves the file to ``applied/``
+(or ``rejected/``, with the reason logged). See docs/OPS_RUNBOOK.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+SCHEMA = "nautilus-hmm/governance-registry"
+SCHEMA_VERSION = 1
+DEFAULT_REGISTRY_PATH = "state/governance/registry.json"
+STATES = ("active", "throttled", "paused", "retired")
+ACTIONS = ("pause", "throttle", "resume", "retire")
+
+State = Literal["active", "throttled", "paused", "retired"]
+Action = Literal["pause", "throttle", "resume", "retire"]
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot be used as it is; the message says what to do."""
+
+
+class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One governance decision: what changed, why, when (node clock) and who (policy/operator)."""
+
+    seq: int
+    id: str
+    ts_event: int  # node clock, UNIX ns (simulated time in a backtest)
+    time_utc: str
+    strategy_id: str
+    action: Action
+    state: State
+    scale: float
+    flatten: bool
+    reason: str
+    source: Literal["policy", "operator"]
+    rule: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    threshold: float | None = None
+    window: str | None = None
+    operator: str | None = None
+
+
+class RuleStatus(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["armed", "triggered", "probation"] = "armed"
+    since_ns: int = 0
+
+
+class ManualState(msgspec.Struct, forbid_unknown_fields=True):
+    """A sticky operator override (cleared by an operator ``resume``)."""
+
+    state: Literal["throttled", "paused", "retired"]
+    scale: float
+    flatten: bool
+    reason: str
+    override_id: str
+    since_ns: int
+
+
+class StrategyRecord(msgspec.Struct, forbid_unknown_fields=True):
+    state: State = "active"
+    scale: float = 1.0
+    flattened: bool = False
+    model_version: str = ""
+    metrics_ts: int = 0
+    metrics: dict[str, float | int | None] = {}
+    perf: dict[str, float] = {}
+    rules: dict[str, RuleStatus] = {}
+    manual: ManualState | None = None
+    decisions: list[Decision] = []
+
+
+class RegistryDocument(msgspec.Struct, forbid_unknown_fields=True):
+    schema: str
+    schema_version: int
+    trader_id: str
+    next_seq: int = 1
+    updated_ns: int = 0
+    strategies: dict[str, StrategyRecord] = {}
+    applied_overrides: list[str] = []
+
+
+def iso_utc(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Registry:
+    """The registry document plus its path; ``open`` loads (or starts) it, ``save`` persists."""
+
+    def __init__(self, path: Path, doc: RegistryDocument, removed_temp_files: list[Path]):
+        self.path = path
+        self.doc = doc
+        self.removed_temp_files = removed_temp_files
+        self._ids = {d.id for rec in doc.strategies.values() for d in rec.decisions}
+        self._applied = set(doc.applied_overrides)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], trader_id: str) -> Registry:
+        """Load the registry at ``path`` (or start an empty one); fail loudly on a bad file."""
+        path = Path(path)
+        removed = sorted(path.parent.glob(f".{path.name}.tmp-*")) if path.parent.exists() else []
+        for tmp in removed:  # an interrupted write: os.replace never ran, so it is incomplete
+            tmp.unlink(missing_ok=True)
+        if not path.exists():
+            aside = sorted(path.parent.glob(f"{path.name}.corrupt-*"))
+            if aside:
+                raise RegistryError(
+                    f"governance registry {path} is missing and a corrupt copy was set aside at "
+                    f"{aside[-1]}: restore a good copy to {path}, or move/delete "
+                    f"{', '.join(map(str, aside))} to accept starting from an empty registry"
+                )
+            doc = RegistryDocument(SCHEMA, SCHEMA_VERSION, trader_id)
+            return cls(path, doc, removed)
+        doc = cls._load(path)
+        if doc.trader_id != trader_id:
+            raise RegistryError(
+                f"governance registry {path} belongs to trader {doc.trader_id!r}, not "
+                f"{trader_id!r}: point registry_path at this trader's registry"
+            )
+        return cls(path, doc, removed)
+
+    @staticmethod
+    def _load(path: Path) -> RegistryDocument:
+        raw_bytes = path.read_bytes()
+        try:
+            raw = json.loads(raw_bytes)
+        except ValueError as exc:
+            _set_aside(path, f"not valid JSON ({exc})")
+        if not isinstance(raw, dict):
+            _set_aside(path, f"top level is {type(raw).__name__}, not an object")
+        schema, version = raw.get("schema"), raw.get("schema_version")
+        if schema != SCHEMA or version != SCHEMA_VERSION:
+            raise RegistryError(
+                f"governance registry {path} has schema {schema!r} version {version!r}; this "
+                f"build reads {SCHEMA!r} version {SCHEMA_VERSION}. The file was left untouched: "
+                "run the matching build, or migrate the file"
+            )
+        try:
+            return msgspec.convert(raw, RegistryDocument)
+        except msgspec.ValidationError as exc:
+            _set_aside(path, f"invalid structure: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- access ----------------------------------------------------------------------------------
+
+    def strategy(self, strategy_id: str) -> StrategyRecord:
+        record = self.doc.strategies.get(strategy_id)
+        if record is None:
+            record = self.doc.strategies[strategy_id] = StrategyRecord()
+        return record
+
+    def has_decision(self, decision_id: str) -> bool:
+        return decision_id in self._ids
+
+    def decisions(self, strategy_id: str | None = None) -> list[Decision]:
+        if strategy_id is not None:
+            return list(self.doc.strategies.get(strategy_id, StrategyRecord()).decisions)
+        out = [d for rec in self.doc.strategies.values() for d in rec.decisions]
+        return sorted(out, key=lambda d: d.seq)
+
+    def override_applied(self, override_id: str) -> bool:
+        return override_id in self._applied
+
+    # -- updates ---------------------------------------------------------------------------------
+
+    def record(
+        self, decision_id: str, ts_event: int, strategy_id: str, **fields
+    ) -> Decision | None:
+        """Append a decision and save; a known ``decision_id`` is ignored (returns None)."""
+        if decision_id in self._ids:
+            return None
+        decision = Decision(
+            seq=self.doc.next_seq,
+            id=decision_id,
+            ts_event=ts_event,
+            time_utc=iso_utc(ts_event),
+            strategy_id=strategy_id,
+            **fields,
+        )
+        record = self.strategy(strategy_id)
+        record.decisions.append(decision)
+        record.state, record.scale = decision.state, decision.scale
+        self.doc.next_seq += 1
+        self._ids.add(decision_id)
+        self.save(ts_event)
+        return decision
+
+    def mark_override_applied(self, override_id: str) -> None:
+        if override_id not in self._applied:
+            self._applied.add(override_id)
+            self.doc.applied_overrides.append(override_id)
+
+    def save(self, ts_ns: int | None = None) -> None:
+        if ts_ns is not None:
+            self.doc.updated_ns = max(self.doc.updated_ns, ts_ns)
+        atomic_write(self.path, msgspec.json.format(msgspec.json.encode(self.doc), indent=2))
+
+
+def _set_aside(path: Path, why: str) -> None:
+    n = 1
+    while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    raise RegistryError(
+        f"governance registry {path} is corrupt: {why}. It was moved aside to {aside} (not "
+        f"overwritten). Restore a good copy to {path}, or delete {aside} to accept starting "
+        "from an empty registry"
+    )
+
+
+# -- operator overrides ---------------------------------------------------------------------------
+
+
+class Override(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An operator request; the governance actor applies it at its next poll."""
+
+    id: str
+    strategy_id: str
+    action: Action
+    reason: str
+    scale: float = 1.0
+    flatten: bool = False
+    operator: str = ""
+    created_utc: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("an override needs a reason")
+        if not 0.0 < self.scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], was {self.scale}")
+        if self.action == "throttle" and self.scale >= 1.0:
+            raise ValueError("throttle needs --scale below 1")
+
+
+def overrides_dir_for(registry_path: str | os.PathLike[str]) -> Path:
+    return Path(registry_path).parent / "overrides"
+
+
+def submit_override(directory: str | os.PathLike[str], override: Override) -> Path:
+    directory = Path(directory)
+    stamp = override.created_utc.replace(":", "").replace("-", "") or "0"
+    path = directory / f"{stamp}-{override.id}.json"
+    atomic_write(path, msgspec.json.encode(override))
+    return path
+
+
+def pending_overrides(directory: str | os.PathLike[str]) -> list[tuple[Path, Override | str]]:
+    """Override files waiting in ``directory`` (oldest first); an invalid one comes as its error."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    out: list[tuple[Path, Override | str]] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            out.append((path, msgspec.json.decode(path.read_bytes(), type=Override)))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            out.append((path, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def archive_override(path: Path, applied: bool) -> Path:
+    target_dir = path.parent / ("applied" if applied else "rejected")
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / path.name
+    os.replace(path, target)
+    return target
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _read_only(path: Path) -> RegistryDocument:
+    if not path.exists():
+        raise RegistryError(f"no governance registry at {path} (wrong --registry?)")
+    raw = json.loads(path.read_bytes())
+    if raw.get("schema") != SCHEMA or raw.get("schema_version") != SCHEMA_VERSION:
+        raise RegistryError(f"{path}: unknown schema {raw.get('schema')!r}")
+    return msgspec.convert(raw, RegistryDocument)
+
+
+def _show(doc: RegistryDocument) -> str:
+    cols = (
+        "strategy",
+        "state",
+        "scale",
+        "capital",
+        "equity",
+        "drawdown",
+        "max_dd",
+        "trades",
+        "model",
+        "last decision",
+    )
+    rows = []
+    for sid, rec in sorted(doc.strategies.items()):
+        m = rec.metrics
+        last = rec.decisions[-1] if rec.decisions else None
+        rows.append(
+            (
+                sid,
+                rec.state + (" (manual)" if rec.manual else ""),
+                _fmt(rec.scale),
+                _fmt(m.get("capital")),
+                _fmt(m.get("equity")),
+                _fmt(m.get("drawdown")),
+                _fmt(m.get("max_drawdown")),
+                _fmt(m.get("trade_count")),
+                rec.model_version or "-",
+                f"#{last.seq} {last.time_utc} {last.action}: {last.reason}" if last else "-",
+            )
+        )
+    widths = [
+        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(
+        f"(trader {doc.trader_id}, {
+            sum(len(r.decisions) for r in doc.strategies.values())
+        } decisions)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m actors.registry",
+        description="Read the governance registry and submit operator overrides.",
+    )
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("HMM_GOVERNANCE_REGISTRY", DEFAULT_REGISTRY_PATH),
+        help="registry file (default: $HMM_GOVERNANCE_REGISTRY or %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="state and headline metrics of every strategy")
+    p = sub.add_parser("history", help="decisions of one strategy (or all)")
+    p.add_argument("strategy", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    p = sub.add_parser("metrics", help="every metric of one strategy as JSON")
+    p.add_argument("strategy")
+    for action in ACTIONS:
+        p = sub.add_parser(action, help=f"operator override: {action} a strategy")
+        p.add_argument("strategy")
+        p.add_argument("--reason", required=True, help="why (recorded in the registry)")
+        if action in ("throttle", "resume"):
+            p.add_argument("--scale", type=float, default=0.5 if action == "throttle" else 1.0)
+        if action == "pause":
+            p.add_argument("--flatten", action="store_true", help="also close the position")
+        p.add_argument(
+            "--force", action="store_true", help="accept a strategy the registry does not know yet"
+        )
+    args = parser.parse_args(argv)
+    path = Path(args.registry)
+    try:
+        if args.command in ACTIONS:
+            return _submit(args, path)
+        doc = _read_only(path)
+    except (RegistryError, ValueError, msgspec.ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "show":
+        print(_show(doc))
+    elif args.command == "history":
+        records = [
+            d
+            for rec in doc.strategies.values()
+            for d in rec.decisions
+            if args.strategy in (None, d.strategy_id)
+        ]
+        for d in sorted(records, key=lambda d: d.seq):
+            if args.json:
+                print(msgspec.json.encode(d).decode())
+            else:
+                print(
+                    f"#{d.seq} {d.time_utc} {d.strategy_id} {d.action} -> {d.state} "
+                    f"scale={d.scale:g}{' flatten' if d.flatten else ''} [{d.source}] {d.reason}"
+                )
+    elif args.command == "metrics":
+        rec = doc.strategies.get(args.strategy)
+        if rec is None:
+            print(
+                f"error: unknown strategy {args.strategy!r}; known: {sorted(doc.strategies)}",
+                file=sys.stderr,
+            )
+            return 2
+        print(json.dumps({"metrics_time_utc": iso_utc(rec.metrics_ts), **rec.metrics}, indent=2))
+    return 0
+
+
+def _submit(args: argparse.Namespace, path: Path) -> int:
+    if path.exists():
+        known = _read_only(path).strategies
+        if args.strategy not in known and not args.force:
+            raise RegistryError(
+                f"unknown strategy {args.strategy!r}; the registry knows {sorted(known)} "
+                "(use --force for a strategy that has not run yet)"
+            )
+    elif not args.force:
+        raise RegistryError(f"no governance registry at {path} (wrong --registry? or --force)")
+    now = datetime.now(UTC)
+    override = Override(
+        id=uuid.uuid4().hex,
+        strategy_id=args.strategy,
+        action=args.command,
+        reason=args.reason,
+        scale=getattr(args, "scale", 1.0),
+        flatten=getattr(args, "flatten", False) or args.command == "retire",
+        operator=getpass.getuser(),
+        created_utc=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    )
+    written = submit_override(overrides_dir_for(path), override)
+    print(
+        f"override {override.id} written to {written}; the governance actor applies it at its "
+        "next poll and records it (check with: history "
+        f"{args.strategy})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
