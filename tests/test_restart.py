@@ -100,9 +100,7 @@ def test_sigkill_then_restart_resumes_the_same_regime_state(tmp_path: Path) -> N
     last_ts = saved["last_bar_ts"]
     assert saved["engine"]["model_version"], "the checkpoint should hold the fitted model"
 
-    resumed_dir = run_main(
-        tmp_path, override(tmp_path, "resume"), "resumed"
-    )
+    resumed_dir = run_main(tmp_path, override(tmp_path, "resume"), "resumed")
     resumed = decisions(resumed_dir)
     assert resumed.height > 0
     assert resumed["ts_event"].min() > last_ts  # replayed bars before the checkpoint are skipped
@@ -144,9 +142,13 @@ def test_clean_stop_and_restart_through_redis_cache_database(tmp_path: Path, red
         run_main(tmp_path, override(tmp_path, "ref", state="ref-state"), "reference")
     )
     db = {"cache_database": {"host": "127.0.0.1", "port": redis_port}}
-    first = run_main(tmp_path, override(tmp_path, "first", max_bars=1_200, live=db, checkpoint=False), "first")
+    first = run_main(
+        tmp_path, override(tmp_path, "first", max_bars=1_200, live=db, checkpoint=False), "first"
+    )
     assert decisions(first).equals(reference.head(decisions(first).height))
-    second = decisions(run_main(tmp_path, override(tmp_path, "second", live=db, checkpoint=False), "second"))
+    second = decisions(
+        run_main(tmp_path, override(tmp_path, "second", live=db, checkpoint=False), "second")
+    )
     last_first = decisions(first)["ts_event"].max()
     assert second["ts_event"].min() > last_first  # state came back from Redis: no re-warm-up
     assert second.equals(reference.filter(pl.col("ts_event") > last_first))
