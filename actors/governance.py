@@ -154,8 +154,12 @@ def load_policy(path: str | Path) -> GovernancePolicy:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise PolicyError(f"{path}: governance policy file not found") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise PolicyError(f"{path}: not valid YAML: nested too deeply") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: top level must be a mapping")
     try:

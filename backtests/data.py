@@ -254,13 +254,14 @@ def _parse_time_strings(s: pl.Series, tz: str | None) -> pl.Series:
     Pure digits are treated as epochs and their unit inferred from magnitude.
     """
     s = s.str.strip_chars()
-    sample = s.drop_nulls()
+    sample = s.drop_nulls().head(1_000)
     if sample.len() == 0:
         return pl.Series(s.name, [None] * s.len(), dtype=pl.Int64)
-    first = sample[0]
-    if first.isdigit():
+    # The layout is what most values look like, so one garbled cell in the first row is dropped
+    # as an invalid timestamp instead of turning every other row into one.
+    if sample.str.contains(r"^[0-9]+$").sum() * 2 > sample.len():
         return pl.select(_epoch_to_ns(pl.lit(s))).to_series()
-    if _OFFSET_RE.search(first):
+    if sample.str.contains(_OFFSET_RE.pattern).sum() * 2 > sample.len():
         parsed = s.str.to_datetime(time_unit="ns", time_zone="UTC", strict=False)
     else:
         parsed = s.str.to_datetime(time_unit="ns", strict=False).dt.replace_time_zone(
@@ -609,16 +610,19 @@ def load_bars(
         raise ValueError(f"quote_side must be 'mid', 'bid' or 'ask', got {quote_side!r}")
     fmt = fmt or detect_format(p)
     interval_ns = parse_interval(interval) if interval is not None else None
-    if fmt == "binance_kline":
-        df, native = _load_binance_kline(p)
-    elif fmt == "privet_csv":
-        df, native = _load_privet_csv(p)
-    elif fmt == "ohlcv_csv":
-        df, native = _load_ohlcv_csv(p, tz)
-    elif fmt == "lean_zip":
-        df, native = _load_lean_zip(p, interval_ns, tz, price_scale, quote_side)
-    else:
-        raise ValueError(f"unknown bar format {fmt!r}; supported: {', '.join(FORMATS)}")
+    try:
+        if fmt == "binance_kline":
+            df, native = _load_binance_kline(p)
+        elif fmt == "privet_csv":
+            df, native = _load_privet_csv(p)
+        elif fmt == "ohlcv_csv":
+            df, native = _load_ohlcv_csv(p, tz)
+        elif fmt == "lean_zip":
+            df, native = _load_lean_zip(p, interval_ns, tz, price_scale, quote_side)
+        else:
+            raise ValueError(f"unknown bar format {fmt!r}; supported: {', '.join(FORMATS)}")
+    except pl.exceptions.PolarsError as exc:  # e.g. a ragged line or an unclosed quote
+        raise ValueError(f"{p}: cannot read as {fmt} (malformed file): {exc}") from None
     if price_scale is not None and fmt != "lean_zip":
         if price_scale <= 0:
             raise ValueError(f"price_scale must be positive, got {price_scale}")

@@ -15,12 +15,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.common.config import ImportableActorConfig
 
 from backtests.catalog import instrument_for, write_catalog
 from backtests.data import load_bars
 from backtests.report import write_regime_plot, write_stats, write_tearsheet, write_trade_reports
+from backtests.scaling import install_linear_scaling, linear_venue_config
 from hmm_strategy.config import (
     DEFAULT_CONFIG,
     BacktestSettings,
@@ -94,10 +96,15 @@ def run_backtest(
 
     extra = [_progress_actor(bt, imported)] if progress else []
     run_config = backtest_run_config(settings, run_dir, start=start, end=end, extra_actors=extra)
+    # Linear cost in the number of positions (docs/PERFORMANCE.md): venue flag + analyzer swap.
+    venues = [linear_venue_config(v) for v in run_config.venues]
+    run_config = msgspec.structs.replace(run_config, venues=venues)
     node = BacktestNode(configs=[run_config])
     wall = time.perf_counter()
     try:
-        (result,) = node.run()
+        node.build()
+        install_linear_scaling(node.get_engine(run_config.id))
+        (result,) = node.run()  # run() builds only engines that do not exist yet
         engine = node.get_engine(run_config.id)
         write_trade_reports(engine.trader, engine.list_venues(), run_dir)
         write_stats(

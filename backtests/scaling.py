@@ -1,46 +1,65 @@
 """Make NautilusTrader 1.231.0 backtests cost O(bars + positions) instead of O(positions^2).
 
-Why: the ``Portfolio`` calls ``PortfolioAnalyzer.record_trade`` for every closed position during
-the run, and at the end of the run ``calculate_statistics`` calls ``add_trade`` and
-``add_position_return`` for every position (including NETTING snapshots). Upstream, each call
-grows a ``pd.Series`` by one element with ``pd.concat`` (or ``.loc`` enlargement), i.e. it copies
-everything recorded so far; with pandas 3's Arrow-backed string index one ``record_trade`` costs
-about 0.85 us per position already recorded. A 1,600-position EMA cross spends more time in those
-three methods than in the whole simulation, and the cost grows with the square of the position
-count.
+Two costs grow with the square of the number of closed positions under default settings:
 
-The fix, :class:`LinearPortfolioAnalyzer`, is a subclass of ``PortfolioAnalyzer`` that appends
-those records to plain lists and turns them into the very same ``pd.Series`` in one construction
-the first time anything reads them. The four record dicts and the position returns are properties,
-so every reader (upstream's own methods, statistics, the tearsheet, user code) sees settled data:
-the statistics are bit-identical to upstream's (``tests/test_scaling.py`` proves it on real data).
+1. The portfolio analyzer. The ``Portfolio`` calls ``PortfolioAnalyzer.record_trade`` for every
+   closed position during the run; at the end, ``calculate_statistics`` calls ``add_trade`` and
+   ``add_position_return`` for every position (NETTING snapshots included). Upstream each call
+   grows a ``pd.Series`` by one element with ``pd.concat`` (or ``.loc`` enlargement), copying all
+   that was recorded before; with pandas 3's Arrow-backed string index one ``record_trade`` costs
+   about 0.85 us per position already recorded.
+   Fix: :class:`LinearPortfolioAnalyzer` appends those records to lists and builds the very same
+   ``pd.Series`` in one construction the first time anything reads them. The record dicts are
+   properties, so every reader (upstream's methods, statistics, the tearsheet, user code) sees
+   settled data; the statistics are identical to upstream's (``tests/test_scaling.py``).
+   ``Portfolio.analyzer`` is a read-only Cython attribute, so :func:`install_linear_analyzer`
+   swaps the class of the existing analyzer object in place.
 
-``Portfolio.analyzer`` is a read-only Cython attribute, so :func:`install_linear_analyzer` swaps
-the class of the existing analyzer object in place (it keeps its registered statistics and any
-data already recorded). No file of the installed ``nautilus_trader`` package is changed.
+2. NETTING position ids are reused: every order ever sent for an instrument/strategy stays indexed
+   under the one position id, and after EVERY fill the ``OrderMatchingEngine`` walks
+   ``cache.orders_for_position(position.id)`` to re-size passive reduce-only orders (bracket
+   children) -- O(orders so far) per fill. (Snapshot pickling on a flip/reopen is O(size of the
+   one closed position), i.e. linear over a run.) The walk sits behind the venue's
+   ``support_contingent_orders`` flag, so a venue configured with
+   ``support_contingent_orders=False`` (:data:`VENUE_SETTINGS`) skips it. That is exact for
+   strategies that send no contingent (OTO/OCO/OUO) and no passive reduce-only orders -- the HMM
+   strategy and NautilusTrader's EMACross send market orders only -- and
+   :func:`install_contingency_guard` makes a run fail loudly if any such order appears.
 
-NETTING position snapshots (``Cache.snapshot_position`` pickles a closed position before its id is
-reused) cost O(size of that one position) each, i.e. linear over a run; they feed the portfolio's
-realized PnL and the positions report, so they are kept.
+No file of the installed ``nautilus_trader`` package is changed.
 
 Usage::
 
-    engine = BacktestEngine(config)             # or: node.build(); engine = node.get_engine(id)
-    install_linear_analyzer(engine)              # before engine.run() / node.run()
+    engine.add_venue(..., **VENUE_SETTINGS)          # or linear_venue_config(BacktestVenueConfig)
+    ...
+    install_linear_scaling(engine)                   # before engine.run()
+
+With a ``BacktestNode``: ``node.build()``, ``install_linear_scaling(node.get_engine(cfg.id))``,
+then ``node.run()`` (``run`` builds only engines that do not exist yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pandas as pd
 from nautilus_trader.analysis.analyzer import PortfolioAnalyzer
 from nautilus_trader.core.datetime import unix_nanos_to_dt
+from nautilus_trader.model.enums import ContingencyType, OrderType
 from nautilus_trader.model.identifiers import PositionId
 from nautilus_trader.model.objects import Currency, Money
 from nautilus_trader.model.position import Position
 from numpy import float64
+
+if TYPE_CHECKING:
+    from nautilus_trader.backtest.config import BacktestVenueConfig
+    from nautilus_trader.backtest.engine import BacktestEngine
+
+# Venue settings (``BacktestEngine.add_venue`` keywords / ``BacktestVenueConfig`` fields) that
+# skip the per-fill walk over every order of a reused NETTING position id (see the module doc).
+VENUE_SETTINGS: dict[str, Any] = {"support_contingent_orders": False}
 
 _REALIZED = "realized"  # add_trade: statistics over the positions handed to calculate_statistics
 _RECORDED = "recorded"  # record_trade: PnL observed by the Portfolio while the run is going
@@ -183,6 +202,57 @@ def _analyzer_of(target: Any) -> PortfolioAnalyzer:
     return analyzer
 
 
+class ContingentOrderError(RuntimeError):
+    """An order the linear venue settings would not handle like the default venue."""
+
+
+def linear_venue_config(venue: BacktestVenueConfig) -> BacktestVenueConfig:
+    """``venue`` with :data:`VENUE_SETTINGS` applied (a copy; the config is frozen)."""
+    return msgspec.structs.replace(venue, **VENUE_SETTINGS)
+
+
+def install_contingency_guard(engine: BacktestEngine) -> None:
+    """Fail the run on the first contingent or passive reduce-only order.
+
+    With ``support_contingent_orders=False`` the simulated venue neither triggers OTO children nor
+    cancels OCO/OUO siblings nor re-sizes passive reduce-only orders; a strategy sending such
+    orders would silently get different fills, so the run stops with
+    :class:`ContingentOrderError` instead (raised from the message bus into ``engine.run``).
+    """
+    cache = engine.cache
+    checked: set = set()
+
+    def check(event: Any) -> None:
+        client_order_id = event.client_order_id
+        if client_order_id in checked:
+            return
+        order = cache.order(client_order_id)
+        if order is None:
+            return  # OrderInitialized is published before the order is cached
+        checked.add(client_order_id)
+        contingent = order.contingency_type != ContingencyType.NO_CONTINGENCY
+        passive_reduce_only = order.is_reduce_only and order.order_type != OrderType.MARKET
+        if contingent or passive_reduce_only:
+            kind = "contingent" if contingent else "passive reduce-only"
+            raise ContingentOrderError(
+                f"{kind} order {client_order_id} ({order}) on a venue configured with "
+                f"{VENUE_SETTINGS}: this strategy needs the default venue settings "
+                "(support_contingent_orders=True); do not apply backtests.scaling.VENUE_SETTINGS"
+            )
+
+    engine.kernel.msgbus.subscribe(topic="events.order.*", handler=check, priority=100)
+
+
+def install_linear_scaling(engine: BacktestEngine, *, guard: bool = True) -> None:
+    """Everything a runner calls before ``engine.run()`` (venues built with VENUE_SETTINGS).
+
+    Installs :class:`LinearPortfolioAnalyzer` and, with ``guard``, the contingency guard.
+    """
+    install_linear_analyzer(engine)
+    if guard:
+        install_contingency_guard(engine)
+
+
 def pending_records(analyzer: PortfolioAnalyzer) -> int:
     """How many records wait in the append buffer (0 for a plain analyzer); for tests."""
     if not isinstance(analyzer, LinearPortfolioAnalyzer):
@@ -191,7 +261,12 @@ def pending_records(analyzer: PortfolioAnalyzer) -> int:
 
 
 __all__: Iterable[str] = (
+    "VENUE_SETTINGS",
+    "ContingentOrderError",
     "LinearPortfolioAnalyzer",
+    "install_contingency_guard",
     "install_linear_analyzer",
+    "install_linear_scaling",
+    "linear_venue_config",
     "pending_records",
 )

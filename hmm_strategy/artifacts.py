@@ -183,7 +183,7 @@ def load_model(
         raise fail(f"cannot read file: {exc}") from None
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise fail(f"not valid JSON (truncated or corrupted?): {exc}") from None
     if not isinstance(raw, dict):
         raise fail(f"top level must be a JSON object, got {type(raw).__name__}")

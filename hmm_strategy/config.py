@@ -410,7 +410,14 @@ def _validate_components(settings: NodeSettings, label: str) -> None:
                 raise ConfigError(msg) from None
             try:
                 config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
-            except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:
+            except (
+                msgspec.ValidationError,
+                msgspec.DecodeError,
+                ValueError,
+                TypeError,
+                OSError,  # a config may read a file (the governance policy)
+                RecursionError,
+            ) as exc:
                 msg = str(exc).replace("`$", f"`{key}.config")
                 raise ConfigError(f"{label}: {key}.config: {msg}") from None
 

@@ -16,7 +16,7 @@ import numpy as np
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.model import RegimeHMM
-from hmm_strategy.policy import PolicyConfig, RegimePolicy
+from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax
 
 
 class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,7 +69,6 @@ class RegimeEngine:
         self.model_version = ""
         self.bars_seen = 0
         self.rejected_bars = 0
-        self.last_volatility = 0.0  # realised volatility of the last complete feature row
         self._warmup_rows: list[np.ndarray] = []
         self._recent: deque[np.ndarray] = deque(maxlen=fit.history_bars)
         if model is not None:
@@ -104,26 +103,28 @@ class RegimeEngine:
     ) -> Decision | None:
         """Consume one closed bar; return a decision once a model and features are ready.
 
-        A bar the features or the filter cannot use (non-positive or non-finite prices, high < low,
-        an observation no state can produce) raises ``ValueError`` and leaves the engine unchanged.
+        A bar the features cannot use (non-positive or non-finite prices, high < low, an overflowing
+        range) raises ``ValueError`` and leaves the engine unchanged. A finite feature row so
+        extreme that no state can produce it also raises, after the feature windows took the bar.
         """
         x = self.features.update(open_, high, low, close, volume)
         self.bars_seen += 1
         if x is None:
             return None
-        self.last_volatility = float(x[1])
         if self.filter is None:
             self._warmup_rows.append(np.array(x, dtype=np.float64))
             if len(self._warmup_rows) < self.fit_settings.warmup_bars:
                 return None
             self._fit_on_warmup()
             return None
-        probs = self.filter.update(x)
+        # Hot path (every bar): tuples of Python floats and one pure-Python argmax; numpy calls
+        # on 3-4 numbers cost ~1 us each (np.array, np.argmax twice, a float() per element).
+        probs = self.filter.update_tuple(x)
         self._recent.append(x)
-        target = self.policy.update(probs)
-        state = int(np.argmax(probs))
+        state = argmax(probs)
+        target = self.policy.update(probs, state)
         return Decision(
-            probs=tuple(float(p) for p in probs),
+            probs=probs,
             state=state,
             target_exposure=target,
             log_likelihood=float(self.filter.last_log_likelihood),

@@ -265,6 +265,8 @@ class StreamingFeatures:
             raise ValueError(f"volume must be finite and >= 0, got {volume!r}")
         if high < low:
             raise ValueError(f"high must be >= low, got high={high!r} low={low!r}")
+        if not high / low < _INF:
+            raise ValueError(f"high/low overflows: high={high!r} low={low!r}")
 
         # --- volume: ring of u with running shifted sums ---------------------------------
         m = self._m

@@ -16,7 +16,8 @@ rejects             max_consecutive_rejects orders rejected/denied in a    a fil
                     row                                                    ``cooldown_bars``
 stale_data          a gap of more than ``stale_after_bars`` intervals      ``cooldown_bars``
                     between bars                                           fresh bars later
-price_jump          |log return| > jump_sigma x realised volatility        ``cooldown_bars``
+price_jump          |log return| > jump_sigma x the volatility of the       ``cooldown_bars``
+                    returns so far (an EWMA that jumps never enter)
 kill_switch         the operator's kill switch (TRADING_ENABLED / file)    operator
 ==================  =====================================================  ==================
 
@@ -31,6 +32,8 @@ from typing import Literal
 import msgspec
 
 NS_PER_DAY = 86_400_000_000_000
+JUMP_SPAN = 96  # bars in the EWMA of squared returns (a day of 15-minute bars)
+JUMP_WARMUP = 20  # returns seen before jumps are judged
 
 
 class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -124,13 +127,33 @@ class CircuitBreakers:
         self.last_ts = 0
         self.interval_ns = 0
         self.consecutive_rejects = 0
+        self.var_ewm = 0.0  # EWMA of squared log returns, jumps excluded
+        self.n_returns = 0
 
     # ------------------------------------------------------------------ events
 
-    def on_bar(
-        self, ts: int, pnl: float, capital: float, log_return: float | None, vol: float | None
-    ) -> list[str]:
-        """Advance one bar; return the reasons that tripped on it."""
+    def observe_return(self, log_return: float | None) -> list[str]:
+        """Check one bar's log return for a jump before its price is trusted anywhere.
+
+        The reference volatility is an EWMA (span ``JUMP_SPAN`` bars) of the squared returns that
+        were NOT jumps, so one bad print cannot inflate the yardstick for the next one.
+        """
+        cfg = self.config
+        if log_return is None:
+            return []
+        r2 = log_return * log_return
+        ready = self.n_returns >= JUMP_WARMUP and self.var_ewm > 0.0
+        if cfg.jump_sigma is not None and ready and r2 > cfg.jump_sigma**2 * self.var_ewm:
+            sigmas = abs(log_return) / self.var_ewm**0.5
+            self._cooldowns["price_jump"] = cfg.cooldown_bars + 1  # this bar counts down too
+            return self._trip("price_jump", f"log return {log_return:.4f} = {sigmas:.1f} sigma")
+        self.n_returns += 1
+        alpha = 2.0 / (JUMP_SPAN + 1.0) if ready else 1.0 / self.n_returns
+        self.var_ewm += alpha * (r2 - self.var_ewm)
+        return []
+
+    def on_bar(self, ts: int, pnl: float, capital: float) -> list[str]:
+        """Advance one bar (after ``observe_return``); return the reasons that tripped on it."""
         cfg = self.config
         new: list[str] = []
         for reason in list(self._cooldowns):
@@ -146,12 +169,6 @@ class CircuitBreakers:
             new += self._trip("stale_data", f"no bar for {gap / self.interval_ns:.1f} intervals")
             self._cooldowns["stale_data"] = cfg.cooldown_bars
         self.last_ts = ts
-
-        jump = cfg.jump_sigma
-        if jump is not None and log_return is not None and vol and abs(log_return) > jump * vol:
-            sigmas = abs(log_return) / vol
-            new += self._trip("price_jump", f"log return {log_return:.4f} = {sigmas:.1f} sigma")
-            self._cooldowns["price_jump"] = cfg.cooldown_bars
 
         day = ts // NS_PER_DAY
         if day != self.day:
@@ -239,6 +256,8 @@ class CircuitBreakers:
             "last_ts": self.last_ts,
             "interval_ns": self.interval_ns,
             "consecutive_rejects": self.consecutive_rejects,
+            "var_ewm": self.var_ewm,
+            "n_returns": self.n_returns,
         }
 
     def restore(self, state: dict) -> None:
@@ -250,3 +269,5 @@ class CircuitBreakers:
         self.last_ts = int(state["last_ts"])
         self.interval_ns = int(state["interval_ns"])
         self.consecutive_rejects = int(state["consecutive_rejects"])
+        self.var_ewm = float(state["var_ewm"])
+        self.n_returns = int(state["n_returns"])

@@ -114,9 +114,11 @@ class HMMRegimeStrategy(Strategy):
         self._last_plan: tuple[float, float] | None = None
         self._last_bar_ts = 0
         self._prev_close = 0.0
-        self._prev_vol = 0.0
         self._checkpoint: Path | None = None
         self._saved_model_version = ""
+        self._sid = ""  # str(self.id), the regime topic and the bars' instrument, set on start
+        self._regime_topic = ""
+        self._bar_instrument = ""
 
     def on_start(self) -> None:
         cfg = self.config
@@ -131,6 +133,9 @@ class HMMRegimeStrategy(Strategy):
                 self._checkpoint = checkpoint_path(cfg.checkpoint_dir, self.trader_id, self.id)
                 self._resume_from_checkpoint()
         sid = str(self.id)
+        self._sid = sid  # strings built once here, not on every bar
+        self._regime_topic = topic_for(REGIME_TOPIC, sid)
+        self._bar_instrument = str(cfg.bar_type.instrument_id)
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
@@ -161,22 +166,21 @@ class HMMRegimeStrategy(Strategy):
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
         self._last_bar_ts = bar.ts_event
-        self.pnl.mark(close)
         log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
-        tripped = self.breakers.on_bar(
-            bar.ts_event, self.pnl.equity_pnl, self.capital(), log_return, self._prev_vol
-        )
+        tripped = self.breakers.observe_return(log_return)
         self._prev_close = close
-        self._prev_vol = self.engine.last_volatility
+        if "price_jump" not in self.breakers.tripped:  # never mark P&L at a distrusted price
+            self.pnl.mark(close)
+        tripped += self.breakers.on_bar(bar.ts_event, self.pnl.equity_pnl, self.capital())
         self.on_breakers_tripped(tripped, bar.ts_event)
         if decision is None:
             return
         self.msgbus.publish(
-            topic_for(REGIME_TOPIC, str(self.id)),
+            self._regime_topic,
             RegimeUpdate(
                 ts_event=bar.ts_event,
-                strategy_id=str(self.id),
-                instrument_id=str(bar.bar_type.instrument_id),
+                strategy_id=self._sid,
+                instrument_id=self._bar_instrument,
                 close=close,
                 probs=decision.probs,
                 state=decision.state,
@@ -185,8 +189,9 @@ class HMMRegimeStrategy(Strategy):
                 log_likelihood=decision.log_likelihood,
             ),
         )
-        if not self.paused:
-            self.rebalance(decision.target_exposure, close, bar.ts_event)
+        if self.paused or "price_jump" in self.breakers.tripped:
+            return  # never size or reduce at a price the jump breaker distrusts
+        self.rebalance(decision.target_exposure, close, bar.ts_event)
 
     def on_budget(self, budget: Budget) -> None:
         self.budget = budget.notional
@@ -360,7 +365,6 @@ class HMMRegimeStrategy(Strategy):
             "last_plan": self._last_plan,
             "last_bar_ts": self._last_bar_ts,
             "prev_close": self._prev_close,
-            "prev_vol": self._prev_vol,
         }
 
     def restore(self, state: dict) -> None:
@@ -390,7 +394,6 @@ class HMMRegimeStrategy(Strategy):
         self._last_plan = tuple(plan) if plan is not None else None
         self._last_bar_ts = int(state["last_bar_ts"])
         self._prev_close = float(state["prev_close"])
-        self._prev_vol = float(state["prev_vol"])
 
     def write_checkpoint(self) -> None:
         if self._checkpoint is None or self.engine is None:

@@ -1,0 +1,338 @@
+"""Run every benchmark in one process and assemble the result document (``latest.json``)."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Sizes(msgspec.Struct, frozen=True):
+    """How much work each section does (``full`` is the reference; ``quick`` ~1 minute)."""
+
+    main_bars: int
+    scaling_bars: tuple[int, int]
+    trap_bars: tuple[int, int]
+    profile_bars: int
+    inference_bars: int
+    naive_bars: int
+    fit_sizes: tuple[int, ...]
+    fit_em_iterations: int
+    walk_forward_days: int  # of synthetic 15-minute bars
+    walk_forward_train: str
+    walk_forward_test: str
+    walk_forward_max_folds: int | None
+    paper_bars: int
+    scrape_renders: int
+    scrape_requests: int
+
+
+MODES: dict[str, Sizes] = {
+    "full": Sizes(
+        main_bars=500_000,
+        scaling_bars=(100_000, 1_000_000),
+        trap_bars=(15_000, 30_000),
+        profile_bars=50_000,
+        inference_bars=50_000,
+        naive_bars=300,
+        fit_sizes=(100_000, 500_000),
+        fit_em_iterations=20,
+        walk_forward_days=365,
+        walk_forward_train="60d",
+        walk_forward_test="14d",
+        walk_forward_max_folds=None,
+        paper_bars=12_000,
+        scrape_renders=200,
+        scrape_requests=100,
+    ),
+    "quick": Sizes(
+        main_bars=60_000,
+        scaling_bars=(20_000, 200_000),
+        trap_bars=(5_000, 10_000),
+        profile_bars=20_000,
+        inference_bars=20_000,
+        naive_bars=200,
+        fit_sizes=(100_000,),
+        fit_em_iterations=10,
+        walk_forward_days=365,
+        walk_forward_train="60d",
+        walk_forward_test="14d",
+        walk_forward_max_folds=3,
+        paper_bars=3_000,
+        scrape_renders=100,
+        scrape_requests=50,
+    ),
+    "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
+        main_bars=3_000,
+        scaling_bars=(1_500, 4_500),
+        trap_bars=(600, 1_200),
+        profile_bars=1_000,
+        inference_bars=1_000,
+        naive_bars=10,
+        fit_sizes=(4_000,),
+        fit_em_iterations=2,
+        walk_forward_days=40,
+        walk_forward_train="20d",
+        walk_forward_test="7d",
+        walk_forward_max_folds=1,
+        paper_bars=400,
+        scrape_renders=5,
+        scrape_requests=3,
+    ),
+}
+
+
+def _todo(module: str, exc: ImportError) -> dict[str, Any]:
+    return {"status": "todo", "reason": f"{module} is not available yet ({exc})"}
+
+
+def _optional(module: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a section that depends on another team's module; a TODO entry if it is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return _todo(module, exc)
+    return run()
+
+
+def _log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]:
+    from bench import backtest as bt
+    from bench.data import benchmark_frame, fit_artifact, to_bars
+    from bench.fit import fit_benchmarks, walk_forward_benchmark
+    from bench.inference import engine_inference, naive_inference
+    from bench.machine import load_average, machine_info
+    from bench.memory import current_rss_mb
+    from hmm_strategy.artifacts import load_model
+
+    sizes = MODES[mode]
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "mode": mode,
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "settings": msgspec.to_builtins(sizes),
+        "timing": "CPU seconds of this process around engine.run(); wall seconds recorded too",
+    }
+    work = Path(work_dir or tempfile.mkdtemp(prefix="hmm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    _log("data: generating synthetic regime bars")
+    n_data = max(sizes.main_bars, *sizes.trap_bars, sizes.profile_bars)
+    t = time.perf_counter()
+    frame = benchmark_frame(n_data)
+    gen_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    all_bars = to_bars(frame)
+    result["data"] = {
+        "generator": "bench.data.benchmark_frame (hmm_strategy.synthetic + mean-reverting level)",
+        "bars": len(all_bars),
+        "interval": "15m",
+        "instrument": "BTCUSDT.BINANCE (test-kit definition)",
+        "generate_seconds": gen_seconds,
+        "to_nautilus_seconds": time.perf_counter() - t,
+    }
+
+    _log("model: fitting the artifact the HMM strategy loads (fit excluded from throughput)")
+    t = time.perf_counter()
+    model_path = fit_artifact(work / "model.json")
+    model, _meta = load_model(model_path)
+    result["model"] = {
+        "source": "pre-fitted model artifact (JSON), fitted on a separate synthetic path",
+        "n_states": int(model.n_states_),
+        "train_bars": 20_000,
+        "fit_seconds": time.perf_counter() - t,
+    }
+
+    # -- 1. throughput -------------------------------------------------------------------------
+    main_bars = all_bars[: sizes.main_bars]
+    gc.collect()
+    rss_before = current_rss_mb()
+    runs = []
+    threads = threading.active_count()  # 1: a second live thread slows the runs (bench.memory)
+    for name in bt.STRATEGIES:
+        _log(f"backtest: {name} over {len(main_bars):,} bars")
+        runs.append(bt.run_backtest(main_bars, name, model_path))
+    result["backtest"] = {
+        "bars": len(main_bars),
+        "engine": "BacktestEngine, BINANCE NETTING margin venue, maker/taker fees, default "
+        "RiskEngine, log level ERROR, backtests.scaling linear settings",
+        "runs": runs,
+        "python_threads": threads,
+        "ratios": bt.throughput_table(runs),
+    }
+
+    small, large = sizes.scaling_bars
+    _log(f"scaling + memory: hmm over {large:,} then {small:,} bars in a fresh child process")
+    probe_out = work / "memprobe.json"
+    subprocess.run(
+        [sys.executable, "-m", "bench.memprobe", "--long", str(large), "--short", str(small),
+         "--model", model_path, "--output", str(probe_out)],
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )  # fmt: skip
+    probe = json.loads(probe_out.read_text())
+    scaling = probe["runs"]
+    result["scaling"] = {
+        "strategy": "hmm",
+        "process": probe["process"],
+        "runs": scaling,
+        "throughput_ratio_large_vs_small": scaling[1]["bars_per_s"] / scaling[0]["bars_per_s"],
+    }
+
+    trap: dict[str, Any] = {"strategy": "ema_cross", "default": [], "linear": []}
+    for n in sizes.trap_bars:
+        for linear in (False, True):
+            _log(f"scaling trap: ema_cross over {n:,} bars, linear={linear}")
+            run_ = bt.run_backtest(all_bars[:n], "ema_cross", None, linear=linear)
+            trap["linear" if linear else "default"].append(run_)
+    for key in ("default", "linear"):
+        a, b = trap[key]
+        trap[f"{key}_growth"] = a["bars_per_s"] / b["bars_per_s"]  # cost per bar, long/short
+    result["scaling_trap"] = trap
+
+    _log(f"profile: hmm over {sizes.profile_bars:,} bars under cProfile")
+    result["profile"] = bt.profile_backtest(all_bars[: sizes.profile_bars], "hmm", model_path)
+    del all_bars, main_bars
+    gc.collect()
+
+    # -- 2. inference ----------------------------------------------------------------------------
+    _log("inference: RegimeEngine.update and the naive hmmlearn window")
+    engine = engine_inference(model, frame, sizes.inference_bars)
+    naive = naive_inference(model, frame, sizes.naive_bars)
+    result["inference"] = {
+        "engine": engine,
+        "naive": naive,
+        "speedup_vs_naive": naive["us_per_bar"] / engine["us_per_bar"],
+    }
+    del frame
+    gc.collect()
+
+    # -- 3. fit + walk-forward -------------------------------------------------------------------
+    _log(f"fit: {sizes.fit_sizes} rows x 3/4 states, {sizes.fit_em_iterations} EM iterations")
+    result["fit"] = {
+        "method": "RegimeHMM full covariance, 1 restart, fixed EM iterations (tol 1e-12)",
+        "runs": fit_benchmarks(sizes.fit_sizes, sizes.fit_em_iterations),
+    }
+    _log("walk-forward")
+    result["walk_forward"] = _optional(
+        "backtests.walk_forward",
+        lambda: walk_forward_benchmark(
+            work / "walk_forward",
+            days=sizes.walk_forward_days,
+            train=sizes.walk_forward_train,
+            test=sizes.walk_forward_test,
+            max_folds=sizes.walk_forward_max_folds,
+        ),
+    )
+
+    # -- 4. live path ----------------------------------------------------------------------------
+    _log(f"live path: offline paper node over {sizes.paper_bars:,} replayed bars")
+
+    def live() -> dict[str, Any]:
+        from bench.live import paper_latency
+
+        return paper_latency(work / "paper", model_path, sizes.paper_bars)
+
+    result["live_latency"] = _optional("venues.replay", live)
+
+    # -- 5. /metrics -----------------------------------------------------------------------------
+    _log("metrics scrape")
+
+    def scrape() -> dict[str, Any]:
+        from bench.scrape import scrape_benchmark
+
+        return scrape_benchmark(sizes.scrape_renders, sizes.scrape_requests)
+
+    result["metrics_scrape"] = _optional("actors.metrics", scrape)
+
+    # -- 6. memory -------------------------------------------------------------------------------
+    result["memory"] = {
+        "method": "VmHWM/VmRSS from /proc/self/status; the peak is reset (clear_refs) after gc "
+        "before each backtest. Long run: fresh child process, RSS sampled on a timer of the "
+        "engine clock against bars processed (no background thread).",
+        "rss_before_backtests_mb": rss_before,
+        "backtest_peak_rss_mb": {r["strategy"]: r["peak_rss_mb"] for r in runs},
+        "long_run": {
+            "bars": scaling[1]["bars"],
+            "rss_with_bars_mb": probe["rss_with_bars_mb"],
+            "peak_rss_mb": probe["long_run_peak_rss_mb"],
+            "rss_samples": probe["long_run_rss_samples"],
+            "growth_mb_per_100k_bars": probe["long_run_growth_mb_per_100k_bars"],
+            "orders": scaling[1]["orders"],
+        },
+    }
+
+    result["targets"] = targets(result)
+    result["load_average_at_end"] = load_average()
+    result["total_seconds"] = time.perf_counter() - started
+    return result
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each judged from the measured numbers above."""
+    ratios = result["backtest"]["ratios"]
+    scale = result["scaling"]["throughput_ratio_large_vs_small"]
+    inf = result["inference"]
+    out = [
+        {
+            "name": "HMM / EMA cross throughput",
+            "goal": ">= 1.0",
+            "measured": ratios["hmm_vs_ema_cross"],
+            "met": ratios["hmm_vs_ema_cross"] >= 1.0,
+        },
+        {
+            "name": "HMM / no-op throughput",
+            "goal": ">= 0.5",
+            "measured": ratios["hmm_vs_noop"],
+            "met": ratios["hmm_vs_noop"] >= 0.5,
+        },
+        {
+            "name": "long / short run throughput (HMM)",
+            "goal": "within 15%",
+            "measured": scale,
+            "met": abs(scale - 1.0) <= 0.15,
+        },
+        {
+            "name": "RegimeEngine.update us/bar",
+            "goal": "<= 5",
+            "measured": inf["engine"]["us_per_bar"],
+            "met": inf["engine"]["us_per_bar"] <= 5.0,
+        },
+        {
+            "name": "speed-up vs naive hmmlearn window",
+            "goal": ">= 100x",
+            "measured": inf["speedup_vs_naive"],
+            "met": inf["speedup_vs_naive"] >= 100.0,
+        },
+    ]
+    scrape = result["metrics_scrape"]
+    if scrape.get("status") != "todo":
+        p99 = scrape["http_get_ms"]["p99"]
+        out.append(
+            {
+                "name": "/metrics HTTP scrape p99 ms",
+                "goal": "< 10",
+                "measured": p99,
+                "met": p99 < 10,
+            }
+        )
+    return out

@@ -1,0 +1,159 @@
+"""``python -m bench`` smoke test: the tiny mode runs every section in seconds.
+
+Checks the result document's shape, that every ratio and target verdict is computed from the
+measured numbers (recomputed here, and changed when the numbers change), and that the Markdown
+table lands between the markers of the doc. No timing assertions: the numbers of a tiny run mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.backtest import STRATEGIES, throughput_table
+from bench.report import BEGIN, END, markdown, update_doc
+from bench.runner import SCHEMA_VERSION, _optional, targets
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = (
+    "machine",
+    "settings",
+    "data",
+    "model",
+    "backtest",
+    "scaling",
+    "scaling_trap",
+    "profile",
+    "inference",
+    "fit",
+    "walk_forward",
+    "live_latency",
+    "metrics_scrape",
+    "memory",
+    "targets",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    doc = tmp / "PERFORMANCE.md"
+    doc.write_text(
+        f"# Performance\n\nhand-written intro\n\n{BEGIN}\nSTALE-TABLE-PLACEHOLDER\n{END}\n\nafter\n"
+    )
+    out = tmp / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--mode", "tiny", "--output", str(out), "--doc", str(doc),
+         "--work-dir", str(tmp / "work")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text()), doc, proc.stdout
+
+
+def test_result_document_has_every_section(tiny) -> None:
+    result, _, _ = tiny
+    assert result["schema_version"] == SCHEMA_VERSION
+    assert result["command"] == "python -m bench --mode tiny" and result["mode"] == "tiny"
+    assert set(SECTIONS) <= set(result)
+    machine = result["machine"]
+    assert machine["logical_cores"] >= 1 and machine["python"].count(".") == 2
+    assert machine["libraries"]["nautilus_trader"] == "1.231.0"
+    assert [r["strategy"] for r in result["backtest"]["runs"]] == list(STRATEGIES)
+    for run in result["backtest"]["runs"]:
+        assert run["bars"] == result["settings"]["main_bars"] == run["iterations"]
+        assert math.isclose(run["bars_per_s"], run["bars"] / run["cpu_seconds"])
+        assert run["linear_settings"] is True and run["peak_rss_mb"] > 0
+    assert result["backtest"]["python_threads"] == 1
+    hmm = result["backtest"]["runs"][2]
+    assert hmm["orders"] > 0, "the HMM strategy should trade on the synthetic regimes"
+    assert [r["bars"] for r in result["scaling"]["runs"]] == result["settings"]["scaling_bars"]
+    assert all(not r["linear_settings"] for r in result["scaling_trap"]["default"])
+    assert result["profile"]["top"] and result["model"]["source"].startswith("pre-fitted")
+    inference = result["inference"]
+    assert inference["naive"]["max_abs_diff_vs_filter"] < 1e-8  # same numbers, fair comparison
+    assert set(inference["engine"]["breakdown_us"]) >= {"features", "filter", "policy"}
+    assert len(result["fit"]["runs"]) == 2 * len(result["settings"]["fit_sizes"])
+    for key in ("walk_forward", "live_latency", "metrics_scrape"):
+        assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
+    assert result["walk_forward"]["folds"] >= 1
+    assert result["live_latency"]["bar_to_decision_us"]["n"] > 0
+    assert result["metrics_scrape"]["series"] > 100
+    long_run = result["memory"]["long_run"]
+    assert long_run["bars"] == result["settings"]["scaling_bars"][1]
+    assert long_run["rss_samples"] and long_run["peak_rss_mb"] >= long_run["rss_with_bars_mb"]
+
+
+def test_ratios_and_verdicts_come_from_the_measured_numbers(tiny) -> None:
+    result, _, _ = tiny
+    runs = result["backtest"]["runs"]
+    by = {r["strategy"]: r for r in runs}
+    ratios = result["backtest"]["ratios"]
+    assert math.isclose(ratios["hmm_vs_noop"], by["hmm"]["bars_per_s"] / by["noop"]["bars_per_s"])
+    assert math.isclose(
+        ratios["hmm_vs_ema_cross"], by["hmm"]["bars_per_s"] / by["ema_cross"]["bars_per_s"]
+    )
+    small, large = result["scaling"]["runs"]
+    assert math.isclose(
+        result["scaling"]["throughput_ratio_large_vs_small"],
+        large["bars_per_s"] / small["bars_per_s"],
+    )
+    inference = result["inference"]
+    assert math.isclose(
+        inference["speedup_vs_naive"],
+        inference["naive"]["us_per_bar"] / inference["engine"]["us_per_bar"],
+    )
+    assert targets(result) == result["targets"]
+    for t in result["targets"]:
+        assert isinstance(t["met"], bool) and isinstance(t["measured"], float)
+
+    # Change the measurements: the ratios and verdicts follow.
+    changed = copy.deepcopy(result)
+    for run in changed["backtest"]["runs"]:
+        if run["strategy"] == "hmm":
+            run["bars_per_s"] = 10.0 * by["noop"]["bars_per_s"]
+    changed["backtest"]["ratios"] = throughput_table(changed["backtest"]["runs"])
+    changed["inference"]["engine"]["us_per_bar"] = 1.0
+    changed["inference"]["speedup_vs_naive"] = inference["naive"]["us_per_bar"]
+    verdicts = {t["name"]: t for t in targets(changed)}
+    assert math.isclose(verdicts["HMM / no-op throughput"]["measured"], 10.0)
+    assert verdicts["HMM / no-op throughput"]["met"] is True
+    assert verdicts["RegimeEngine.update us/bar"]["met"] is True
+    changed["inference"]["engine"]["us_per_bar"] = 50.0
+    assert {t["name"]: t for t in targets(changed)}["RegimeEngine.update us/bar"]["met"] is False
+
+
+def test_table_goes_to_stdout_and_between_the_doc_markers(tiny) -> None:
+    result, doc, stdout = tiny
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nhand-written intro") and text.endswith("after\n")
+    assert "STALE-TABLE-PLACEHOLDER" not in text and text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "`python -m bench --mode tiny`" in text
+    table = markdown(result)
+    assert table in text and table in stdout
+    assert f"{result['backtest']['ratios']['hmm_vs_noop']:.2f}" in table
+
+
+def test_missing_module_gives_a_todo_entry_and_the_table_says_so(tiny, tmp_path: Path) -> None:
+    entry = _optional("backtests.no_such_module", lambda: pytest.fail("must not run"))
+    assert entry["status"] == "todo" and "backtests.no_such_module" in entry["reason"]
+    result = copy.deepcopy(tiny[0])
+    for key in ("walk_forward", "live_latency", "metrics_scrape"):
+        result[key] = entry
+    result["targets"] = targets(result)
+    assert "/metrics HTTP scrape p99 ms" not in {t["name"] for t in result["targets"]}
+    table = markdown(result)
+    assert table.count("TODO: backtests.no_such_module") == 3
+    doc = tmp_path / "new.md"
+    update_doc(doc, table)  # a doc without markers gets them
+    assert BEGIN in doc.read_text() and table in doc.read_text()

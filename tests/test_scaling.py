@@ -1,0 +1,331 @@
+"""backtests.scaling: same statistics as upstream NautilusTrader, and linear cost per position.
+
+(a) identical: real BTCUSDT 15m bars through a BacktestEngine with default settings and with the
+    linear settings give identical statistics, analyzer series and reports;
+(b) linear: the CPU cost per closed position stays flat when the run is 4x longer with the fix,
+    while the same measurement shows it growing under default settings (so (b) can fail).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import warnings
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from nautilus_trader.analysis.analyzer import PortfolioAnalyzer
+from nautilus_trader.backtest.config import BacktestVenueConfig
+from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+from nautilus_trader.backtest.models import MakerTakerFeeModel
+from nautilus_trader.config import LoggingConfig, StrategyConfig
+from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConfig
+from nautilus_trader.model.currencies import USDT
+from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
+from nautilus_trader.model.identifiers import Venue
+from nautilus_trader.model.objects import Money, Price, Quantity
+from nautilus_trader.trading.strategy import Strategy
+
+from backtests.catalog import bars_to_nautilus, instrument_for
+from backtests.data import load_bars
+from backtests.scaling import (
+    VENUE_SETTINGS,
+    ContingentOrderError,
+    LinearPortfolioAnalyzer,
+    install_linear_analyzer,
+    install_linear_scaling,
+    linear_venue_config,
+    pending_records,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+INSTRUMENT_ID = "BTCUSDT.BINANCE"
+BAR_TYPE = BarType.from_str("BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+_SNAPSHOT_SUFFIX = re.compile(f"-{_UUID}$")
+
+
+class FlipConfig(StrategyConfig, frozen=True):
+    every: int = 1  # bars between orders
+    size: str = "0.010000"
+
+
+class Flip(Strategy):
+    """Long/short flip with ONE market order every ``every`` bars (NETTING flip path)."""
+
+    def __init__(self, config: FlipConfig) -> None:
+        super().__init__(config)
+        self.bars = 0
+        self.side = OrderSide.BUY
+
+    def on_start(self) -> None:
+        self.subscribe_bars(BAR_TYPE)
+
+    def on_bar(self, bar: Bar) -> None:
+        self.bars += 1
+        if self.bars % self.config.every:
+            return
+        size = Decimal(self.config.size) * (1 if self.bars == self.config.every else 2)
+        self.submit_order(
+            self.order_factory.market(BAR_TYPE.instrument_id, self.side, Quantity(size, 6))
+        )
+        self.side = OrderSide.SELL if self.side == OrderSide.BUY else OrderSide.BUY
+
+
+def load_real_bars(data_dir: Path) -> list[Bar]:
+    """BTCUSDT 15m (Binance spot, 2024) from the shared data, as Nautilus bars."""
+    path = data_dir / "binance" / "privet1x_crypto-trading-bot" / "BTCUSDT_15m.csv"
+    frame = load_bars(path, "privet_csv").frame
+    return bars_to_nautilus(frame, BAR_TYPE, instrument_for(INSTRUMENT_ID))
+
+
+@pytest.fixture(scope="module")
+def real_bars(data_dir: Path) -> list[Bar]:
+    return load_real_bars(data_dir)
+
+
+def make_engine(bars: list[Bar], strategies: list[Strategy], *, linear: bool) -> BacktestEngine:
+    engine = BacktestEngine(
+        BacktestEngineConfig(trader_id="SCALE-001", logging=LoggingConfig(log_level="ERROR"))
+    )
+    engine.add_venue(
+        venue=Venue("BINANCE"),
+        oms_type=OmsType.NETTING,
+        account_type=AccountType.MARGIN,
+        starting_balances=[Money(1_000_000, USDT)],
+        default_leverage=Decimal(1),
+        fee_model=MakerTakerFeeModel(),
+        **(VENUE_SETTINGS if linear else {}),
+    )
+    engine.add_instrument(instrument_for(INSTRUMENT_ID))
+    engine.add_data(bars)
+    for strategy in strategies:
+        engine.add_strategy(strategy)
+    if linear:
+        install_linear_scaling(engine)
+    return engine
+
+
+def strategies() -> list[Strategy]:
+    """EMA cross (close + reopen: NETTING snapshots on reopen) and a flipper (flip path)."""
+    ema = EMACross(
+        EMACrossConfig(
+            instrument_id=BAR_TYPE.instrument_id,
+            bar_type=BAR_TYPE,
+            trade_size=Decimal("0.05"),
+            request_bars=False,
+            subscribe_trade_ticks=False,
+        )
+    )
+    return [ema, Flip(FlipConfig(strategy_id="FLIP-001", every=7))]
+
+
+def run(engine: BacktestEngine) -> float:
+    """Run; return the CPU seconds of ``engine.run`` (robust to other processes on the box)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas deprecation noise from inside nautilus
+        start = time.process_time()
+        engine.run()
+        return time.process_time() - start
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """A report without what differs between two identical runs: random uuid4 event ids
+    (columns made of uuids only) and the uuid4 suffix NETTING snapshots add to a position id."""
+    df = df.copy()
+    for column in list(df.columns):
+        values = df[column].astype(str)
+        if len(values) and values.str.fullmatch(_UUID).all():
+            df = df.drop(columns=column)
+        elif column == "position_id":
+            df[column] = values.str.replace(_SNAPSHOT_SUFFIX, "", regex=True)
+    df.index = pd.Index([_SNAPSHOT_SUFFIX.sub("", str(i)) for i in df.index], name=df.index.name)
+    return df
+
+
+def same(a, b) -> bool:
+    """Equality with NaN == NaN (statistics of an empty series are NaN)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def test_statistics_and_reports_identical_with_and_without_the_fix(real_bars: list[Bar]) -> None:
+    bars = real_bars[:6_000]  # about two months of 15-minute bars
+    default = make_engine(bars, strategies(), linear=False)
+    fixed = make_engine(bars, strategies(), linear=True)
+    run(default)
+    run(fixed)
+    assert type(fixed.portfolio.analyzer) is LinearPortfolioAnalyzer
+    assert type(default.portfolio.analyzer) is PortfolioAnalyzer
+
+    a, b = default.get_result(), fixed.get_result()
+    assert a.total_positions > 250, "the check needs many closed positions"
+    assert a.total_orders == b.total_orders and a.total_positions == b.total_positions
+    assert same(a.stats_pnls, b.stats_pnls)
+    assert same(a.stats_returns, b.stats_returns)
+    assert a.stats_pnls["USDT"]["PnL (total)"] != 0.0
+
+    an, bn = default.portfolio.analyzer, fixed.portfolio.analyzer
+    for name in ("realized_pnls",):
+        pd.testing.assert_series_equal(
+            getattr(an, name)(USDT).rename(lambda i: _SNAPSHOT_SUFFIX.sub("", i)),
+            getattr(bn, name)(USDT).rename(lambda i: _SNAPSHOT_SUFFIX.sub("", i)),
+            check_exact=True,
+            check_index_type=True,
+        )
+    pd.testing.assert_series_equal(an.position_returns(), bn.position_returns(), check_exact=True)
+    pd.testing.assert_series_equal(an.returns(), bn.returns(), check_exact=True)
+    assert same(an.get_performance_stats_general(), bn.get_performance_stats_general())
+    assert an.get_stats_pnls_formatted(USDT) == bn.get_stats_pnls_formatted(USDT)
+    assert pending_records(bn) == 0  # everything read has been settled
+
+    ta, tb = default.trader, fixed.trader
+    venue = Venue("BINANCE")
+    for report, args in (
+        ("generate_orders_report", ()),
+        ("generate_order_fills_report", ()),
+        ("generate_fills_report", ()),
+        ("generate_positions_report", ()),
+        ("generate_account_report", (venue,)),
+    ):
+        left, right = getattr(ta, report)(*args), getattr(tb, report)(*args)
+        assert len(left) > 250, report
+        pd.testing.assert_frame_equal(comparable(left), comparable(right), check_exact=True)
+
+
+def per_position_cpu(bars: list[Bar], *, linear: bool) -> float:
+    engine = make_engine(bars, [Flip(FlipConfig(strategy_id="FLIP-001"))], linear=linear)
+    seconds = run(engine)
+    positions = engine.get_result().total_positions
+    assert positions >= len(bars) - 1  # one closed position per bar
+    return seconds / positions
+
+
+def cost_ratios(data_dir: str) -> dict[str, float]:
+    """Per-position CPU cost of a 12x longer run over a shorter one, fixed and default."""
+    bars = load_real_bars(Path(data_dir))
+    small, large = bars[:200], bars[:2_400]
+    per_position_cpu(small, linear=True)  # warm imports/caches before timing
+    fixed = per_position_cpu(large, linear=True) / per_position_cpu(small, linear=True)
+    default = per_position_cpu(large, linear=False) / per_position_cpu(small, linear=False)
+    return {"fixed": fixed, "default": default}
+
+
+def test_cost_per_position_is_flat_with_the_fix(data_dir: Path) -> None:
+    # A fresh interpreter: inside a long test session, other tests' leftovers (threads, a large
+    # heap for the garbage collector) blur the timings (observed: default 1.27x instead of ~2x).
+    code = "import json, sys; from tests.test_scaling import cost_ratios; "
+    code += "print(json.dumps(cost_ratios(sys.argv[1])))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ratios = json.loads(proc.stdout.strip().splitlines()[-1])
+    fixed, default = ratios["fixed"], ratios["default"]
+    print(f"per-position cost, 12x longer run / shorter: fixed {fixed:.2f}, default {default:.2f}")
+    # Observed: fixed 0.99-1.01; default 2.38-2.44 (quadratic: the per-position cost grows with
+    # the positions already recorded). The second assertion shows the measurement can fail.
+    assert fixed < 1.3, f"per-position cost grew {fixed:.2f}x with 12x the positions"
+    assert default > 1.8, f"default settings: per-position cost grew only {default:.2f}x"
+
+
+def test_settle_matches_upstream_series_exactly() -> None:
+    """Mixed currencies, a missing timestamp and reads in between: same Series as upstream."""
+    from nautilus_trader.model.currencies import BTC
+    from nautilus_trader.model.identifiers import PositionId
+
+    upstream, linear = PortfolioAnalyzer(), PortfolioAnalyzer()
+    install_linear_analyzer(linear)
+    for i in range(25):
+        for analyzer in (upstream, linear):
+            currency = BTC if i % 5 == 0 else USDT
+            ts = None if i == 7 else 1_700_000_000_000_000_000 + i
+            analyzer.record_trade(PositionId(f"P-{i % 3}"), Money(i * 1.25 - 9, currency), ts)
+            analyzer.add_trade(PositionId(f"Q-{i}"), Money(-i * 0.5, currency), ts)
+            if i == 12:  # a read in the middle settles, later records append to it
+                assert len(analyzer._recorded_realized_pnls[USDT]) == 10
+    for attr in (
+        "_realized_pnls",
+        "_realized_pnl_timestamps",
+        "_recorded_realized_pnls",
+        "_recorded_realized_pnl_timestamps",
+    ):
+        up, lin = getattr(upstream, attr), getattr(linear, attr)
+        assert up.keys() == lin.keys()
+        for currency in up:
+            pd.testing.assert_series_equal(up[currency], lin[currency], check_exact=True)
+            assert list(map(type, up[currency])) == list(map(type, lin[currency]))
+    pd.testing.assert_series_equal(upstream.realized_pnls(USDT), linear.realized_pnls(USDT))
+    upstream.reset()
+    linear.reset()
+    assert linear.realized_pnls() is None and upstream.realized_pnls() is None
+
+
+def test_install_is_idempotent_and_refuses_unknown_targets() -> None:
+    analyzer = PortfolioAnalyzer()
+    assert install_linear_analyzer(analyzer) is install_linear_analyzer(analyzer)
+    with pytest.raises(TypeError, match="no portfolio analyzer"):
+        install_linear_analyzer(object())
+
+
+def test_linear_venue_config_only_turns_off_contingent_order_support() -> None:
+    venue = BacktestVenueConfig(
+        name="BINANCE", oms_type="NETTING", account_type="MARGIN", starting_balances=["1 USDT"]
+    )
+    linear = linear_venue_config(venue)
+    assert venue.support_contingent_orders and not linear.support_contingent_orders
+    assert {**linear.dict(), "support_contingent_orders": True} == venue.dict()
+
+
+class Bracket(Strategy):
+    def on_start(self) -> None:
+        self.subscribe_bars(BAR_TYPE)
+
+    def on_bar(self, bar: Bar) -> None:
+        if self.cache.orders_total_count() == 0:
+            close = bar.close.as_double()
+            self.submit_order_list(
+                self.order_factory.bracket(
+                    BAR_TYPE.instrument_id,
+                    OrderSide.BUY,
+                    Quantity.from_str("0.010000"),
+                    sl_trigger_price=Price(close * 0.9, 2),
+                    tp_price=Price(close * 1.1, 2),
+                )
+            )
+
+
+def test_guard_fails_a_run_that_sends_contingent_orders(real_bars: list[Bar]) -> None:
+    bracket = Bracket(StrategyConfig(strategy_id="BR-001"))
+    engine = make_engine(real_bars[:50], [bracket], linear=True)
+    with pytest.raises(ContingentOrderError, match="contingent order"):
+        run(engine)
+
+
+def test_comparable_drops_only_uuid_columns_and_snapshot_suffixes() -> None:
+    """Guards the report comparison above."""
+    uuid = "0b7e2f4c-1d2e-4f3a-9b8c-7d6e5f4a3b2c"
+    ids = ["A-1", f"A-1-{uuid}", "A-1-not-a-uuid"]
+    df = pd.DataFrame(
+        {"position_id": ids, "init_id": [uuid] * 3, "qty": [1, 2, 3]},
+        index=pd.Index(ids, name="position_id"),
+    )
+    out = comparable(df)
+    assert list(out.columns) == ["position_id", "qty"]
+    assert out["position_id"].tolist() == ["A-1", "A-1", "A-1-not-a-uuid"]
+    assert list(out.index) == out["position_id"].tolist()
+    assert df["position_id"].tolist() == ids  # input untouched
