@@ -44,12 +44,10 @@ actor applies each on its next poll and moves it to ``applied/`` or ``rejected/`
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
 import os
-import tempfile
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -63,6 +61,7 @@ import msgspec
 import numpy as np
 
 from hmm_strategy.artifacts import ModelArtifactError, load_model
+from hmm_strategy.atomic import atomic_write
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
@@ -242,26 +241,11 @@ def new_request(strategy_id: str, action: str, reason: str, **fields: Any) -> Li
     )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def submit_request(directory: str | os.PathLike[str], request: LifecycleRequest) -> Path:
     """Write the request file atomically (a poller never sees half a file)."""
     stamp = request.created_utc.replace(":", "").replace("-", "") or "0"
     path = Path(directory) / f"{stamp}-{request.id}.json"
-    _atomic_write(path, msgspec.json.encode(request))
+    atomic_write(path, msgspec.json.encode(request))
     return path
 
 

@@ -32,6 +32,8 @@ from typing import Literal
 
 import msgspec
 
+from hmm_strategy.atomic import atomic_write, leftover_temp_files
+
 SCHEMA = "nautilus-hmm/governance-registry"
 SCHEMA_VERSION = 1
 DEFAULT_REGISTRY_PATH = "state/governance/registry.json"
@@ -111,23 +113,6 @@ def iso_utc(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class Registry:
     """The registry document plus its path; ``open`` loads (or starts) it, ``save`` persists."""
 
@@ -142,7 +127,7 @@ class Registry:
     def open(cls, path: str | os.PathLike[str], trader_id: str) -> Registry:
         """Load the registry at ``path`` (or start an empty one); fail loudly on a bad file."""
         path = Path(path)
-        removed = sorted(path.parent.glob(f".{path.name}.tmp-*")) if path.parent.exists() else []
+        removed = leftover_temp_files(path)
         for tmp in removed:  # an interrupted write: os.replace never ran, so it is incomplete
             tmp.unlink(missing_ok=True)
         if not path.exists():

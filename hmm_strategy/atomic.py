@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import threading
 from pathlib import Path
+
+
+def leftover_temp_files(path: Path) -> list[Path]:
+    """Temp files of writes to ``path`` that never reached the rename (a SIGKILL mid-write)."""
+    return sorted(path.parent.glob(f".{path.name}.tmp-*")) if path.parent.exists() else []
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Temp file in the target directory, fsync, then rename over: readers never see a partial."""
     directory = path.parent if str(path.parent) else Path(".")
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = directory / f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
