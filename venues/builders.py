@@ -187,6 +187,17 @@ def _sandboxes(settings: VenueSettings, ids: list[str]) -> dict[str, LiveExecCli
     }
 
 
+def _paper_clients(
+    settings: VenueSettings, ids: list[str], name: str, data: LiveDataClientConfig, factory: type
+) -> VenueClients:
+    """Paper mode on a real venue: its own data client, NautilusTrader's sandbox for fills."""
+    return VenueClients(
+        data_clients={name: data},
+        exec_clients=_sandboxes(settings, ids),
+        factories=[(name, factory, None), (SANDBOX, None, SandboxLiveExecClientFactory)],
+    )
+
+
 def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
     from nautilus_trader.adapters.binance import (
         BinanceAccountType,
@@ -212,14 +223,7 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
-        return VenueClients(
-            data_clients={name: data},
-            exec_clients=_sandboxes(settings, ids),
-            factories=[
-                (name, BinanceLiveDataClientFactory, None),
-                (SANDBOX, None, SandboxLiveExecClientFactory),
-            ],
-        )
+        return _paper_clients(settings, ids, name, data, BinanceLiveDataClientFactory)
     creds = binance_credentials(futures=futures)
     exe = BinanceExecClientConfig(
         venue=Venue(name),
@@ -256,14 +260,7 @@ def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
-        return VenueClients(
-            data_clients={name: data},
-            exec_clients=_sandboxes(settings, ids),
-            factories=[
-                (name, BybitLiveDataClientFactory, None),
-                (SANDBOX, None, SandboxLiveExecClientFactory),
-            ],
-        )
+        return _paper_clients(settings, ids, name, data, BybitLiveDataClientFactory)
     creds = bybit_credentials()
     exe = BybitExecClientConfig(
         api_key=creds.api_key,
@@ -332,14 +329,7 @@ def _ib(settings: VenueSettings, ids: list[str]) -> VenueClients:
         **common,
     )
     if settings.mode == "paper":
-        return VenueClients(
-            data_clients={IB: data},
-            exec_clients=_sandboxes(settings, ids),
-            factories=[
-                (IB, InteractiveBrokersLiveDataClientFactory, None),
-                (SANDBOX, None, SandboxLiveExecClientFactory),
-            ],
-        )
+        return _paper_clients(settings, ids, IB, data, InteractiveBrokersLiveDataClientFactory)
     exe = InteractiveBrokersExecClientConfig(account_id=conn.account_id, **common)
     return VenueClients(
         data_clients={IB: data},
