@@ -155,6 +155,16 @@ def listening_addresses(pid: int) -> list[tuple[str, int]]:
     return out
 
 
+def wait_for_environ(pid: int, values, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        if all(v.encode() in environ for v in values):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def scrape(port: int, path: str) -> bytes:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
@@ -181,8 +191,8 @@ def test_paper_node_never_writes_serves_or_prints_a_secret(
     bodies: dict[str, bytes] = {}
     try:
         # the secrets really are in the node's environment (else this test proves nothing)
-        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
-        assert all(v.encode() in environ for v in sentinels.values())
+        # (poll: right after fork, /proc shows the parent's environ until the child execs)
+        assert wait_for_environ(proc.pid, sentinels.values()), "secrets not in the node's env"
         deadline = time.monotonic() + 120
         decided = False
         while time.monotonic() < deadline and not decided:
