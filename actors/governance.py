@@ -68,7 +68,14 @@ from actors.registry import (
     overrides_dir_for,
     pending_overrides,
 )
-from hmm_strategy.messages import GOVERNANCE_TOPIC, REGIME_TOPIC, GovernanceCommand, topic_for
+from hmm_strategy.messages import (
+    GOVERNANCE_TOPIC,
+    LIFECYCLE_TOPIC,
+    REGIME_TOPIC,
+    GovernanceCommand,
+    LifecycleDecision,
+    topic_for,
+)
 
 POLICY_SCHEMA_VERSION = 1
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -611,6 +618,7 @@ class GovernanceActor(Actor):
                 self.book.perf[sid].set_scale(record.scale)
         self.book.subscribe()
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
+        self.msgbus.subscribe(f"{LIFECYCLE_TOPIC}.*", self._on_lifecycle_decision)
         # After a restart every strategy starts active: re-send each recorded state as soon as
         # the strategy listens (strategies start after actors).
         self._undelivered = {
@@ -641,6 +649,8 @@ class GovernanceActor(Actor):
             self.book.unsubscribe()
         if self.msgbus.is_subscribed(f"{REGIME_TOPIC}.*", self._on_regime_update):
             self.msgbus.unsubscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
+        if self.msgbus.is_subscribed(f"{LIFECYCLE_TOPIC}.*", self._on_lifecycle_decision):
+            self.msgbus.unsubscribe(f"{LIFECYCLE_TOPIC}.*", self._on_lifecycle_decision)
         if self.registry is not None:
             self._write_metrics(self.clock.timestamp_ns())
 
@@ -677,6 +687,26 @@ class GovernanceActor(Actor):
         # A strategy publishes its decision before acting on it: the last moment to tell it.
         if update.strategy_id in self._undelivered:
             self._deliver_pending(update.ts_event)
+
+    def _on_lifecycle_decision(self, msg: LifecycleDecision) -> None:
+        """The registry's single writer records the trainer's promotions/rejections/rollbacks."""
+        decision = self.registry.record_model(
+            f"model-{msg.strategy_id}-{msg.log_seq}-{msg.ts_event}",
+            msg.ts_event,
+            msg.strategy_id,
+            event=msg.event,
+            version=msg.version,
+            reason=msg.reason,
+            source="operator" if msg.source == "operator" else "policy",
+            previous_version=msg.previous_version,
+            model_path=msg.model_path,
+            log_seq=msg.log_seq,
+            evidence=msg.evidence,
+        )
+        if decision is not None:
+            self.log.info(
+                f"Registry #{decision.seq}: {msg.strategy_id} model {msg.event} {msg.version}"
+            )
 
     def _metric(self, sid: str, name: str, window: str | None) -> float | None:
         value = self.book.perf[sid].metric(name, self._windows[window] if window else None)

@@ -522,6 +522,7 @@ class ModelLifecycle:
         model_dir: str | os.PathLike[str],
         log: LifecycleLog,
         on_shadow_decision: Callable[..., None] | None = None,
+        on_record: Callable[[LifecycleEvent], None] | None = None,
     ) -> None:
         self.strategy_id = strategy_id
         self.instrument_id = instrument_id
@@ -533,6 +534,7 @@ class ModelLifecycle:
         self.model_dir = Path(model_dir)
         self.log = log
         self.on_shadow_decision = on_shadow_decision
+        self.on_record = on_record
         self.features = StreamingFeatures(features)
         self.history: deque[tuple[int, float, float, float, float, float]] = deque(
             maxlen=settings.history_bars
@@ -559,7 +561,10 @@ class ModelLifecycle:
 
     # ------------------------------------------------------------------------------ helpers
     def _record(self, ts: int, event: str, **fields: Any) -> LifecycleEvent:
-        return self.log.append(ts, self.strategy_id, event, **fields)
+        entry = self.log.append(ts, self.strategy_id, event, **fields)
+        if self.on_record is not None:
+            self.on_record(entry)
+        return entry
 
     def validate(self, path: str) -> tuple[RegimeHMM, Any]:
         """Load an artifact and check it fits this strategy; raises ``ValueError`` with why."""
@@ -784,6 +789,10 @@ class ModelLifecycle:
                             f"the strategy still runs {version} {self._pending_misses} bars "
                             "after the ModelUpdate (it rejected the artifact: see its log)"
                         ),
+                        evidence={
+                            "running_version": version,
+                            "previous_version": previous.version if previous else None,
+                        },
                     )
                     self.champion = previous
                     self._reset_drift()

@@ -39,6 +39,7 @@ from nautilus_trader.model.data import Bar, BarType
 from actors.model_lifecycle import (
     FitJob,
     FitRunner,
+    LifecycleEvent,
     LifecycleLog,
     LifecycleSettings,
     ModelLifecycle,
@@ -46,9 +47,18 @@ from actors.model_lifecycle import (
     check_train_rows,
     pending_requests,
 )
+from actors.registry import MODEL_EVENTS
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec
-from hmm_strategy.messages import MODEL_TOPIC, REGIME_TOPIC, ModelUpdate, RegimeUpdate, topic_for
+from hmm_strategy.messages import (
+    LIFECYCLE_TOPIC,
+    MODEL_TOPIC,
+    REGIME_TOPIC,
+    LifecycleDecision,
+    ModelUpdate,
+    RegimeUpdate,
+    topic_for,
+)
 from hmm_strategy.policy import PolicyConfig
 
 _POLL_TIMER = "online_trainer_poll"
@@ -122,6 +132,8 @@ class OnlineTrainer(Actor):
         self._shadow_writer = None
         self._model_topic = topic_for(MODEL_TOPIC, config.strategy_id)
         self._regime_topic = topic_for(REGIME_TOPIC, config.strategy_id)
+        self._lifecycle_topic = topic_for(LIFECYCLE_TOPIC, config.strategy_id)
+        self._warned_unrecorded = False
 
     # ------------------------------------------------------------------------------ lifecycle
     def on_start(self) -> None:
@@ -160,6 +172,7 @@ class OnlineTrainer(Actor):
             model_dir=model_dir,
             log=LifecycleLog(cfg.log_path or model_dir / "lifecycle.jsonl"),
             on_shadow_decision=self._write_shadow_decision,
+            on_record=self._publish_decision,
         )
         self.lifecycle.start(self.clock.timestamp_ns(), cfg.champion_path)
         self.requests_dir = Path(cfg.requests_dir or model_dir / "requests")
@@ -248,6 +261,36 @@ class OnlineTrainer(Actor):
             log = self.log.warning if applied else self.log.error
             log(f"Request {request.action} ({path.name}): {message}")
             self._execute(ts, actions)
+
+    def _publish_decision(self, entry: LifecycleEvent) -> None:
+        """Hand promotions, rejections and rollbacks to the registry's writer (governance)."""
+        if entry.event not in MODEL_EVENTS or not entry.version:
+            return
+        if not self.msgbus.has_subscribers(self._lifecycle_topic) and not self._warned_unrecorded:
+            self._warned_unrecorded = True
+            self.log.warning(
+                "No governance actor listens: model decisions go to lifecycle.jsonl only, not "
+                "to the strategy registry"
+            )
+        ev = entry.evidence
+        previous = ev.get("previous_version")
+        if entry.event == "rejected":
+            previous = ev.get("champion_version")
+        self.msgbus.publish(
+            self._lifecycle_topic,
+            LifecycleDecision(
+                ts_event=entry.ts_event,
+                strategy_id=entry.strategy_id,
+                event=entry.event,
+                version=entry.version,
+                previous_version=previous,
+                model_path=entry.path,
+                source=entry.source,
+                reason=entry.reason,
+                evidence=ev,
+                log_seq=entry.seq,
+            ),
+        )
 
     def _write_shadow_decision(self, ts, version, probs, state, target, ll) -> None:
         if self._shadow_writer is not None:

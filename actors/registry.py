@@ -28,17 +28,19 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from hmm_strategy.atomic import atomic_write, leftover_temp_files
 
 SCHEMA = "nautilus-hmm/governance-registry"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1 had no model decisions; it is read as 2 and saved as 2
 DEFAULT_REGISTRY_PATH = "state/governance/registry.json"
 STATES = ("active", "throttled", "paused", "retired")
 ACTIONS = ("pause", "throttle", "resume", "retire")
+MODEL_EVENTS = ("promoted", "rejected", "rolled_back", "promotion_failed")
 
 State = Literal["active", "throttled", "paused", "retired"]
 Action = Literal["pause", "throttle", "resume", "retire"]
@@ -70,6 +72,30 @@ class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     operator: str | None = None
 
 
+class ModelDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One model-lifecycle decision (from the ``OnlineTrainer``) with its evidence.
+
+    ``event``: ``promoted`` / ``rolled_back`` (the strategy now trades ``version``), ``rejected``
+    (the candidate ``version`` was discarded), ``promotion_failed`` (the strategy refused
+    ``version`` and kept ``previous_version``). ``log_seq`` points at the same event in the
+    trainer's ``lifecycle.jsonl``.
+    """
+
+    seq: int
+    id: str
+    ts_event: int
+    time_utc: str
+    strategy_id: str
+    event: Literal["promoted", "rejected", "rolled_back", "promotion_failed"]
+    version: str
+    reason: str
+    source: Literal["policy", "operator"]
+    previous_version: str | None = None
+    model_path: str | None = None
+    log_seq: int | None = None
+    evidence: dict[str, Any] = {}
+
+
 class RuleStatus(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["armed", "triggered", "probation"] = "armed"
     since_ns: int = 0
@@ -97,6 +123,7 @@ class StrategyRecord(msgspec.Struct, forbid_unknown_fields=True):
     rules: dict[str, RuleStatus] = {}
     manual: ManualState | None = None
     decisions: list[Decision] = []
+    model_decisions: list[ModelDecision] = []
 
 
 class RegistryDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -120,7 +147,9 @@ class Registry:
         self.path = path
         self.doc = doc
         self.removed_temp_files = removed_temp_files
-        self._ids = {d.id for rec in doc.strategies.values() for d in rec.decisions}
+        self._ids = {
+            d.id for rec in doc.strategies.values() for d in [*rec.decisions, *rec.model_decisions]
+        }
         self._applied = set(doc.applied_overrides)
 
     @classmethod
@@ -158,14 +187,14 @@ class Registry:
         if not isinstance(raw, dict):
             _set_aside(path, f"top level is {type(raw).__name__}, not an object")
         schema, version = raw.get("schema"), raw.get("schema_version")
-        if schema != SCHEMA or version != SCHEMA_VERSION:
+        if schema != SCHEMA or version not in READABLE_VERSIONS:
             raise RegistryError(
                 f"governance registry {path} has schema {schema!r} version {version!r}; this "
-                f"build reads {SCHEMA!r} version {SCHEMA_VERSION}. The file was left untouched: "
-                "run the matching build, or migrate the file"
+                f"build reads {SCHEMA!r} versions {READABLE_VERSIONS}. The file was left "
+                "untouched: run the matching build, or migrate the file"
             )
         try:
-            return msgspec.convert(raw, RegistryDocument)
+            return msgspec.convert({**raw, "schema_version": SCHEMA_VERSION}, RegistryDocument)
         except msgspec.ValidationError as exc:
             _set_aside(path, f"invalid structure: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
@@ -186,6 +215,14 @@ class Registry:
             return list(self.doc.strategies.get(strategy_id, StrategyRecord()).decisions)
         out = [d for rec in self.doc.strategies.values() for d in rec.decisions]
         return sorted(out, key=lambda d: d.seq)
+
+    def model_decisions(self, strategy_id: str | None = None) -> list[ModelDecision]:
+        records = (
+            [self.doc.strategies.get(strategy_id, StrategyRecord())]
+            if strategy_id is not None
+            else self.doc.strategies.values()
+        )
+        return sorted((d for rec in records for d in rec.model_decisions), key=lambda d: d.seq)
 
     def override_applied(self, override_id: str) -> bool:
         return override_id in self._applied
@@ -209,6 +246,31 @@ class Registry:
         record = self.strategy(strategy_id)
         record.decisions.append(decision)
         record.state, record.scale = decision.state, decision.scale
+        self.doc.next_seq += 1
+        self._ids.add(decision_id)
+        self.save(ts_event)
+        return decision
+
+    def record_model(
+        self, decision_id: str, ts_event: int, strategy_id: str, **fields
+    ) -> ModelDecision | None:
+        """Append a model-lifecycle decision and save; a known ``decision_id`` is ignored."""
+        if decision_id in self._ids:
+            return None
+        decision = ModelDecision(
+            seq=self.doc.next_seq,
+            id=decision_id,
+            ts_event=ts_event,
+            time_utc=iso_utc(ts_event),
+            strategy_id=strategy_id,
+            **fields,
+        )
+        record = self.strategy(strategy_id)
+        record.model_decisions.append(decision)
+        if decision.event in ("promoted", "rolled_back"):
+            record.model_version = decision.version
+        elif decision.event == "promotion_failed" and decision.previous_version:
+            record.model_version = decision.previous_version
         self.doc.next_seq += 1
         self._ids.add(decision_id)
         self.save(ts_event)
@@ -310,9 +372,11 @@ def _read_only(path: Path) -> RegistryDocument:
     if not path.exists():
         raise RegistryError(f"no governance registry at {path} (wrong --registry?)")
     raw = json.loads(path.read_bytes())
-    if raw.get("schema") != SCHEMA or raw.get("schema_version") != SCHEMA_VERSION:
-        raise RegistryError(f"{path}: unknown schema {raw.get('schema')!r}")
-    return msgspec.convert(raw, RegistryDocument)
+    if raw.get("schema") != SCHEMA or raw.get("schema_version") not in READABLE_VERSIONS:
+        raise RegistryError(
+            f"{path}: unknown schema {raw.get('schema')!r} version {raw.get('schema_version')!r}"
+        )
+    return msgspec.convert({**raw, "schema_version": SCHEMA_VERSION}, RegistryDocument)
 
 
 def _show(doc: RegistryDocument) -> str:
@@ -359,6 +423,25 @@ def _show(doc: RegistryDocument) -> str:
     return "\n".join(lines)
 
 
+def _history_line(d: Decision | ModelDecision, evidence: bool = False) -> str:
+    if isinstance(d, Decision):
+        return (
+            f"#{d.seq} {d.time_utc} {d.strategy_id} {d.action} -> {d.state} "
+            f"scale={d.scale:g}{' flatten' if d.flatten else ''} [{d.source}] {d.reason}"
+        )
+    head = f"#{d.seq} {d.time_utc} {d.strategy_id} model {d.event} {d.version}"
+    line = f"{head} [{d.source}] {d.reason}"
+    if evidence and d.evidence:
+        ev = d.evidence
+        keys = ("metric", "shadow_score", "champion_score", "improvement", "margin")
+        shown = {k: ev[k] for k in keys if ev.get(k) is not None}
+        if shown:
+            line += "\n    evidence: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+        if d.previous_version:
+            line += f"\n    previous: {d.previous_version}"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m actors.registry",
@@ -371,7 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="state and headline metrics of every strategy")
-    p = sub.add_parser("history", help="decisions of one strategy (or all)")
+    p = sub.add_parser("history", help="governance and model decisions of one strategy (or all)")
+    p.add_argument("strategy", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    p = sub.add_parser("models", help="model promotions, rejections and rollbacks, with evidence")
     p.add_argument("strategy", nargs="?")
     p.add_argument("--json", action="store_true", help="print the records as JSON lines")
     p = sub.add_parser("metrics", help="every metric of one strategy as JSON")
@@ -398,21 +484,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "show":
         print(_show(doc))
-    elif args.command == "history":
+    elif args.command in ("history", "models"):
         records = [
             d
             for rec in doc.strategies.values()
-            for d in rec.decisions
+            for d in (
+                rec.model_decisions
+                if args.command == "models"
+                else [*rec.decisions, *rec.model_decisions]
+            )
             if args.strategy in (None, d.strategy_id)
         ]
         for d in sorted(records, key=lambda d: d.seq):
             if args.json:
                 print(msgspec.json.encode(d).decode())
             else:
-                print(
-                    f"#{d.seq} {d.time_utc} {d.strategy_id} {d.action} -> {d.state} "
-                    f"scale={d.scale:g}{' flatten' if d.flatten else ''} [{d.source}] {d.reason}"
-                )
+                print(_history_line(d, evidence=args.command == "models"))
     elif args.command == "metrics":
         rec = doc.strategies.get(args.strategy)
         if rec is None:

@@ -88,3 +88,25 @@ class KillSwitch(msgspec.Struct, frozen=True):
     halted: bool
     reason: str = ""
     flatten: bool = False
+
+
+LIFECYCLE_TOPIC = "hmm.lifecycle"
+
+
+class LifecycleDecision(msgspec.Struct, frozen=True):
+    """A model promotion, rejection, rollback or failed promotion, for the strategy registry.
+
+    The ``OnlineTrainer`` publishes it; the governance actor (the registry's single writer)
+    records it with its evidence. ``log_seq`` is the event's number in ``lifecycle.jsonl``.
+    """
+
+    ts_event: int
+    strategy_id: str
+    event: str  # "promoted" | "rejected" | "rolled_back" | "promotion_failed"
+    version: str
+    previous_version: str | None
+    model_path: str | None
+    source: str  # "policy" | "operator"
+    reason: str
+    evidence: dict
+    log_seq: int

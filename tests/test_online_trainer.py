@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from actors.model_lifecycle import (
     read_lifecycle,
     submit_request,
 )
+from actors.registry import MODEL_EVENTS, Registry
 from backtests.run import run_backtest
 from hmm_strategy.artifacts import save_model
 from hmm_strategy.config import ComponentSpec
@@ -109,8 +112,12 @@ def node_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         settings.strategies[0],
         config={**settings.strategies[0].config, "model_path": str(champion.artifact)},
     )
-    recorder = next(a for a in settings.actors if a.name == "decisions")
-    settings = msgspec.structs.replace(settings, strategies=[strategy], actors=[recorder, trainer])
+    recorder, governance = (
+        next(a for a in settings.actors if a.name == name) for name in ("decisions", "governance")
+    )
+    settings = msgspec.structs.replace(
+        settings, strategies=[strategy], actors=[recorder, governance, trainer]
+    )
     start = iso(int(bars["ts_event"][1500]))
     runs = {}
     for name in ("a", "b"):
@@ -154,6 +161,38 @@ def test_online_trainer_shadows_candidates_and_promotes_by_the_rule(node_runs: d
     assert shadow.height >= 250 * len(decisions)
     orders = pl.read_csv(run / "orders.csv")
     assert set(orders["strategy_id"].unique()) == {SID}
+
+
+def test_every_model_decision_is_in_the_strategy_registry(node_runs: dict) -> None:
+    run = node_runs["runs"]["a"]
+    events = read_lifecycle(run / "models" / "lifecycle.jsonl")
+    logged = [e for e in events if e.event in MODEL_EVENTS]
+    registry = Registry.open(run / "governance" / "registry.json", "HMM-001")
+    recorded = registry.model_decisions(SID)
+    assert len(recorded) == len(logged) >= 3
+    for d, e in zip(recorded, logged, strict=True):
+        assert (d.event, d.version, d.source, d.reason, d.log_seq) == (
+            e.event, e.version, e.source, e.reason, e.seq,
+        )  # fmt: skip
+        assert d.ts_event == e.ts_event and d.model_path == e.path
+        assert d.evidence == json.loads(json.dumps(e.evidence))  # the evidence, whole
+        if d.event == "promoted":
+            assert d.previous_version == e.evidence["previous_version"]
+        if d.event == "rejected" and d.source == "policy":
+            assert d.previous_version == e.evidence["champion_version"]
+    promoted = [d for d in recorded if d.event in ("promoted", "rolled_back")]
+    assert registry.strategy(SID).model_version == promoted[-1].version
+    # one timeline with governance's own decisions: sequence numbers are unique and increasing
+    seqs = sorted([d.seq for d in recorded] + [d.seq for d in registry.decisions(SID)])
+    assert len(set(seqs)) == len(seqs)
+
+    # the operator's view: `python -m actors.registry models <strategy>` shows them with evidence
+    out = subprocess.run(
+        [sys.executable, "-m", "actors.registry", "--registry", str(registry.path), "models", SID],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert out.count(" model ") == len(recorded)
+    assert f"model promoted {promoted[-1].version}" in out and "improvement=" in out
 
 
 def test_corrupted_candidate_is_refused_and_the_champion_keeps_trading(node_runs: dict) -> None:
