@@ -364,10 +364,28 @@ def fit_candidate(payload: dict[str, Any]) -> dict[str, Any]:
             "train_loglik_per_row": float(model.log_likelihood_ or 0.0) / max(n_rows, 1),
             "converged": bool(model.converged_),
             "n_iter": int(model.n_iter_),
+            "fit_pid": os.getpid(),  # the worker process's when fit_mode is "process"
             **evidence,
         }
     except Exception as exc:  # reported as a failed fit; the champion keeps trading
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Worker initializer: end this process when the node dies (SIGKILL leaves no orphans).
+
+    A ``ProcessPoolExecutor`` worker outlives a killed parent, holding its memory; a crash-restart
+    loop would pile them up. A daemon thread watches the parent and exits within ``interval``.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class FitRunner:
@@ -402,7 +420,12 @@ class FitRunner:
                 import multiprocessing
 
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=ctx,
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
         self._future = self._pool.submit(fit_candidate, payload)
         return None
 

@@ -368,7 +368,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _read_only(path: Path) -> RegistryDocument:
+def read_registry(path: str | os.PathLike[str]) -> RegistryDocument:
+    """The registry as it is on disk, for readers (never moves, repairs or writes anything)."""
+    path = Path(path)
     if not path.exists():
         raise RegistryError(f"no governance registry at {path} (wrong --registry?)")
     raw = json.loads(path.read_bytes())
@@ -478,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ACTIONS:
             return _submit(args, path)
-        doc = _read_only(path)
+        doc = read_registry(path)
     except (RegistryError, ValueError, msgspec.ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -514,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _submit(args: argparse.Namespace, path: Path) -> int:
     if path.exists():
-        known = _read_only(path).strategies
+        known = read_registry(path).strategies
         if args.strategy not in known and not args.force:
             raise RegistryError(
                 f"unknown strategy {args.strategy!r}; the registry knows {sorted(known)} "
