@@ -217,3 +217,32 @@ def test_cli_show_history_and_override(tmp_path: Path, capsys) -> None:
     assert "no governance registry" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--registry", str(path), "pause", "S-001"])  # --reason is required
+
+
+def test_a_version_1_registry_is_read_and_upgraded_on_the_next_save(tmp_path: Path) -> None:
+    """Version 1 (before model decisions) loads with its decisions intact and is saved as 2."""
+    path = tmp_path / "registry.json"
+    r = Registry.open(path, TRADER)
+    _record(r, 0)
+    doc = json.loads(path.read_text())
+    for record in doc["strategies"].values():
+        del record["model_decisions"]
+    doc["schema_version"] = 1
+    path.write_text(json.dumps(doc))
+    r = Registry.open(path, TRADER)
+    assert len(r.decisions()) == 1 and r.model_decisions() == []
+    r.record_model(
+        "m1", 2, "S-001", event="promoted", version="v2", reason="better", source="policy",
+        previous_version="v1", evidence={"improvement": 0.01},
+    )  # fmt: skip
+    assert r.record_model("m1", 3, "S-001", event="rejected", version="v3", reason="x",
+                          source="policy") is None  # fmt: skip
+    on_disk = json.loads(path.read_text())
+    assert on_disk["schema_version"] == reg.SCHEMA_VERSION == 2
+    again = Registry.open(path, TRADER)
+    (d,) = again.model_decisions("S-001")
+    assert (d.event, d.version, d.previous_version, d.evidence) == (
+        "promoted", "v2", "v1", {"improvement": 0.01},
+    )  # fmt: skip
+    assert again.strategy("S-001").model_version == "v2"
+    assert d.seq > again.decisions()[0].seq  # one sequence for both kinds
