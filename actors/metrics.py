@@ -56,14 +56,18 @@ from actors.metrics_server import MetricsHTTPServer
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
+    FEED_TOPIC,
     GOVERNANCE_TOPIC,
     REGIME_TOPIC,
     BreakerRejection,
     Budget,
+    DataGap,
     GovernanceCommand,
     RegimeUpdate,
 )
 
+FAULT_KINDS = ("order_timeout", "order_rejected", "data_gap")
+TIMEOUT_REASON = "UNKNOWN"  # the reason NautilusTrader gives an in-flight order it resolves
 USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 GOVERNANCE_STATES = ("active", "throttled", "paused")
 ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
@@ -259,6 +263,13 @@ class MetricsExporter(Actor):
             vs,
             registry=registry,
         )
+        self.venue_faults = Counter(
+            "venue_faults_total",
+            "Venue faults survived: order_timeout (no answer, resolved by the in-flight check), "
+            "order_rejected, data_gap (bars that never arrived).",
+            ("venue", "strategy", "kind"),
+            registry=registry,
+        )
         self.breaker_rejections = Counter(
             "breaker_rejections_total",
             "Circuit-breaker rejections.",
@@ -358,6 +369,7 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{BUDGET_TOPIC}.*", self.on_budget)
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
+        self.msgbus.subscribe(f"{FEED_TOPIC}.*", self.on_data_gap)
         self._live = isinstance(self.clock, LiveClock)
         self._last_refresh_ns = 0
         if self._live:  # a backtest refreshes from its data instead (see _maybe_refresh)
@@ -412,6 +424,8 @@ class MetricsExporter(Actor):
                 self.order_fills,
             ):
                 counter.labels(*key)
+            for kind in FAULT_KINDS:
+                self.venue_faults.labels(*key, kind)
         return key
 
     def _venue_label(self, venue: str) -> str:
@@ -433,11 +447,18 @@ class MetricsExporter(Actor):
                 self.order_fills.labels(*labels).inc()
         elif isinstance(event, OrderRejected):
             self.orders_rejected.labels(*labels).inc()
+            # NautilusTrader resolves an order the venue never answered as rejected "UNKNOWN"
+            kind = "order_timeout" if event.reason == TIMEOUT_REASON else "order_rejected"
+            self.venue_faults.labels(*labels, kind).inc()
             self._pending.pop(coid, None)
         elif isinstance(event, OrderDenied):
             self.orders_denied.labels(*labels).inc()
         elif isinstance(event, OrderCanceled | OrderExpired):
             self._pending.pop(coid, None)
+
+    def on_data_gap(self, gap: DataGap) -> None:
+        venue = self._venue_label(gap.instrument_id.rsplit(".", 1)[-1])
+        self.venue_faults.labels(venue, self._strategy_label(gap.strategy_id), "data_gap").inc()
 
     def on_position_event(self, event) -> None:
         """Realized PnL from position events (NETTING positions reopen under the same id)."""

@@ -110,6 +110,28 @@ class CacheDatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=T
     flush_on_start: bool = False
 
 
+class ExecEngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """NautilusTrader's live execution engine: how orders the venue never answers are resolved.
+
+    An order still in flight (submitted, no answer) after ``inflight_check_threshold_ms`` is
+    queried at the venue every ``inflight_check_interval_ms``; after ``inflight_check_retries``
+    unanswered queries it is resolved as rejected (reason ``UNKNOWN``), which the strategy counts
+    like any reject. ``reconciliation`` aligns orders and positions with the venue at start.
+    """
+
+    reconciliation: bool = True
+    inflight_check_interval_ms: int = 2_000
+    inflight_check_threshold_ms: int = 5_000
+    inflight_check_retries: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("inflight_check_interval_ms", "inflight_check_threshold_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"live.exec_engine.{name} must be > 0")
+        if self.inflight_check_retries < 0:
+            raise ValueError("live.exec_engine.inflight_check_retries must be >= 0")
+
+
 class LiveSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The live/paper node: which venue profile, paper or live, where logs and state go.
 
@@ -127,6 +149,7 @@ class LiveSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeout_connection: float = 30.0
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     cache_database: CacheDatabaseSettings | None = None  # Redis; None = in-memory only
+    exec_engine: ExecEngineSettings = msgspec.field(default_factory=ExecEngineSettings)
 
 
 class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -358,7 +381,7 @@ def trading_node_config(
     log_level: str | None = None,
 ):
     """The node config as a ``TradingNodeConfig`` (same strategies and actors as the backtest)."""
-    from nautilus_trader.live.config import LiveRiskEngineConfig
+    from nautilus_trader.live.config import LiveExecEngineConfig, LiveRiskEngineConfig
 
     from venues.builders import build_trading_node_config
 
@@ -384,6 +407,13 @@ def trading_node_config(
         log_dir=live.log_dir,
         log_level=log_level or live.log_level,
         timeout_connection=live.timeout_connection,
+        exec_engine=LiveExecEngineConfig(
+            graceful_shutdown_on_exception=True,
+            reconciliation=live.exec_engine.reconciliation,
+            inflight_check_interval_ms=live.exec_engine.inflight_check_interval_ms,
+            inflight_check_threshold_ms=live.exec_engine.inflight_check_threshold_ms,
+            inflight_check_retries=live.exec_engine.inflight_check_retries,
+        ),
     )
     if live.cache_database is None:
         return config

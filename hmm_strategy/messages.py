@@ -110,3 +110,16 @@ class LifecycleDecision(msgspec.Struct, frozen=True):
     reason: str
     evidence: dict
     log_seq: int
+
+
+FEED_TOPIC = "hmm.feed"
+
+
+class DataGap(msgspec.Struct, frozen=True):
+    """Bars that never arrived between two consecutive bars (a disconnect, a halt, a closure)."""
+
+    ts_event: int  # the bar after the gap
+    strategy_id: str
+    instrument_id: str
+    missing_bars: int
+    last_ts: int  # the bar before the gap

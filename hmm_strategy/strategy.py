@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -40,12 +40,14 @@ from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
+    FEED_TOPIC,
     GOVERNANCE_TOPIC,
     KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
     REGIME_TOPIC,
     BreakerRejection,
     Budget,
+    DataGap,
     GovernanceCommand,
     KillSwitch,
     ModelUpdate,
@@ -56,6 +58,10 @@ from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
 
 CHECKPOINT_TIMER = "hmm-checkpoint"
+
+
+def bar_time(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
@@ -136,6 +142,11 @@ class HMMRegimeStrategy(Strategy):
         self._sid = sid  # strings built once here, not on every bar
         self._regime_topic = topic_for(REGIME_TOPIC, sid)
         self._bar_instrument = str(cfg.bar_type.instrument_id)
+        self._feed_topic = topic_for(FEED_TOPIC, sid)
+        try:  # time bars have an interval; gaps are counted in it
+            self._bar_interval_ns = int(cfg.bar_type.spec.timedelta.total_seconds() * 1e9)
+        except ValueError:
+            self._bar_interval_ns = 0
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
@@ -165,7 +176,11 @@ class HMMRegimeStrategy(Strategy):
             self.engine.rejected_bars += 1
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
-        self._last_bar_ts = bar.ts_event
+        previous, self._last_bar_ts = self._last_bar_ts, bar.ts_event
+        if previous and self._bar_interval_ns:
+            missing = round((bar.ts_event - previous) / self._bar_interval_ns) - 1
+            if missing > 0:
+                self.on_data_gap(previous, bar.ts_event, missing)
         log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
         tripped = self.breakers.observe_return(log_return)
         self._prev_close = close
@@ -192,6 +207,14 @@ class HMMRegimeStrategy(Strategy):
         if self.paused or "price_jump" in self.breakers.tripped:
             return  # never size or reduce at a price the jump breaker distrusts
         self.rebalance(decision.target_exposure, close, bar.ts_event)
+
+    def on_data_gap(self, last_ts: int, ts_event: int, missing: int) -> None:
+        """Bars never arrived (feed disconnect, venue halt, market closure): count and log it."""
+        self.log.warning(f"Data gap: {missing} bar(s) missing before {bar_time(ts_event)}")
+        self.msgbus.publish(
+            self._feed_topic,
+            DataGap(ts_event, self._sid, self._bar_instrument, missing, last_ts),
+        )
 
     def on_budget(self, budget: Budget) -> None:
         self.budget = budget.notional

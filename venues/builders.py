@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nautilus_trader.adapters.sandbox.config import SandboxExecutionClientConfig
 from nautilus_trader.adapters.sandbox.factory import SandboxLiveExecClientFactory
 from nautilus_trader.config import (
@@ -342,6 +343,7 @@ def _ib(settings: VenueSettings, ids: list[str]) -> VenueClients:
 
 def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> VenueClients:
     replay = settings.replay
+    faults = replay.faults
     if not bar_types and replay.bar_type:
         bar_types = [str(BarType.from_str(replay.bar_type))]
         ids = list(dict.fromkeys([*ids, str(BarType.from_str(replay.bar_type).instrument_id)]))
@@ -364,13 +366,28 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         speed=replay.speed,
         start_delay_secs=replay.start_delay_secs,
         trade_ticks=replay.trade_ticks,
+        outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
     )
+    exec_clients = _sandboxes(settings, ids)
+    exec_factory: type = SandboxLiveExecClientFactory
+    if faults and (faults.unanswered_orders or faults.rejected_orders):
+        from venues.faults import FaultySandboxConfig, FaultySandboxFactory
+
+        exec_clients = {
+            name: FaultySandboxConfig(
+                **msgspec.structs.asdict(cfg),
+                unanswered_orders=tuple(faults.unanswered_orders),
+                rejected_orders=tuple(faults.rejected_orders),
+            )
+            for name, cfg in exec_clients.items()
+        }
+        exec_factory = FaultySandboxFactory
     return VenueClients(
         data_clients={REPLAY_CLIENT_NAME: data},
-        exec_clients=_sandboxes(settings, ids),
+        exec_clients=exec_clients,
         factories=[
             (REPLAY_CLIENT_NAME, ReplayLiveDataClientFactory, None),
-            (SANDBOX, None, SandboxLiveExecClientFactory),
+            (SANDBOX, None, exec_factory),
         ],
     )
 

@@ -106,6 +106,7 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     speed: float = 0.0
     start_delay_secs: float = 0.0
     trade_ticks: bool = True
+    outages: tuple[tuple[int, int], ...] = ()  # (after_bars, bars): fault drill, bars lost
 
 
 # -- instruments ----------------------------------------------------------------------------------
@@ -403,6 +404,7 @@ class ReplayDataClient(LiveMarketDataClient):
         self._queue_probes: list[Callable[[], int]] = []
         self._feed_task: asyncio.Task | None = None
         self._n_emitted = 0
+        self._n_lost = 0
         self._finished = False
 
     # -- public state -----------------------------------------------------------------------------
@@ -546,11 +548,22 @@ class ReplayDataClient(LiveMarketDataClient):
         self._log.info(f"Replay started: {self.n_bars} bars at speed={config.speed or 'max'}")
         interval = 1.0 / config.speed if config.speed > 0 else 0.0
         t0 = self._loop.time()
+        lost = {
+            seq: (start, n)
+            for start, n in config.outages
+            for seq in range(start, min(start + n, len(self._bars)))
+        }
         for seq, bar in enumerate(self._bars):
             if interval:
                 delay = t0 + seq * interval - self._loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            if seq in lost:
+                self._drop(seq, *lost[seq])
+                continue
+            if not self.is_connected:
+                self._set_connected(True)
+                self._log.warning(f"Fault drill: feed reconnected at bar {seq}")
             if config.trade_ticks:
                 instrument = self._instruments[bar.bar_type.instrument_id]
                 self._handle_data(_paired_tick(bar, instrument, seq))
@@ -558,6 +571,13 @@ class ReplayDataClient(LiveMarketDataClient):
             self._n_emitted += 1
             await self._settle()
         self._finish()
+
+    def _drop(self, seq: int, start: int, n: int) -> None:
+        """Fault drill: the feed is down; this bar never reaches the node."""
+        if seq == start:
+            self._set_connected(False)
+            self._log.warning(f"Fault drill: feed disconnected after {start} bars ({n} bars lost)")
+        self._n_lost += 1
 
     def _finish(self) -> None:
         self._finished = True

@@ -104,6 +104,41 @@ class IBSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise VenueConfigError("ib.gateway='docker' needs host='127.0.0.1' and port unset")
 
 
+class Outage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The feed drops after ``after_bars`` published bars; the next ``bars`` bars are lost."""
+
+    after_bars: int
+    bars: int
+
+    def __post_init__(self) -> None:
+        if self.after_bars < 0 or self.bars <= 0:
+            raise VenueConfigError(
+                f"replay.faults.data_outages: after_bars must be >= 0 and bars > 0, was "
+                f"after_bars={self.after_bars}, bars={self.bars}"
+            )
+
+
+class FaultDrill(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Venue faults the replay venue injects, to rehearse (and test) what the node does.
+
+    ``data_outages``: the data feed disconnects and reconnects; bars published meanwhile are lost,
+    as after a real websocket reconnect. ``unanswered_orders``: these submits (1 = the first order
+    of the run) are acknowledged as sent but the venue never answers, a timeout that
+    NautilusTrader's in-flight check resolves (``live.exec_engine``). ``rejected_orders``: these
+    submits are rejected by the venue.
+    """
+
+    data_outages: list[Outage] = []
+    unanswered_orders: list[int] = []
+    rejected_orders: list[int] = []
+
+    def __post_init__(self) -> None:
+        for name in ("unanswered_orders", "rejected_orders"):
+            bad = [n for n in getattr(self, name) if n < 1]
+            if bad:
+                raise VenueConfigError(f"replay.faults.{name} are order numbers >= 1, got {bad}")
+
+
 class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Offline bar replay options (``kind="replay"``).
 
@@ -129,6 +164,7 @@ class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     speed: float = 0.0
     start_delay_secs: float = 0.0
     trade_ticks: bool = True
+    faults: FaultDrill | None = None  # fault drills: outages, unanswered and rejected orders
 
     def __post_init__(self) -> None:
         _check_literal(self.source, ReplaySource, "replay.source")
