@@ -123,11 +123,14 @@ class ExecEngineSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     inflight_check_interval_ms: int = 2_000
     inflight_check_threshold_ms: int = 5_000
     inflight_check_retries: int = 5
+    reconciliation_startup_delay_secs: float = 10.0  # before the in-flight checks begin
 
     def __post_init__(self) -> None:
         for name in ("inflight_check_interval_ms", "inflight_check_threshold_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"live.exec_engine.{name} must be > 0")
+        if not self.reconciliation_startup_delay_secs > 0:
+            raise ValueError("live.exec_engine.reconciliation_startup_delay_secs must be > 0")
         if self.inflight_check_retries < 0:
             raise ValueError("live.exec_engine.inflight_check_retries must be >= 0")
 
@@ -413,6 +416,7 @@ def trading_node_config(
             inflight_check_interval_ms=live.exec_engine.inflight_check_interval_ms,
             inflight_check_threshold_ms=live.exec_engine.inflight_check_threshold_ms,
             inflight_check_retries=live.exec_engine.inflight_check_retries,
+            reconciliation_startup_delay_secs=live.exec_engine.reconciliation_startup_delay_secs,
         ),
     )
     if live.cache_database is None:

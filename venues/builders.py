@@ -369,9 +369,9 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
     )
     exec_clients = _sandboxes(settings, ids)
-    exec_factory: type = SandboxLiveExecClientFactory
+    exec_factory = _sandbox_factory(settings)
     if faults and (faults.unanswered_orders or faults.rejected_orders):
-        from venues.faults import FaultySandboxConfig, FaultySandboxFactory
+        from venues.faults import FaultySandboxConfig
 
         exec_clients = {
             name: FaultySandboxConfig(
@@ -381,7 +381,6 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
             )
             for name, cfg in exec_clients.items()
         }
-        exec_factory = FaultySandboxFactory
     return VenueClients(
         data_clients={REPLAY_CLIENT_NAME: data},
         exec_clients=exec_clients,
@@ -572,8 +571,18 @@ def venue_factories(
         else:
             entries.append((REPLAY_CLIENT_NAME, ReplayLiveDataClientFactory, None))
         if s.mode == "paper":
-            entries.append((SANDBOX, None, SandboxLiveExecClientFactory))
+            entries.append((SANDBOX, None, _sandbox_factory(s)))
     return _merge_factories(entries)
+
+
+def _sandbox_factory(settings: VenueSettings) -> type:
+    """NautilusTrader's sandbox, or its fault-drill twin when the replay venue asks for one."""
+    faults = settings.replay.faults if settings.kind == "replay" else None
+    if faults and (faults.unanswered_orders or faults.rejected_orders):
+        from venues.faults import FaultySandboxFactory
+
+        return FaultySandboxFactory
+    return SandboxLiveExecClientFactory
 
 
 @contextmanager

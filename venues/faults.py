@@ -79,3 +79,8 @@ class FaultySandboxFactory(LiveExecClientFactory):
         return FaultySandboxExecutionClient(
             loop=loop, portfolio=portfolio, msgbus=msgbus, cache=cache, clock=clock, config=config
         )
+
+
+# NautilusTrader's node builder passes the portfolio only to a factory *named*
+# "SandboxLiveExecClientFactory" (live/node_builder.py, 1.231.0); this one needs it too.
+FaultySandboxFactory.__name__ = "SandboxLiveExecClientFactory"
