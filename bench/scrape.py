@@ -21,6 +21,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "state": ("0", "1", "2", "3"),
     "reason": ("daily_loss", "drawdown", "stale_data", "price_jump", "rejects", "kill_switch"),
     "model_version": ("20240101T000000Z-0123456789ab",),
+    "kind": ("order_timeout", "order_rejected", "data_gap"),
 }
 
 
