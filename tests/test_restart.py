@@ -17,10 +17,12 @@ import polars as pl
 import pytest
 import yaml
 
+from actors.registry import read_registry
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import main
 
 N_BARS = 2_500
+SID = "HMMRegimeStrategy-001"
 
 
 def free_port() -> int:
@@ -96,6 +98,10 @@ def test_sigkill_then_restart_resumes_the_same_regime_state(tmp_path: Path) -> N
         if proc.poll() is None:
             proc.kill()
     assert checkpoints, "no checkpoint was written before the crash"
+    # the registry the crash left behind is whole (atomic writes), and the restart keeps it
+    registry_path = state / "governance" / "registry.json"
+    at_crash = read_registry(registry_path)
+    assert SID in at_crash.strategies
     saved = json.loads(checkpoints[0].read_text())["state"]
     last_ts = saved["last_bar_ts"]
     assert saved["engine"]["model_version"], "the checkpoint should hold the fitted model"
@@ -110,6 +116,13 @@ def test_sigkill_then_restart_resumes_the_same_regime_state(tmp_path: Path) -> N
     ref_fills = pl.read_csv(tmp_path / "reference" / "fills.csv")["ts_last"].to_list()
     res_fills = pl.read_csv(resumed_dir / "fills.csv")["ts_last"].to_list()
     assert set(res_fills[:-1]) <= set(ref_fills)
+    after = read_registry(registry_path)
+    assert after.trader_id == at_crash.trader_id and after.updated_ns >= at_crash.updated_ns
+    for sid, record in at_crash.strategies.items():
+        kept = after.strategies[sid]
+        assert kept.decisions[: len(record.decisions)] == record.decisions
+        assert kept.model_decisions[: len(record.model_decisions)] == record.model_decisions
+        assert len({d.id for d in kept.decisions}) == len(kept.decisions)  # no duplicates
 
 
 @pytest.fixture()
