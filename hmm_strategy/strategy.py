@@ -147,6 +147,8 @@ class HMMRegimeStrategy(Strategy):
             self._bar_interval_ns = int(cfg.bar_type.spec.timedelta.total_seconds() * 1e9)
         except ValueError:
             self._bar_interval_ns = 0
+        # one comparison per bar: a step over 1.5 intervals means at least one bar is missing
+        self._gap_after_ns = self._bar_interval_ns * 3 // 2 if self._bar_interval_ns else 1 << 62
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
@@ -177,10 +179,8 @@ class HMMRegimeStrategy(Strategy):
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
         previous, self._last_bar_ts = self._last_bar_ts, bar.ts_event
-        if previous and self._bar_interval_ns:
-            missing = round((bar.ts_event - previous) / self._bar_interval_ns) - 1
-            if missing > 0:
-                self.on_data_gap(previous, bar.ts_event, missing)
+        if bar.ts_event - previous > self._gap_after_ns and previous:
+            self.on_data_gap(previous, bar.ts_event)
         log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
         tripped = self.breakers.observe_return(log_return)
         self._prev_close = close
@@ -208,8 +208,9 @@ class HMMRegimeStrategy(Strategy):
             return  # never size or reduce at a price the jump breaker distrusts
         self.rebalance(decision.target_exposure, close, bar.ts_event)
 
-    def on_data_gap(self, last_ts: int, ts_event: int, missing: int) -> None:
+    def on_data_gap(self, last_ts: int, ts_event: int) -> None:
         """Bars never arrived (feed disconnect, venue halt, market closure): count and log it."""
+        missing = round((ts_event - last_ts) / self._bar_interval_ns) - 1
         self.log.warning(f"Data gap: {missing} bar(s) missing before {bar_time(ts_event)}")
         self.msgbus.publish(
             self._feed_topic,
