@@ -50,7 +50,7 @@ from nautilus_trader.model.events import (
 from nautilus_trader.model.identifiers import Venue
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prom_values
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.metrics_server import MetricsHTTPServer
 from hmm_strategy.messages import (
@@ -138,7 +138,8 @@ def _pid_alive(pid: int) -> bool:
 def clean_dead_shards(path: str | os.PathLike[str]) -> list[int]:
     """Delete the multiprocess shard files of processes that no longer exist; return their pids.
 
-    Shard names are ``<type>[_<mode>]_<pid>.db``. This process's own pid is always kept.
+    Shard names are ``<type>[_<mode>]_<pid>.db``. This process's own pid is always kept. Two
+    processes starting together may clean the same shards: a file already gone is fine.
     """
     dead: set[int] = set()
     for file in glob.glob(os.path.join(os.fspath(path), "*.db")):
@@ -149,10 +150,9 @@ def clean_dead_shards(path: str | os.PathLike[str]) -> list[int]:
         if pid == os.getpid() or _pid_alive(pid):
             continue
         dead.add(pid)
-    for pid in sorted(dead):
-        mark_process_dead(pid, os.fspath(path))  # the live* gauges
+    for pid in sorted(dead):  # every shard: live* gauges (as mark_process_dead), counters, ...
         for file in glob.glob(os.path.join(os.fspath(path), f"*_{pid}.db")):
-            Path(file).unlink(missing_ok=True)  # counters, histograms, other gauges
+            Path(file).unlink(missing_ok=True)
     return sorted(dead)
 
 
@@ -332,7 +332,16 @@ class MetricsExporter(Actor):
         )
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric of this exporter."""
+        """The Prometheus text exposition of every metric of this exporter.
+
+        Multiprocess mode: another process starting may delete a dead process's shard between
+        the collector's listing and its read (prometheus_client then raises); read again.
+        """
+        for _ in range(3):
+            try:
+                return generate_latest(self._registry)
+            except FileNotFoundError:
+                continue
         return generate_latest(self._registry)
 
     @property

@@ -592,3 +592,31 @@ def test_label_values_are_capped():
         if name == "strategy_allocation_notional"
     }
     assert strategies == {"S-0", "S-1", "other"}
+
+
+def test_shard_cleanup_and_scrape_survive_a_concurrent_cleaner(tmp_path, monkeypatch) -> None:
+    """Two exporters starting together clean the same dead shards; a scrape may list a shard
+    that another process deletes before it is read. Neither is an error."""
+    import actors.metrics as m
+
+    dead_pid = 2**22 + 12345  # beyond pid_max: never alive
+    for name in (f"counter_{dead_pid}.db", f"gauge_livemostrecent_{dead_pid}.db"):
+        (tmp_path / name).write_bytes(b"")
+    listed = [str(p) for p in tmp_path.glob("*.db")]
+    for p in tmp_path.glob("*.db"):
+        p.unlink()  # the other process was faster
+    monkeypatch.setattr(m.glob, "glob", lambda pattern: [f for f in listed if "*" in pattern])
+    assert m.clean_dead_shards(tmp_path) == [dead_pid]
+
+    exporter = m.MetricsExporter(m.MetricsExporterConfig(port=0, serve="never"))
+    calls = []
+    real = m.generate_latest
+
+    def flaky(registry):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileNotFoundError("shard deleted between listing and reading")
+        return real(registry)
+
+    monkeypatch.setattr(m, "generate_latest", flaky)
+    assert b"orders_submitted_total" in exporter.render() and len(calls) == 2
