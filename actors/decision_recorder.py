@@ -17,6 +17,7 @@ from nautilus_trader.config import ActorConfig
 
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
+    FEED_TOPIC,
     GOVERNANCE_TOPIC,
     KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
@@ -26,6 +27,7 @@ from hmm_strategy.messages import (
 
 AUDITED_TOPICS = (
     f"{BREAKER_TOPIC}.*",
+    f"{FEED_TOPIC}.*",
     f"{GOVERNANCE_TOPIC}.*",
     f"{MODEL_TOPIC}.*",
     KILL_SWITCH_TOPIC,

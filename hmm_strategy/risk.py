@@ -156,10 +156,11 @@ class CircuitBreakers:
         """Advance one bar (after ``observe_return``); return the reasons that tripped on it."""
         cfg = self.config
         new: list[str] = []
-        for reason in list(self._cooldowns):
-            self._cooldowns[reason] -= 1
-            if self._cooldowns[reason] <= 0:
-                self.reset(reason)
+        if self._cooldowns:
+            for reason in list(self._cooldowns):
+                self._cooldowns[reason] -= 1
+                if self._cooldowns[reason] <= 0:
+                    self.reset(reason)
         gap = ts - self.last_ts if self.last_ts else 0
         if self.last_ts and (self.interval_ns == 0 or 0 < gap < self.interval_ns):
             self.interval_ns = gap

@@ -162,7 +162,8 @@ class HMMRegimeStrategy(Strategy):
         self.subscribe_bars(cfg.bar_type)
 
     def on_bar(self, bar: Bar) -> None:
-        if bar.ts_event <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
+        ts = bar.ts_event
+        if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
             self.skipped_bars += 1
             return
         close = bar.close.as_double()
@@ -178,35 +179,38 @@ class HMMRegimeStrategy(Strategy):
             self.engine.rejected_bars += 1
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
-        previous, self._last_bar_ts = self._last_bar_ts, bar.ts_event
-        if bar.ts_event - previous > self._gap_after_ns and previous:
-            self.on_data_gap(previous, bar.ts_event)
+        previous, self._last_bar_ts = self._last_bar_ts, ts
+        if ts - previous > self._gap_after_ns and previous:
+            self.on_data_gap(previous, ts)
+        breakers = self.breakers
         log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
-        tripped = self.breakers.observe_return(log_return)
+        tripped = breakers.observe_return(log_return)
         self._prev_close = close
-        if "price_jump" not in self.breakers.tripped:  # never mark P&L at a distrusted price
+        if "price_jump" not in breakers.tripped:  # never mark P&L at a distrusted price
             self.pnl.mark(close)
-        tripped += self.breakers.on_bar(bar.ts_event, self.pnl.equity_pnl, self.capital())
-        self.on_breakers_tripped(tripped, bar.ts_event)
+        capital = self.capital()
+        tripped += breakers.on_bar(ts, self.pnl.equity_pnl, capital)
+        if tripped:
+            self.on_breakers_tripped(tripped, ts)
         if decision is None:
             return
         self.msgbus.publish(
             self._regime_topic,
             RegimeUpdate(
-                ts_event=bar.ts_event,
-                strategy_id=self._sid,
-                instrument_id=self._bar_instrument,
-                close=close,
-                probs=decision.probs,
-                state=decision.state,
-                target_exposure=decision.target_exposure,
-                model_version=self.engine.model_version,
-                log_likelihood=decision.log_likelihood,
+                ts,
+                self._sid,
+                self._bar_instrument,
+                close,
+                decision.probs,
+                decision.state,
+                decision.target_exposure,
+                self.engine.model_version,
+                decision.log_likelihood,
             ),
         )
-        if self.paused or "price_jump" in self.breakers.tripped:
+        if self.paused or "price_jump" in breakers.tripped:
             return  # never size or reduce at a price the jump breaker distrusts
-        self.rebalance(decision.target_exposure, close, bar.ts_event)
+        self.rebalance(decision.target_exposure, close, ts, capital)
 
     def on_data_gap(self, last_ts: int, ts_event: int) -> None:
         """Bars never arrived (feed disconnect, venue halt, market closure): count and log it."""
@@ -276,9 +280,12 @@ class HMMRegimeStrategy(Strategy):
     def capital(self) -> float:
         return min(self.budget * self.scale, self.config.max_notional)
 
-    def rebalance(self, exposure: float, price: float, ts_event: int) -> None:
+    def rebalance(
+        self, exposure: float, price: float, ts_event: int, notional: float | None = None
+    ) -> None:
         """Submit one market order moving the net position to ``exposure`` of the allocation."""
-        notional = self.capital()
+        if notional is None:
+            notional = self.capital()
         plan = (exposure, notional)
         if plan == self._last_plan or self.has_pending_orders():
             return

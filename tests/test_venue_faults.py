@@ -124,6 +124,9 @@ def test_paper_node_survives_and_counts_venue_faults(tmp_path: Path) -> None:
     assert status[1] == "REJECTED" and status[3] == "REJECTED", status
     assert status.count("REJECTED") == 2
     assert "FILLED" in status[4:], status
+    events = pl.read_csv(run_dir / "events.csv")  # the audit trail has the gap too
+    (gap,) = events.filter(pl.col("kind") == "DataGap")["detail"].to_list()
+    assert f"missing_bars={OUTAGE['bars']}" in gap
     decisions = pl.read_csv(run_dir / "decisions.csv")
     ts = decisions["ts_event"]
     gaps = (ts.diff().drop_nulls() // (15 * 60 * 10**9)).value_counts()
