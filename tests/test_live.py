@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from hmm_strategy.config import (
 )
 from hmm_strategy.live import main, parse_args, resolve_settings
 from hmm_strategy.synthetic import generate_regime_bars
+from tests.helpers import free_port
 
 # Building a node without running it leaves adapter coroutines un-awaited (NautilusTrader's own).
 pytestmark = [
@@ -43,12 +43,6 @@ DUMMY_KEYS = {
     "IBKR_ACCOUNT_ID": "DU0000000",
 }
 FILL_COLUMNS = ["ts_last", "side", "filled_qty", "avg_px"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fast_override(tmp: Path, replay: dict | None = None, extra: dict | None = None) -> Path:

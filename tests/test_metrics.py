@@ -49,6 +49,7 @@ from hmm_strategy.messages import (
     RegimeUpdate,
     topic_for,
 )
+from tests.helpers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENUE = "BINANCE"
@@ -67,12 +68,6 @@ BREAKER_PLAN = {45: "daily_loss", 95: "drawdown", 96: "drawdown", 150: "not_a_kn
 
 
 # -- backtest plumbing (also used by test_observability) ------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -35,7 +35,8 @@ import yaml
 from nautilus_trader.model.data import BarType
 
 from actors.metrics import MetricsExporter, MetricsExporterConfig
-from tests.test_metrics import build_engine, free_port, http_get, make_bars, parse
+from tests.helpers import free_port
+from tests.test_metrics import build_engine, http_get, make_bars, parse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OBS = REPO_ROOT / "observability"

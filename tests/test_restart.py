@@ -20,15 +20,10 @@ import yaml
 from actors.registry import read_registry
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import main
+from tests.helpers import free_port
 
 N_BARS = 2_500
 SID = "HMMRegimeStrategy-001"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def override(tmp: Path, name: str, *, speed: float = 0, max_bars: int | None = None,

@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from hmm_strategy.config import (
     venue_settings,
 )
 from hmm_strategy.live import parse_args, resolve_settings
+from tests.helpers import free_port
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
@@ -108,12 +108,6 @@ def leaks(sentinels: dict[str, str], where: str, data: bytes) -> list[str]:
         if value.encode() in data or token.encode() in data:
             found.append(f"{key} in {where}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fast_override(tmp: Path) -> Path:

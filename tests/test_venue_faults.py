@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from hmm_strategy.config import ConfigError, load_node_settings
-from tests.test_live import free_port
+from tests.helpers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTAGE = {"after_bars": 1_200, "bars": 30}
