@@ -89,7 +89,7 @@ def test_every_venue_builds_offline_with_dummy_keys(
 
 
 def test_strategy_and_actor_configs_are_identical_in_backtest_and_live(tmp_path: Path) -> None:
-    settings = load_node_settings()
+    settings = load_node_settings(overrides=[fast_override(tmp_path)])  # logs, state in tmp
     run_dir = tmp_path / "run"
     state_dir = settings.live.state_dir  # {state_dir} is a path of the environment, like run_dir
     backtest = backtest_run_config(settings, run_dir, state_dir=state_dir)
