@@ -112,7 +112,8 @@ def node_settings(
     policy_path.write_text(yaml.safe_dump(policy or POLICY, sort_keys=False))
     actors = [
         {"path": "actors.decision_recorder:DecisionRecorder",
-         "config": {"output_path": "{run_dir}/decisions.csv"}},
+         "config": {"output_path": "{run_dir}/decisions.csv",
+                    "events_path": "{run_dir}/events.csv"}},
         {"path": "tests.test_governance:BusRecorder",
          "config": {"output_path": "{run_dir}/bus.jsonl"}},
     ]
