@@ -125,7 +125,8 @@ class CircuitBreakers:
         self.day = -1
         self.day_start_pnl = 0.0
         self.last_ts = 0
-        self.interval_ns = 0
+        self.interval_ns = 0  # the smallest step between bars seen: the bar interval
+        self.missing_bars = 0  # bars missing before the last bar (a gap), 0 if none
         self.consecutive_rejects = 0
         self.var_ewm = 0.0  # EWMA of squared log returns, jumps excluded
         self.n_returns = 0
@@ -164,6 +165,8 @@ class CircuitBreakers:
         gap = ts - self.last_ts if self.last_ts else 0
         if self.last_ts and (self.interval_ns == 0 or 0 < gap < self.interval_ns):
             self.interval_ns = gap
+        interval = self.interval_ns
+        self.missing_bars = round(gap / interval) - 1 if interval and 2 * gap > 3 * interval else 0
         if cfg.stale_after_bars is not None and self.interval_ns and gap > (
             cfg.stale_after_bars * self.interval_ns
         ):

@@ -143,12 +143,6 @@ class HMMRegimeStrategy(Strategy):
         self._regime_topic = topic_for(REGIME_TOPIC, sid)
         self._bar_instrument = str(cfg.bar_type.instrument_id)
         self._feed_topic = topic_for(FEED_TOPIC, sid)
-        try:  # time bars have an interval; gaps are counted in it
-            self._bar_interval_ns = int(cfg.bar_type.spec.timedelta.total_seconds() * 1e9)
-        except ValueError:
-            self._bar_interval_ns = 0
-        # one comparison per bar: a step over 1.5 intervals means at least one bar is missing
-        self._gap_after_ns = self._bar_interval_ns * 3 // 2 if self._bar_interval_ns else 1 << 62
         self.msgbus.subscribe(topic_for(BUDGET_TOPIC, sid), self.on_budget)
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
@@ -180,8 +174,6 @@ class HMMRegimeStrategy(Strategy):
             self.log.warning(f"Skipped bar {bar}: {exc}")
             return
         previous, self._last_bar_ts = self._last_bar_ts, ts
-        if ts - previous > self._gap_after_ns and previous:
-            self.on_data_gap(previous, ts)
         breakers = self.breakers
         log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
         tripped = breakers.observe_return(log_return)
@@ -190,6 +182,8 @@ class HMMRegimeStrategy(Strategy):
             self.pnl.mark(close)
         capital = self.capital()
         tripped += breakers.on_bar(ts, self.pnl.equity_pnl, capital)
+        if breakers.missing_bars:
+            self.on_data_gap(previous, ts, breakers.missing_bars)
         if tripped:
             self.on_breakers_tripped(tripped, ts)
         if decision is None:
@@ -212,9 +206,8 @@ class HMMRegimeStrategy(Strategy):
             return  # never size or reduce at a price the jump breaker distrusts
         self.rebalance(decision.target_exposure, close, ts, capital)
 
-    def on_data_gap(self, last_ts: int, ts_event: int) -> None:
+    def on_data_gap(self, last_ts: int, ts_event: int, missing: int) -> None:
         """Bars never arrived (feed disconnect, venue halt, market closure): count and log it."""
-        missing = round((ts_event - last_ts) / self._bar_interval_ns) - 1
         self.log.warning(f"Data gap: {missing} bar(s) missing before {bar_time(ts_event)}")
         self.msgbus.publish(
             self._feed_topic,

@@ -85,9 +85,11 @@ def test_consecutive_rejects_reset_on_fill() -> None:
 
 def test_stale_data_gap_trips_then_cools_down() -> None:
     b = breakers(stale_after_bars=3, cooldown_bars=2)
-    assert bars(b, 5) == []
+    assert bars(b, 5) == [] and b.missing_bars == 0
     assert b.on_bar(10 * MIN15, 0.0, 1e4) == ["stale_data"]  # 5 intervals gap
+    assert b.missing_bars == 4  # bars 6..9 never came
     bars(b, 1, start=11)
+    assert b.missing_bars == 0
     assert "stale_data" in b.tripped
     bars(b, 1, start=12)
     assert not b.tripped
