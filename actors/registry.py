@@ -233,31 +233,32 @@ class Registry:
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
     ) -> Decision | None:
         """Append a decision and save; a known ``decision_id`` is ignored (returns None)."""
-        if decision_id in self._ids:
-            return None
-        decision = Decision(
-            seq=self.doc.next_seq,
-            id=decision_id,
-            ts_event=ts_event,
-            time_utc=iso_utc(ts_event),
-            strategy_id=strategy_id,
-            **fields,
-        )
-        record = self.strategy(strategy_id)
-        record.decisions.append(decision)
-        record.state, record.scale = decision.state, decision.scale
-        self.doc.next_seq += 1
-        self._ids.add(decision_id)
-        self.save(ts_event)
+        decision = self._append(Decision, decision_id, ts_event, strategy_id, fields)
+        if decision is not None:
+            record = self.doc.strategies[strategy_id]
+            record.state, record.scale = decision.state, decision.scale
+            self.save(ts_event)
         return decision
 
     def record_model(
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
     ) -> ModelDecision | None:
         """Append a model-lifecycle decision and save; a known ``decision_id`` is ignored."""
+        decision = self._append(ModelDecision, decision_id, ts_event, strategy_id, fields)
+        if decision is not None:
+            record = self.doc.strategies[strategy_id]
+            if decision.event in ("promoted", "rolled_back"):
+                record.model_version = decision.version
+            elif decision.event == "promotion_failed" and decision.previous_version:
+                record.model_version = decision.previous_version
+            self.save(ts_event)
+        return decision
+
+    def _append(self, kind: type, decision_id: str, ts_event: int, strategy_id: str, fields):
+        """Number and append a ``Decision`` or ``ModelDecision`` (one sequence for both)."""
         if decision_id in self._ids:
             return None
-        decision = ModelDecision(
+        decision = kind(
             seq=self.doc.next_seq,
             id=decision_id,
             ts_event=ts_event,
@@ -266,14 +267,9 @@ class Registry:
             **fields,
         )
         record = self.strategy(strategy_id)
-        record.model_decisions.append(decision)
-        if decision.event in ("promoted", "rolled_back"):
-            record.model_version = decision.version
-        elif decision.event == "promotion_failed" and decision.previous_version:
-            record.model_version = decision.previous_version
+        (record.decisions if kind is Decision else record.model_decisions).append(decision)
         self.doc.next_seq += 1
         self._ids.add(decision_id)
-        self.save(ts_event)
         return decision
 
     def mark_override_applied(self, override_id: str) -> None:
