@@ -24,10 +24,10 @@ from backtests.data import load_bars
 from backtests.report import write_regime_plot, write_stats, write_tearsheet, write_trade_reports
 from backtests.scaling import install_linear_scaling, linear_venue_config
 from hmm_strategy.config import (
-    DEFAULT_CONFIG,
     BacktestSettings,
     ConfigError,
     NodeSettings,
+    add_config_arguments,
     backtest_run_config,
     load_node_settings,
 )
@@ -122,8 +122,7 @@ def run_backtest(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backtests.run", description=__doc__)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
-    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
+    add_config_arguments(parser, strategy=False)
     parser.add_argument("--run-dir", help="output folder (default: <output_dir>/<UTC time>)")
     parser.add_argument("--start", help="ISO start time (default: the config's)")
     parser.add_argument("--end", help="ISO end time (default: the config's)")
@@ -143,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stats = json.loads((run_dir / "stats.json").read_text())
-    print(f"\nbacktest finished: {stats['bars']} bars, {stats['total_orders']} orders, "
-          f"{stats['total_positions']} positions in {stats['wall_seconds']:.1f}s")
+    print(
+        f"\nbacktest finished: {stats['bars']} bars, {stats['total_orders']} orders, "
+        f"{stats['total_positions']} positions in {stats['wall_seconds']:.1f}s"
+    )
     for currency, pnl in stats["stats_pnls"].items():
-        print(f"  PnL ({currency}): total {pnl.get('PnL (total)')}, "
-              f"{pnl.get('PnL% (total)')}% of start")
+        print(
+            f"  PnL ({currency}): total {pnl.get('PnL (total)')}, "
+            f"{pnl.get('PnL% (total)')}% of start"
+        )
     print(f"reports in {run_dir}/ (tearsheet.html, regimes.html, stats.json, *.csv)")
     return 0
 

@@ -57,7 +57,12 @@ from backtests.walk_forward import (
     summarize,
     train_fold,
 )
-from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, NodeSettings, load_node_settings
+from hmm_strategy.config import (
+    ConfigError,
+    NodeSettings,
+    add_config_arguments,
+    load_node_settings,
+)
 from hmm_strategy.train import iso, load_frame, strategy_target
 
 MODEL_PREFIXES = ("features.", "fit.")
@@ -394,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
-    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
-    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
+    add_config_arguments(parser)
     parser.add_argument(
         "--grid", action="append", type=parse_grid_arg, default=[], help="KEY=V1,V2 (repeat)"
     )

@@ -47,10 +47,10 @@ import polars as pl
 
 from backtests.data import parse_interval, typical_spacing
 from hmm_strategy.config import (
-    DEFAULT_CONFIG,
     ComponentSpec,
     ConfigError,
     NodeSettings,
+    add_config_arguments,
     load_node_settings,
 )
 from hmm_strategy.train import (
@@ -570,9 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
-    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
-    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
+    add_config_arguments(parser)
     parser.add_argument("--train", default="60d", help="train window length (default 60d)")
     parser.add_argument("--test", default="14d", help="test window length (default 14d)")
     parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))

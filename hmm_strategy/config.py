@@ -13,6 +13,7 @@ String values may use ``${VAR}`` (environment), ``{config_dir}`` (the folder of 
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
@@ -225,8 +226,7 @@ def _expand_env(value: Any, source: str, key: str = "$", *, config_dir: str = ".
         return _ENV_PATTERN.sub(substitute, value)
     if isinstance(value, dict):
         return {
-            k: _expand_env(v, source, f"{key}.{k}", config_dir=config_dir)
-            for k, v in value.items()
+            k: _expand_env(v, source, f"{key}.{k}", config_dir=config_dir) for k, v in value.items()
         }
     if isinstance(value, list):
         return [
@@ -305,6 +305,16 @@ def load_node_settings(
         for name in settings.live.venues:
             venue_settings(settings, name, label=label)
     return settings
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, strategy: bool = True) -> None:
+    """``--config``, ``--override`` (and ``--strategy``): how each command reads the node config."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
+    parser.add_argument(
+        "--override", action="append", default=[], help="override YAML file(s), layered in order"
+    )
+    if strategy:
+        parser.add_argument("--strategy", help="strategy name or id (needed if several)")
 
 
 def venue_settings(settings: NodeSettings, name: str, *, label: str = "node config"):

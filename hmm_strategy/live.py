@@ -18,9 +18,9 @@ from pathlib import Path
 import msgspec
 
 from hmm_strategy.config import (
-    DEFAULT_CONFIG,
     ConfigError,
     NodeSettings,
+    add_config_arguments,
     apply_env_overrides,
     load_node_settings,
     traded_instruments,
@@ -39,10 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Environment: TRADING_ENABLED, TRADE_SYMBOLS, MAX_POSITION_NOTIONAL, "
         "MAX_ORDER_NOTIONAL and venue keys (see .env.example).",
     )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config YAML")
-    parser.add_argument(
-        "--override", action="append", default=[], help="extra YAML layered on top (repeatable)"
-    )
+    add_config_arguments(parser, strategy=False)
     parser.add_argument(
         "--venue",
         help="venue profile of live.venues: replay (offline, default), binance_spot, "

@@ -37,7 +37,11 @@ from actors.model_lifecycle import (
     submit_request,
 )
 from hmm_strategy.artifacts import ModelArtifactError, load_model
-from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, load_node_settings
+from hmm_strategy.config import (
+    ConfigError,
+    add_config_arguments,
+    load_node_settings,
+)
 
 TRAINER_PATH = "actors.online_trainer:OnlineTrainer"
 
@@ -126,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("action", choices=("promote", "reject", "rollback", "status"))
-    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
-    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
+    add_config_arguments(parser)
     parser.add_argument("--model", help="promote/rollback: this artifact")
     parser.add_argument("--to", help="rollback: the version to reinstate")
     parser.add_argument("--reason", default="", help="why (required except for status)")

@@ -38,10 +38,10 @@ from threadpoolctl import threadpool_limits
 
 from hmm_strategy.artifacts import save_model
 from hmm_strategy.config import (
-    DEFAULT_CONFIG,
     ComponentSpec,
     ConfigError,
     NodeSettings,
+    add_config_arguments,
     load_node_settings,
 )
 from hmm_strategy.engine import FitSettings
@@ -481,9 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="node config (YAML)")
-    parser.add_argument("--override", action="append", default=[], help="override YAML file(s)")
-    parser.add_argument("--strategy", help="strategy name or id (needed if several)")
+    add_config_arguments(parser)
     parser.add_argument("--start", required=True, help="first bar close (ISO, UTC), inclusive")
     parser.add_argument("--end", required=True, help="last bar close (ISO, UTC), inclusive")
     parser.add_argument("--out", default="models", help="output folder (default: models/)")
