@@ -86,9 +86,16 @@ def make_strategy(name: str, model_path: str | None) -> Strategy:
 
 
 def make_engine(
-    bars: list[Bar], strategy: Strategy, *, linear: bool = True, actors: Sequence[Actor] = ()
+    bars: list[Bar],
+    strategies: Sequence[Strategy],
+    *,
+    linear: bool = True,
+    actors: Sequence[Actor] = (),
 ) -> BacktestEngine:
-    """One BINANCE NETTING margin venue, the BTCUSDT instrument, the bars, one strategy."""
+    """One BINANCE NETTING margin venue, the BTCUSDT instrument, the bars, the strategies.
+
+    ``linear=False`` keeps NautilusTrader's defaults (the quadratic trap; tests/test_scaling.py).
+    """
     engine = BacktestEngine(
         BacktestEngineConfig(trader_id="BENCH-001", logging=LoggingConfig(log_level="ERROR"))
     )
@@ -103,7 +110,8 @@ def make_engine(
     )
     engine.add_instrument(instrument())
     engine.add_data(bars)
-    engine.add_strategy(strategy)
+    for strategy in strategies:
+        engine.add_strategy(strategy)
     for actor in actors:
         engine.add_actor(actor)
     if linear:
@@ -125,7 +133,7 @@ def run_backtest(
     rss_before = current_rss_mb()
     setup = time.perf_counter()
     strategy = make_strategy(name, model_path)
-    engine = make_engine(bars, strategy, linear=linear, actors=extra_actors)
+    engine = make_engine(bars, [strategy], linear=linear, actors=extra_actors)
     setup = time.perf_counter() - setup
     wall, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
@@ -161,7 +169,7 @@ def profile_backtest(
     bars: list[Bar], name: str, model_path: str | None, top: int = 12
 ) -> dict[str, Any]:
     """cProfile one backtest: the Python functions with the most own time (Cython is opaque)."""
-    engine = make_engine(bars, make_strategy(name, model_path))
+    engine = make_engine(bars, [make_strategy(name, model_path)])
     profiler = cProfile.Profile()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

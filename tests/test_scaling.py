@@ -19,13 +19,12 @@ import pandas as pd
 import pytest
 from nautilus_trader.analysis.analyzer import PortfolioAnalyzer
 from nautilus_trader.backtest.config import BacktestVenueConfig
-from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
-from nautilus_trader.backtest.models import MakerTakerFeeModel
-from nautilus_trader.config import LoggingConfig, StrategyConfig
+from nautilus_trader.backtest.engine import BacktestEngine
+from nautilus_trader.config import StrategyConfig
 from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConfig
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import Bar, BarType
-from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
+from nautilus_trader.model.enums import OrderSide
 from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.trading.strategy import Strategy
@@ -33,14 +32,13 @@ from nautilus_trader.trading.strategy import Strategy
 from backtests.catalog import bars_to_nautilus, instrument_for
 from backtests.data import load_bars
 from backtests.scaling import (
-    VENUE_SETTINGS,
     ContingentOrderError,
     LinearPortfolioAnalyzer,
     install_linear_analyzer,
-    install_linear_scaling,
     linear_venue_config,
     pending_records,
 )
+from bench.backtest import make_engine
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUMENT_ID = "BTCUSDT.BINANCE"
@@ -86,28 +84,6 @@ def load_real_bars(data_dir: Path) -> list[Bar]:
 @pytest.fixture(scope="module")
 def real_bars(data_dir: Path) -> list[Bar]:
     return load_real_bars(data_dir)
-
-
-def make_engine(bars: list[Bar], strategies: list[Strategy], *, linear: bool) -> BacktestEngine:
-    engine = BacktestEngine(
-        BacktestEngineConfig(trader_id="SCALE-001", logging=LoggingConfig(log_level="ERROR"))
-    )
-    engine.add_venue(
-        venue=Venue("BINANCE"),
-        oms_type=OmsType.NETTING,
-        account_type=AccountType.MARGIN,
-        starting_balances=[Money(1_000_000, USDT)],
-        default_leverage=Decimal(1),
-        fee_model=MakerTakerFeeModel(),
-        **(VENUE_SETTINGS if linear else {}),
-    )
-    engine.add_instrument(instrument_for(INSTRUMENT_ID))
-    engine.add_data(bars)
-    for strategy in strategies:
-        engine.add_strategy(strategy)
-    if linear:
-        install_linear_scaling(engine)
-    return engine
 
 
 def strategies() -> list[Strategy]:
