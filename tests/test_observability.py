@@ -215,17 +215,20 @@ def test_promtool_test_rules():
 
 def start_prometheus(tmp: Path, target_port: int) -> tuple[subprocess.Popen, str, Path]:
     """A real Prometheus on loopback with the bundle's config, its node job pointed at
-    ``target_port``, 1 s scrapes and the bundle's alert rules."""
+    ``target_port``, 1 s scrapes and the bundle's alert rules (the config checked by promtool)."""
     prom_port = free_port()
     config = yaml.safe_load((OBS / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert NODE_JOB in jobs, f"bundle prometheus.yml has no {NODE_JOB!r} job"
     jobs[NODE_JOB]["static_configs"][0]["targets"] = [f"127.0.0.1:{target_port}"]
     if "prometheus" in jobs:
         jobs["prometheus"]["static_configs"][0]["targets"] = [f"127.0.0.1:{prom_port}"]
     config_path = tmp / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
+    res = promtool("check", "config", str(config_path))
+    assert res.returncode == 0, res.stdout + res.stderr
     log = tmp / "prometheus.log"
     with log.open("w") as log_file:
         proc = subprocess.Popen(
@@ -265,45 +268,14 @@ def stack(tmp_path_factory):
     """(prometheus base url, exporter, exporter port) with a few seconds of real scrapes."""
     require_tools()
     tmp = tmp_path_factory.mktemp("prom")
-    port, prom_port = free_port(), free_port()
+    port = free_port()
     engine, exporter, _, bar_type = build_engine(
         MetricsExporterConfig(
             serve="always", port=port, refresh_interval_secs=60.0, stale_after_secs=120.0
         ),
         bars=make_bars(BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL"), CHUNK_BARS),
     )
-    config = yaml.safe_load((OBS / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(ALERTS)]
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert NODE_JOB in jobs, f"bundle prometheus.yml has no {NODE_JOB!r} job"
-    jobs[NODE_JOB]["static_configs"][0]["targets"] = [f"127.0.0.1:{port}"]
-    if "prometheus" in jobs:
-        jobs["prometheus"]["static_configs"][0]["targets"] = [f"127.0.0.1:{prom_port}"]
-    config_path = tmp / "prometheus.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    res = subprocess.run(
-        ["promtool", "check", "config", str(config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-
-    log = tmp / "prometheus.log"
-    base = f"http://127.0.0.1:{prom_port}"
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-                "--log.level=warn",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    proc, base, log = start_prometheus(tmp, port)
     try:
         engine.run(streaming=True)  # first chunk: the exporter serves from here on
 
