@@ -369,15 +369,15 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
     )
     exec_clients = _sandboxes(settings, ids)
-    exec_factory = _sandbox_factory(settings)
-    if faults and (faults.unanswered_orders or faults.rejected_orders):
+    order_faults = _order_fault_drill(settings)
+    if order_faults is not None:
         from venues.faults import FaultySandboxConfig
 
         exec_clients = {
             name: FaultySandboxConfig(
                 **msgspec.structs.asdict(cfg),
-                unanswered_orders=tuple(faults.unanswered_orders),
-                rejected_orders=tuple(faults.rejected_orders),
+                unanswered_orders=tuple(order_faults.unanswered_orders),
+                rejected_orders=tuple(order_faults.rejected_orders),
             )
             for name, cfg in exec_clients.items()
         }
@@ -386,7 +386,7 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         exec_clients=exec_clients,
         factories=[
             (REPLAY_CLIENT_NAME, ReplayLiveDataClientFactory, None),
-            (SANDBOX, None, exec_factory),
+            (SANDBOX, None, _sandbox_factory(settings)),
         ],
     )
 
@@ -575,10 +575,17 @@ def venue_factories(
     return _merge_factories(entries)
 
 
+def _order_fault_drill(settings: VenueSettings):
+    """The replay venue's fault drill when it injects order faults, else None."""
+    faults = settings.replay.faults if settings.kind == "replay" else None
+    if faults is not None and (faults.unanswered_orders or faults.rejected_orders):
+        return faults
+    return None
+
+
 def _sandbox_factory(settings: VenueSettings) -> type:
     """NautilusTrader's sandbox, or its fault-drill twin when the replay venue asks for one."""
-    faults = settings.replay.faults if settings.kind == "replay" else None
-    if faults and (faults.unanswered_orders or faults.rejected_orders):
+    if _order_fault_drill(settings) is not None:
         from venues.faults import FaultySandboxFactory
 
         return FaultySandboxFactory
