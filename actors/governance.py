@@ -68,6 +68,7 @@ from actors.registry import (
     overrides_dir_for,
     pending_overrides,
 )
+from hmm_strategy.config import first_non_finite
 from hmm_strategy.messages import (
     GOVERNANCE_TOPIC,
     LIFECYCLE_TOPIC,
@@ -169,6 +170,12 @@ def load_policy(path: str | Path) -> GovernancePolicy:
         raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: top level must be a mapping")
+    try:
+        bad = first_non_finite(raw)
+    except RecursionError:
+        raise PolicyError(f"{path}: not valid YAML: nested too deeply") from None
+    if bad is not None:
+        raise PolicyError(f"{path}: {bad[2:]} must be a finite number")
     try:
         policy = msgspec.convert(raw, GovernancePolicy)
     except msgspec.ValidationError as exc:

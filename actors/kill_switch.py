@@ -2,13 +2,16 @@
 
 Two inputs, either one halts every strategy at once (no new risk; with ``flatten`` also close):
 
-* ``TRADING_ENABLED=false`` in the node's environment (read at start);
+* ``TRADING_ENABLED`` false (``false``/``0``/``no``/``off``) in the node's environment, read at
+  start; a value that is not a boolean halts too (fail safe) and says why;
 * a watched file (default ``state/KILL_SWITCH``): create it to halt (its first line is logged as
   the reason; a line ``flatten`` also closes positions), delete it to resume.
 
 Changing state needs write access to the state folder, nothing reachable over the network. The
-switch is broadcast as ``KillSwitch`` on ``hmm.killswitch``; strategies obey it through their
-breakers. Backtests never poll the file (live clock only).
+switch is broadcast as ``KillSwitch`` on ``hmm.killswitch`` and its current state is kept in the
+cache under ``KILL_SWITCH_CACHE_KEY``: a strategy that starts after this actor reads it there, one
+that starts before gets the broadcast, so the halt holds from the first bar whatever the start
+order. Strategies obey it through their breakers. Backtests never poll the file (live clock only).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
 
-from hmm_strategy.messages import KILL_SWITCH_TOPIC, KillSwitch
+from hmm_strategy.flags import FlagError, trading_enabled
+from hmm_strategy.messages import KILL_SWITCH_CACHE_KEY, KILL_SWITCH_TOPIC, KillSwitch
 
 POLL_TIMER = "kill-switch-poll"
 
@@ -56,13 +61,20 @@ class KillSwitchActor(Actor):
     def on_start(self) -> None:
         if not isinstance(self.clock, LiveClock):
             return
-        if os.environ.get("TRADING_ENABLED", "").strip().lower() == "false":
+        try:
+            enabled = trading_enabled(os.environ)
+        except FlagError as exc:
+            enabled = False
+            self.log.error(f"{exc}: halting (fail safe)")
+        if enabled is False:
             self._env_halt = True
-            self._broadcast(True, "TRADING_ENABLED=false", flatten=False)
+            self._broadcast(True, "TRADING_ENABLED is off", flatten=False)
         self.clock.set_timer(
             POLL_TIMER, timedelta(seconds=self.config.poll_secs), callback=self.on_poll
         )
         self.on_poll(None)
+        if not self.halted:  # announce "off" too: it overrides a halt restored from a checkpoint
+            self._broadcast(False, "no kill switch file, TRADING_ENABLED not off", flatten=False)
 
     def on_poll(self, _event) -> None:
         path = Path(self.config.path)
@@ -83,12 +95,11 @@ class KillSwitchActor(Actor):
         (self.log.warning if halted else self.log.info)(
             f"Kill switch {'ON' if halted else 'off'}: {reason}"
         )
-        self.msgbus.publish(
-            KILL_SWITCH_TOPIC,
-            KillSwitch(
-                ts_event=self.clock.timestamp_ns(), halted=halted, reason=reason, flatten=flatten
-            ),
+        switch = KillSwitch(
+            ts_event=self.clock.timestamp_ns(), halted=halted, reason=reason, flatten=flatten
         )
+        self.cache.add(KILL_SWITCH_CACHE_KEY, msgspec.json.encode(switch))  # before publishing
+        self.msgbus.publish(KILL_SWITCH_TOPIC, switch)
 
     def on_stop(self) -> None:
         if POLL_TIMER in self.clock.timer_names:

@@ -59,27 +59,22 @@ from hmm_strategy.messages import (
     FEED_TOPIC,
     GOVERNANCE_TOPIC,
     REGIME_TOPIC,
+    STATE_TOPIC,
     BreakerRejection,
     Budget,
+    CheckpointWrite,
     DataGap,
     GovernanceCommand,
     RegimeUpdate,
 )
+from hmm_strategy.risk import BREAKER_REASONS
 
 FAULT_KINDS = ("order_timeout", "order_rejected", "data_gap")
 TIMEOUT_REASON = "UNKNOWN"  # the reason NautilusTrader gives an in-flight order it resolves
 USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 GOVERNANCE_STATES = ("active", "throttled", "paused")
 ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
-BREAKER_REASONS = (
-    "daily_loss",
-    "drawdown",
-    "position_notional",
-    "rejects",
-    "stale_data",
-    "price_jump",
-    "other",
-)
+BREAKER_LABELS = (*BREAKER_REASONS, "other")  # every reason the breakers emit, by its own name
 MAX_STATES = 8
 # Submit -> ack in ms: sub-ms colocated acks up to a minute (a bar-driven backtest with a latency
 # model acks at the next bar).
@@ -233,6 +228,7 @@ class MetricsExporter(Actor):
         self._realized: dict[tuple[str, str, str], float] = {}  # (venue, strategy, instr) -> USD
         self._exposure_keys: set[tuple[str, str]] = set()
         self._last_update_mono: float | None = None
+        self._unsaved: dict[str, str] = {}  # strategy -> error of its failing checkpoint writes
         self._warned: set[str] = set()
         self._server: MetricsHTTPServer | None = None
 
@@ -274,6 +270,13 @@ class MetricsExporter(Actor):
             "breaker_rejections_total",
             "Circuit-breaker rejections.",
             ("strategy", "reason"),
+            registry=registry,
+        )
+        self.checkpoint_failures = Counter(
+            "checkpoint_write_failures_total",
+            "Strategy checkpoint writes that failed (full or read-only state folder); /readyz "
+            "fails until a write succeeds again.",
+            ("strategy",),
             registry=registry,
         )
         self.submit_to_ack = Histogram(
@@ -357,6 +360,8 @@ class MetricsExporter(Actor):
         """``(ready, reason)``: running and a ``RegimeUpdate`` within ``stale_after_secs``."""
         if not self.is_running:
             return False, "not running"
+        if self._unsaved:
+            return False, "checkpoint writes failing"
         last = self._last_update_mono
         if last is None:
             return False, "no data yet"
@@ -379,6 +384,7 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
         self.msgbus.subscribe(f"{FEED_TOPIC}.*", self.on_data_gap)
+        self.msgbus.subscribe(f"{STATE_TOPIC}.*", self.on_checkpoint_write)
         self._live = isinstance(self.clock, LiveClock)
         self._last_refresh_ns = 0
         if self._live:  # a backtest refreshes from its data instead (see _maybe_refresh)
@@ -496,8 +502,9 @@ class MetricsExporter(Actor):
         self._hmm_strategies.add(strategy)
         for state in GOVERNANCE_STATES:  # a strategy starts active until governance says otherwise
             self.governance_state.labels(strategy, state).set(1.0 if state == "active" else 0.0)
-        for reason in BREAKER_REASONS:
+        for reason in BREAKER_LABELS:
             self.breaker_rejections.labels(strategy, reason)
+        self.checkpoint_failures.labels(strategy)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
         self._maybe_refresh()
@@ -559,8 +566,17 @@ class MetricsExporter(Actor):
     def on_breaker_rejection(self, rejection: BreakerRejection) -> None:
         strategy = self._strategy_label(rejection.strategy_id)
         self._seen_hmm_strategy(strategy)
-        reason = rejection.reason if rejection.reason in BREAKER_REASONS else "other"
+        reason = rejection.reason if rejection.reason in BREAKER_LABELS else "other"
         self.breaker_rejections.labels(strategy, reason).inc()
+
+    def on_checkpoint_write(self, result: CheckpointWrite) -> None:
+        strategy = self._strategy_label(result.strategy_id)
+        self._seen_hmm_strategy(strategy)
+        if result.ok:
+            self._unsaved.pop(strategy, None)
+            return
+        self.checkpoint_failures.labels(strategy).inc()
+        self._unsaved[strategy] = result.error
 
     # -- portfolio refresh -----------------------------------------------------------------------
 

@@ -35,8 +35,10 @@ def load_checkpoint(path: Path) -> dict | None:
     """The saved state, None when there is no checkpoint; ``CheckpointError`` when unusable."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing saved there (yet)
         return None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc}") from None
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -49,8 +51,9 @@ def load_checkpoint(path: Path) -> dict | None:
     return doc["state"]
 
 
-def set_aside(path: Path) -> Path:
-    """Rename an unusable checkpoint so it is kept for inspection and not read again."""
-    target = path.with_name(f"{path.name}.bad-{int(time.time())}")
+def set_aside(path: Path, tag: str = "bad") -> Path:
+    """Rename a checkpoint (unusable, or not wanted: ``--fresh``) so it is kept for inspection
+    and not read again."""
+    target = path.with_name(f"{path.name}.{tag}-{time.time_ns()}")
     path.rename(target)
     return target

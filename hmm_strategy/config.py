@@ -14,6 +14,7 @@ String values may use ``${VAR}`` (environment), ``{config_dir}`` (the folder of 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from pathlib import Path
@@ -259,6 +260,27 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def first_non_finite(value: Any, key: str = "$") -> str | None:
+    """The key of the first NaN or infinite number in a parsed config, else None.
+
+    YAML reads ``.nan`` and ``.inf`` as floats, and msgspec's JSON turns NaN into ``null``, which
+    for a limit means "switched off": a non-finite number is never a valid setting.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return key
+    if isinstance(value, dict):
+        items = ((f"{key}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_key, sub in items:
+        found = first_non_finite(sub, sub_key)
+        if found is not None:
+            return found
+    return None
+
+
 def read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
@@ -272,6 +294,12 @@ def read_yaml(path: Path) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        bad = first_non_finite(raw)
+    except RecursionError:  # a YAML alias that contains itself
+        raise ConfigError(f"{path}: nested too deeply (a self-referencing YAML alias?)") from None
+    if bad is not None:
+        raise ConfigError(f"{path}: {bad[2:]} must be a finite number")
     return raw
 
 

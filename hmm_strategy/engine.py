@@ -15,7 +15,7 @@ import numpy as np
 
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
-from hmm_strategy.model import RegimeHMM
+from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM, min_fit_rows
 from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax
 
 
@@ -31,12 +31,18 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     history_bars: int = 500  # recent feature rows kept to bring a swapped-in model up to date
 
     def __post_init__(self) -> None:
-        if self.warmup_bars < 100:
-            raise ValueError(f"warmup_bars must be >= 100, was {self.warmup_bars}")
+        if self.warmup_bars < 1:
+            raise ValueError(f"warmup_bars must be >= 1, was {self.warmup_bars}")
         if self.n_states < 2:
             raise ValueError(f"n_states must be >= 2, was {self.n_states}")
         if self.n_restarts < 1:
             raise ValueError(f"n_restarts must be >= 1, was {self.n_restarts}")
+
+
+    def min_warmup_bars(self, n_features: int) -> int:
+        """The fewest warm-up rows the in-run fit accepts (``RegimeHMM.fit``'s own minimum)."""
+        grid = BIC_STATES_GRID if self.select_states_by_bic else self.n_states
+        return min_fit_rows(grid, n_features)
 
 
 class Decision(msgspec.Struct, frozen=True):

@@ -16,10 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+from nautilus_trader.common.config import resolve_config_path
 
+from hmm_strategy.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, set_aside
 from hmm_strategy.config import (
     ConfigError,
     NodeSettings,
+    _fill_dirs,
     add_config_arguments,
     apply_env_overrides,
     load_node_settings,
@@ -27,9 +30,11 @@ from hmm_strategy.config import (
     trading_node_config,
     venue_settings,
 )
+from hmm_strategy.flags import FlagError, trading_enabled
 
 EXIT_CONFIG = 2
 EXIT_START = 3
+EXIT_STATE = 4  # stopped (positions closed) but the strategies' state could not be saved
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, help="Prometheus exporter port (0 = off)")
     parser.add_argument("--log-level", help="console log level (DEBUG, INFO, WARNING, ERROR)")
     parser.add_argument("--run-dir", help="run folder (default: <live.output_dir>/live-<UTC>)")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start the strategies fresh: set their checkpoints aside (renamed, kept) instead of "
+        "resuming them",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,11 +104,66 @@ def with_metrics_port(settings: NodeSettings, port: int) -> NodeSettings:
 
 def check_trading_enabled(mode: str, environ: dict[str, str]) -> None:
     """Real orders need two explicit opt-ins: ``--mode live`` and ``TRADING_ENABLED=true``."""
-    if mode == "live" and environ.get("TRADING_ENABLED", "").strip().lower() != "true":
+    if mode == "live" and trading_enabled(environ) is not True:
         raise ConfigError(
             "refusing live order routing: --mode live also needs TRADING_ENABLED=true in the "
             "environment (it is not set to true); use --mode paper to simulate fills"
         )
+
+
+def with_data_source(settings: NodeSettings, source: str) -> NodeSettings:
+    """Tell each strategy that keeps checkpoints which data it runs on (state is keyed to it)."""
+    strategies = [
+        msgspec.structs.replace(s, config={**s.config, "data_source": source})
+        if "data_source"
+        in getattr(resolve_config_path(s.resolved_config_path), "__struct_fields__", ())
+        else s
+        for s in settings.strategies
+    ]
+    return msgspec.structs.replace(settings, strategies=strategies)
+
+
+def strategy_checkpoints(settings: NodeSettings) -> list[tuple[str, Path]]:
+    """``(strategy id, checkpoint file)`` of every strategy that keeps checkpoints."""
+    out = []
+    for spec in settings.strategies:
+        cls = resolve_config_path(spec.resolved_config_path)
+        filled = _fill_dirs(spec.config, "run", settings.live.state_dir)
+        config = cls.parse(msgspec.json.encode(filled))
+        directory = getattr(config, "checkpoint_dir", None)
+        if not directory:
+            continue
+        sid = str(config.strategy_id or f"{spec.path.rsplit(':', 1)[1]}-{config.order_id_tag}")
+        out.append((sid, checkpoint_path(directory, settings.trader_id, sid)))
+    return out
+
+
+def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[str]:
+    """Refuse to resume state written on another data source (or set it all aside with
+    ``--fresh``); return one line per strategy saying what it will resume."""
+    lines = []
+    for sid, path in strategy_checkpoints(settings):
+        if not path.exists():
+            lines.append(f"{sid}: fresh (no checkpoint)")
+            continue
+        if fresh:
+            lines.append(f"{sid}: fresh (--fresh; old checkpoint kept as {set_aside(path, 'old')})")
+            continue
+        try:
+            state = load_checkpoint(path) or {}
+        except CheckpointError:
+            lines.append(f"{sid}: fresh (checkpoint unreadable, it will be set aside)")
+            continue
+        if not isinstance(state, dict) or state.get("data_source") != source:
+            old = state.get("data_source") if isinstance(state, dict) else None
+            raise ConfigError(
+                f"{path} holds {sid}'s state on data source {old!r}, but this node reads "
+                f"{source!r}: start with --fresh to set it aside (it is kept), or use another "
+                "live.state_dir"
+            )
+        bars = state.get("engine", {}).get("bars_seen", "?")
+        lines.append(f"{sid}: resumes {path} (after bar {bars})")
+    return lines
 
 
 def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> list[str]:
@@ -127,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     from venues.errors import NodeStartError, VenueConfigError
 
     try:
+        enabled = trading_enabled(environ)  # refuses a value that is not a boolean
         settings, venue_name = resolve_settings(args, environ)
         venue = venue_settings(settings, venue_name)
         mode = args.mode or settings.live.mode
         check_trading_enabled(mode, environ)
         venue = msgspec.structs.replace(venue, mode=mode)
+        settings = with_data_source(settings, venue.data_source_id)
+        state_lines = prepare_state(settings, venue.data_source_id, fresh=args.fresh)
         from venues.secrets import require_secrets
 
         require_secrets(venue)
@@ -143,25 +212,31 @@ def main(argv: list[str] | None = None) -> int:
         from venues.builders import build_trading_node
 
         node = build_trading_node(config, venue)
-    except (ConfigError, VenueConfigError) as exc:
+    except (ConfigError, VenueConfigError, FlagError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
     lines = banner(settings, venue_name, venue, run_dir)
+    lines[-1:-1] = [f"  state       {line}" for line in state_lines]
     print("\n".join(lines), flush=True)
     for line in lines:
         node.kernel.logger.info(line)
-    if environ.get("TRADING_ENABLED", "").strip().lower() == "false":
+    if enabled is False:
         from nautilus_trader.model.enums import TradingState
 
         node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
-        print("TRADING_ENABLED=false: the RiskEngine is HALTED, no new orders", flush=True)
+        print("TRADING_ENABLED is off: the RiskEngine is HALTED, no new orders", flush=True)
 
     from backtests.report import write_trade_reports
     from venues.replay import replay_finished
     from venues.runtime import run_node
 
+    unsaved: list[str] = []
+
     def write_reports() -> None:
+        unsaved.extend(
+            str(s.id) for s in node.trader.strategies() if getattr(s, "checkpoint_failed", False)
+        )
         venues = sorted({a.id.get_issuer() for a in node.cache.accounts()})
         from nautilus_trader.model.identifiers import Venue
 
@@ -177,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     except NodeStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_START
+    if unsaved:
+        print(
+            f"error: stopped with positions closed, but the state of {', '.join(unsaved)} could "
+            f"not be saved (checkpoint writes failed, see the log); reports in {run_dir}/",
+            file=sys.stderr,
+        )
+        return EXIT_STATE
     print(f"stopped cleanly; reports in {run_dir}/", flush=True)
     return 0
 

@@ -79,6 +79,7 @@ class ModelUpdate(msgspec.Struct, frozen=True):
 
 
 KILL_SWITCH_TOPIC = "hmm.killswitch"
+KILL_SWITCH_CACHE_KEY = "hmm.killswitch.state"  # the current KillSwitch, JSON, in the node cache
 
 
 class KillSwitch(msgspec.Struct, frozen=True):
@@ -123,3 +124,16 @@ class DataGap(msgspec.Struct, frozen=True):
     instrument_id: str
     missing_bars: int
     last_ts: int  # the bar before the gap
+
+
+STATE_TOPIC = "hmm.state"
+
+
+class CheckpointWrite(msgspec.Struct, frozen=True):
+    """The outcome of a checkpoint write: published on every failure and on the first success
+    after one, so the exporter can count failures and hold ``/readyz`` while state is not saved."""
+
+    ts_event: int
+    strategy_id: str
+    ok: bool
+    error: str = ""  # the OS error's text (e.g. "[Errno 28] No space left on device"), never data

@@ -33,6 +33,18 @@ from hmm_strategy.filter import ForwardFilter
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 MIN_ROWS_PER_PARAMETER = 10
+BIC_STATES_GRID = (2, 3, 4, 5)  # K tried when n_states='bic'
+
+
+def min_fit_rows(
+    n_states: int | tuple[int, ...], n_features: int, covariance_type: str = "full"
+) -> int:
+    """The fewest rows ``RegimeHMM.fit`` accepts (the largest K of a BIC grid decides): the one
+    minimum that config validation and the fit both use."""
+    ks = (n_states,) if isinstance(n_states, int) else tuple(n_states)
+    return max(
+        MIN_ROWS_PER_PARAMETER * n_free_parameters(k, n_features, covariance_type) for k in ks
+    )
 
 
 def n_free_parameters(n_states: int, n_features: int, covariance_type: str = "full") -> int:
@@ -108,7 +120,7 @@ class RegimeHMM:
     def __init__(
         self,
         n_states: int | str = 3,
-        n_states_grid: tuple[int, ...] = (2, 3, 4, 5),
+        n_states_grid: tuple[int, ...] = BIC_STATES_GRID,
         covariance_type: str = "full",
         n_restarts: int = 5,
         n_iter: int = 200,
@@ -180,7 +192,7 @@ class RegimeHMM:
         lengths = _check_lengths(lengths, n)
         candidates = self.n_states_grid if self.n_states == "bic" else (int(self.n_states),)
         for k in candidates:
-            need = MIN_ROWS_PER_PARAMETER * n_free_parameters(k, d, self.covariance_type)
+            need = min_fit_rows(k, d, self.covariance_type)
             if n < need:
                 raise ValueError(
                     f"too few rows to fit: got {n}, need at least {need} "

@@ -27,10 +27,21 @@ any size. Everything is plain Python state so it checkpoints with the strategy.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import msgspec
 
+BREAKER_REASONS = (  # the ``reason`` labels, defined once (the metrics export each by name)
+    "daily_loss",
+    "drawdown",
+    "position_notional",
+    "total_notional",
+    "rejects",
+    "stale_data",
+    "price_jump",
+    "kill_switch",
+)
 NS_PER_DAY = 86_400_000_000_000
 JUMP_SPAN = 96  # bars in the EWMA of squared returns (a day of 15-minute bars)
 JUMP_WARMUP = 20  # returns seen before jumps are judged
@@ -65,6 +76,11 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(
                 f"max_consecutive_rejects must be >= 1, was {self.max_consecutive_rejects}"
             )
+        for name in ("daily_loss_limit", "max_drawdown", "max_position_notional",
+                     "max_total_notional", "stale_after_bars", "jump_sigma"):  # fmt: skip
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number or null (off), was {value}")
         if self.cooldown_bars < 0:
             raise ValueError(f"cooldown_bars must be >= 0, was {self.cooldown_bars}")
 

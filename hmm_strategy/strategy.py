@@ -42,11 +42,14 @@ from hmm_strategy.messages import (
     BUDGET_TOPIC,
     FEED_TOPIC,
     GOVERNANCE_TOPIC,
+    KILL_SWITCH_CACHE_KEY,
     KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
     REGIME_TOPIC,
+    STATE_TOPIC,
     BreakerRejection,
     Budget,
+    CheckpointWrite,
     DataGap,
     GovernanceCommand,
     KillSwitch,
@@ -85,6 +88,9 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     checkpoint_dir : str, optional
         Live nodes write a crash-safe checkpoint here every ``checkpoint_interval_secs`` and
         resume from it on start (backtests never read or write checkpoints).
+    data_source : str, optional
+        Identity of the data the strategy runs on (set by the node from the venue profile); a
+        checkpoint written on another source is never resumed.
     close_positions_on_stop : bool
         Flatten when the strategy stops.
 
@@ -101,7 +107,20 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     max_notional: float = 50_000.0
     checkpoint_dir: str | None = "state"
     checkpoint_interval_secs: float = 5.0
+    data_source: str | None = None
     close_positions_on_stop: bool = True
+
+    def __post_init__(self) -> None:
+        need = self.fit.min_warmup_bars(len(self.features.names))
+        if self.model_path is None and self.fit.warmup_bars < need:
+            states = "the BIC grid" if self.fit.select_states_by_bic else self.fit.n_states
+            raise ValueError(
+                f"fit.warmup_bars must be >= {need} (the fit's minimum for n_states={states} on "
+                f"{len(self.features.names)} features), was {self.fit.warmup_bars}"
+            )
+        for name in ("notional", "max_notional", "checkpoint_interval_secs"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
 
 
 class HMMRegimeStrategy(Strategy):
@@ -117,6 +136,8 @@ class HMMRegimeStrategy(Strategy):
         self.scale = 1.0
         self.paused = False
         self.skipped_bars = 0
+        self.checkpoint_failed = False  # the last checkpoint write failed (state not saved)
+        self._checkpoint_failures = 0
         self._last_plan: tuple[float, float] | None = None
         self._last_bar_ts = 0
         self._prev_close = 0.0
@@ -147,6 +168,7 @@ class HMMRegimeStrategy(Strategy):
         self.msgbus.subscribe(topic_for(GOVERNANCE_TOPIC, sid), self.on_governance)
         self.msgbus.subscribe(topic_for(MODEL_TOPIC, sid), self.on_model_update)
         self.msgbus.subscribe(KILL_SWITCH_TOPIC, self.on_kill_switch)
+        self._apply_current_kill_switch()
         if self._checkpoint is not None:
             self.clock.set_timer(
                 CHECKPOINT_TIMER,
@@ -154,6 +176,27 @@ class HMMRegimeStrategy(Strategy):
                 callback=lambda _event: self.write_checkpoint(),
             )
         self.subscribe_bars(cfg.bar_type)
+        if self.breakers.tripped or self.paused:
+            blocks = [f"{r} ({why})" for r, why in self.breakers.tripped.items()]
+            blocks += ["governance pause"] if self.paused else []
+            self.log.warning(f"New risk is blocked at start by: {'; '.join(blocks)}")
+
+    def _apply_current_kill_switch(self) -> None:
+        """The kill switch's current state wins over one restored from a checkpoint: read it from
+        the cache (the kill switch actor started first) or wait for its broadcast (it starts
+        later); either way the halt holds from the first bar."""
+        raw = self.cache.get(KILL_SWITCH_CACHE_KEY)
+        current = msgspec.json.decode(raw, type=KillSwitch) if raw is not None else None
+        restored = self.breakers.tripped.get("kill_switch")
+        if restored is not None and (current is None or not current.halted):
+            self.breakers.set_kill_switch(False)
+            self._last_plan = None
+            self.log.warning(
+                f"Kill switch halt from the checkpoint ({restored}) dropped: the switch is not "
+                "on now"
+            )
+        if current is not None:
+            self.on_kill_switch(current)
 
     def on_bar(self, bar: Bar) -> None:
         ts = bar.ts_event
@@ -171,7 +214,9 @@ class HMMRegimeStrategy(Strategy):
             )
         except ValueError as exc:  # a bar the model cannot use: skip it, never trade on it
             self.engine.rejected_bars += 1
-            self.log.warning(f"Skipped bar {bar}: {exc}")
+            n = self.engine.rejected_bars
+            if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: a flood of bad bars cannot flood the log
+                self.log.warning(f"Skipped bar {bar}: {exc} ({n} skipped so far)")
             return
         previous, self._last_bar_ts = self._last_bar_ts, ts
         breakers = self.breakers
@@ -231,11 +276,13 @@ class HMMRegimeStrategy(Strategy):
         self._last_plan = None  # re-plan on the next bar with the new allocation
 
     def on_kill_switch(self, switch: KillSwitch) -> None:
-        self.log.warning(f"Kill switch {'ON' if switch.halted else 'off'}: {switch.reason}")
+        was_halted = "kill_switch" in self.breakers.tripped
         self.breakers.set_kill_switch(switch.halted, switch.reason)
         if switch.halted and switch.flatten:
             self.flatten()
-        self._last_plan = None
+        if switch.halted != was_halted:  # "off" announced at start changes nothing
+            self.log.warning(f"Kill switch {'ON' if switch.halted else 'off'}: {switch.reason}")
+            self._last_plan = None
 
     def on_model_update(self, update: ModelUpdate) -> None:
         """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
@@ -329,13 +376,16 @@ class HMMRegimeStrategy(Strategy):
         )
 
     def on_stop(self) -> None:
-        if self._checkpoint is not None:
-            if CHECKPOINT_TIMER in self.clock.timer_names:
-                self.clock.cancel_timer(CHECKPOINT_TIMER)
-            self.write_checkpoint()
+        """Close first, persist after: a full or read-only state folder must never keep a
+        position open."""
+        if CHECKPOINT_TIMER in self.clock.timer_names:
+            self.clock.cancel_timer(CHECKPOINT_TIMER)
         self.cancel_all_orders(self.config.instrument_id)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self.config.instrument_id)
+        self.unsubscribe_bars(self.config.bar_type)
+        if self._checkpoint is not None:
+            self.write_checkpoint()
 
     def on_save(self) -> dict[str, bytes]:
         """NautilusTrader's own persistence (Redis cache database, on a clean stop)."""
@@ -346,7 +396,6 @@ class HMMRegimeStrategy(Strategy):
     def on_load(self, state: dict[str, bytes]) -> None:
         if "hmm" not in state:
             return
-        self.engine = self._new_engine()
         self.restore(json.loads(state["hmm"]))
         self.log.info(f"Restored from the cache database at bar {self.engine.bars_seen}")
 
@@ -378,6 +427,7 @@ class HMMRegimeStrategy(Strategy):
         return {
             "instrument_id": str(self.config.instrument_id),
             "bar_type": str(self.config.bar_type),
+            "data_source": self.config.data_source,
             "engine": engine.state(),
             "model_file": model_file,
             "model": model_doc,
@@ -392,37 +442,75 @@ class HMMRegimeStrategy(Strategy):
         }
 
     def restore(self, state: dict) -> None:
+        """All or nothing: every field is parsed into new objects first, and the strategy's state
+        changes only once the whole checkpoint is known good."""
+        cfg = self.config
         if (state["instrument_id"], state["bar_type"]) != (
-            str(self.config.instrument_id),
-            str(self.config.bar_type),
+            str(cfg.instrument_id),
+            str(cfg.bar_type),
         ):
             raise CheckpointError(
                 f"checkpoint is for {state['instrument_id']} {state['bar_type']}, "
-                f"not {self.config.instrument_id} {self.config.bar_type}"
+                f"not {cfg.instrument_id} {cfg.bar_type}"
             )
-        model = None
+        if state.get("data_source") != cfg.data_source:
+            raise CheckpointError(
+                f"checkpoint was written on data source {state.get('data_source')!r}, "
+                f"this node reads {cfg.data_source!r}"
+            )
+        model, saved_version = None, ""
         if state.get("model_file"):
-            model, _ = load_model(state["model_file"], expected_features=self.config.features.names)
-            self._saved_model_version = state["engine"]["model_version"]
+            model, _ = load_model(state["model_file"], expected_features=cfg.features.names)
+            saved_version = state["engine"]["model_version"]
         elif state.get("model"):
             from hmm_strategy.model import RegimeHMM
 
             model = RegimeHMM.from_params(**state["model"])
-        self.engine.restore(state["engine"], model)
-        self.breakers.restore(state["breakers"])
-        self.pnl.restore(state["pnl"])
-        self.budget = float(state["budget"])
-        self.scale = float(state["scale"])
-        self.paused = bool(state["paused"])
+        engine = self._new_engine()
+        engine.restore(state["engine"], model)
+        breakers = CircuitBreakers(cfg.breakers)
+        breakers.restore(state["breakers"])
+        pnl = PnLTracker()
+        pnl.restore(state["pnl"])
+        budget, scale = float(state["budget"]), float(state["scale"])
+        paused = bool(state["paused"])
         plan = state["last_plan"]
-        self._last_plan = tuple(plan) if plan is not None else None
-        self._last_bar_ts = int(state["last_bar_ts"])
-        self._prev_close = float(state["prev_close"])
+        last_plan = (float(plan[0]), float(plan[1])) if plan is not None else None
+        last_bar_ts, prev_close = int(state["last_bar_ts"]), float(state["prev_close"])
+        if not all(map(math.isfinite, (budget, scale, prev_close))):
+            raise CheckpointError("checkpoint holds a non-finite budget, scale or price")
+        self.engine, self.breakers, self.pnl = engine, breakers, pnl
+        self.budget, self.scale, self.paused, self._last_plan = budget, scale, paused, last_plan
+        self._last_bar_ts, self._prev_close = last_bar_ts, prev_close
+        self._saved_model_version = saved_version
 
-    def write_checkpoint(self) -> None:
+    def write_checkpoint(self) -> bool:
+        """Save the state; a failure (full disk, read-only folder) is logged, counted and
+        published (the exporter fails ``/readyz``), never raised into the trading path."""
         if self._checkpoint is None or self.engine is None:
-            return
-        save_checkpoint(self._checkpoint, self.snapshot())
+            return True
+        try:
+            save_checkpoint(self._checkpoint, self.snapshot())
+        except (OSError, ValueError) as exc:
+            self._checkpoint_failures += 1
+            n = self._checkpoint_failures
+            if n & (n - 1) == 0:
+                self.log.error(f"Checkpoint write failed ({n}x): {self._checkpoint}: {exc}")
+            self.checkpoint_failed = True
+            self._publish_checkpoint_write(False, str(exc))
+            return False
+        if self.checkpoint_failed:
+            self.log.warning(f"Checkpoint writes work again ({self._checkpoint})")
+            self.checkpoint_failed = False
+            self._checkpoint_failures = 0
+            self._publish_checkpoint_write(True, "")
+        return True
+
+    def _publish_checkpoint_write(self, ok: bool, error: str) -> None:
+        self.msgbus.publish(
+            topic_for(STATE_TOPIC, self._sid),
+            CheckpointWrite(self.clock.timestamp_ns(), self._sid, ok, error[:200]),
+        )
 
     def _save_model(self, path: str) -> None:
         engine = self.engine
@@ -442,11 +530,10 @@ class HMMRegimeStrategy(Strategy):
             state = load_checkpoint(self._checkpoint)
             if state is None:
                 return
-            self.restore(state)
-        except (ValueError, KeyError, TypeError) as exc:
+            self.restore(state)  # all or nothing: a rejected checkpoint leaves no field behind
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
             aside = set_aside(self._checkpoint) if self._checkpoint.exists() else None
             self.log.error(f"Checkpoint unusable ({exc}); kept as {aside}; starting fresh")
-            self.engine = self._new_engine()
             return
         self.log.warning(
             f"Resumed from checkpoint {self._checkpoint} at bar {self.engine.bars_seen} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import msgspec
@@ -253,6 +254,19 @@ class VenueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def venue(self) -> str | None:
         """The venue this settings object trades (``None``: the instrument ids' venues)."""
         return self.venue_name or DEFAULT_VENUES[self.kind]
+
+    @property
+    def data_source_id(self) -> str:
+        """What a strategy's saved state belongs to: venue kind, environment, paper or live and,
+        for the replay venue, which bars (pacing and drills are left out: a restart may change
+        them). A checkpoint written under another id is never resumed."""
+        env = "demo" if self.demo else ("testnet" if self.testnet else "mainnet")
+        parts = [self.kind, self.venue or "", env, self.mode]
+        if self.kind == "replay":
+            r = self.replay
+            where = str(Path(r.path).resolve()) if r.path else r.generator
+            parts += [r.source, where, r.format or "", r.bar_type or "", f"seed={r.seed}"]
+        return ":".join(parts)
 
     @property
     def sandbox_account_type(self) -> str:
