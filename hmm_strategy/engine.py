@@ -39,6 +39,36 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"n_restarts must be >= 1, was {self.n_restarts}")
 
 
+class SlowLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The slow level of the hierarchical model (strategy config ``slow``; absent = one level).
+
+    Every ``bars_per_bar`` traded bars are aggregated into one coarse bar (open of the first,
+    max high, min low, close of the last, summed volume); the coarse bar enters the slow level
+    only once its last traded bar has closed. The slow level runs the same features and the same
+    forward filter as the fast one, on coarse bars. Aggregation counts bars from the first bar
+    the engine sees (a data gap shifts the boundaries; no calendar alignment).
+    """
+
+    bars_per_bar: int = 16  # e.g. 15-minute bars -> 4-hour bars
+    features: FeatureSpec = msgspec.field(
+        default_factory=lambda: FeatureSpec(vol_window=12, volume_window=24)
+    )
+    n_states: int = 2
+    covariance_type: str = "diag"
+    sticky: float = 0.0  # transmat prior pseudo-counts per row on the diagonal (0 = none)
+    warmup_bars: int = 250  # coarse bars fitted on in-run (250 x 16 x 15m = ~42 days)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bars_per_bar, bool) or self.bars_per_bar < 2:
+            raise ValueError(f"slow.bars_per_bar must be >= 2, was {self.bars_per_bar}")
+        if self.n_states < 2:
+            raise ValueError(f"slow.n_states must be >= 2, was {self.n_states}")
+        if self.sticky < 0:
+            raise ValueError(f"slow.sticky must be >= 0, was {self.sticky}")
+        if self.warmup_bars < 50:
+            raise ValueError(f"slow.warmup_bars must be >= 50, was {self.warmup_bars}")
+
+
 class Decision(msgspec.Struct, frozen=True):
     """What the engine concluded at one bar close."""
 

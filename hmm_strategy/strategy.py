@@ -27,7 +27,7 @@ from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
-from hmm_strategy.artifacts import load_model, save_model
+from hmm_strategy.artifacts import Expected, load_model, save_model
 from hmm_strategy.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -35,7 +35,7 @@ from hmm_strategy.checkpoint import (
     save_checkpoint,
     set_aside,
 )
-from hmm_strategy.engine import FitSettings, RegimeEngine
+from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
@@ -78,6 +78,9 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         A saved model artifact (JSON). Without one, a model is fitted in-run on ``fit.warmup_bars``.
     features, policy, fit, breakers
         Feature windows, policy guardrails, in-run fit settings and circuit breakers.
+    slow : SlowLevel, optional
+        The slow level of a hierarchical model (coarse bars aggregated from ``bar_type``);
+        None = single level.
     notional : float
         Capital (quote currency) used for a full +-1 exposure until the allocator sends a budget.
     max_notional : float
@@ -96,6 +99,7 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     fit: FitSettings = msgspec.field(default_factory=FitSettings)
+    slow: SlowLevel | None = None
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     notional: float = 10_000.0
     max_notional: float = 50_000.0
@@ -240,8 +244,7 @@ class HMMRegimeStrategy(Strategy):
     def on_model_update(self, update: ModelUpdate) -> None:
         """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
         try:
-            names = self.config.features.names
-            model, meta = load_model(update.model_path, expected_features=names)
+            model, meta = load_model(update.model_path, expected=self.expected_model())
             self.engine.set_model(model, meta.model_version)
         except ValueError as exc:
             self.log.error(f"Rejected model {update.model_version} ({update.model_path}): {exc}")
@@ -356,11 +359,16 @@ class HMMRegimeStrategy(Strategy):
 
     # ------------------------------------------------------------------ state
 
+    def expected_model(self) -> Expected:
+        """What a model artifact must have been made for to drive this strategy."""
+        cfg = self.config
+        return Expected.strategy(cfg.features, cfg.instrument_id, cfg.bar_type, cfg.slow)
+
     def _new_engine(self) -> RegimeEngine:
         cfg = self.config
         model, version = None, ""
         if cfg.model_path:
-            model, meta = load_model(cfg.model_path, expected_features=cfg.features.names)
+            model, meta = load_model(cfg.model_path, expected=self.expected_model())
             version = meta.model_version
         return RegimeEngine(cfg.features, cfg.policy, cfg.fit, model, version)
 
@@ -402,7 +410,7 @@ class HMMRegimeStrategy(Strategy):
             )
         model = None
         if state.get("model_file"):
-            model, _ = load_model(state["model_file"], expected_features=self.config.features.names)
+            model, _ = load_model(state["model_file"], expected=self.expected_model())
             self._saved_model_version = state["engine"]["model_version"]
         elif state.get("model"):
             from hmm_strategy.model import RegimeHMM

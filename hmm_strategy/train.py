@@ -36,7 +36,7 @@ import pandas as pd
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from hmm_strategy.artifacts import save_model
+from hmm_strategy.artifacts import Expected, save_model
 from hmm_strategy.config import (
     ComponentSpec,
     ConfigError,
@@ -44,7 +44,7 @@ from hmm_strategy.config import (
     add_config_arguments,
     load_node_settings,
 )
-from hmm_strategy.engine import FitSettings
+from hmm_strategy.engine import FitSettings, SlowLevel
 from hmm_strategy.features import FeatureSpec, batch_features
 from hmm_strategy.model import RegimeHMM
 from hmm_strategy.policy import PolicyConfig
@@ -67,6 +67,11 @@ class StrategyTarget:
     fit: FitSettings
     policy: PolicyConfig
     model_path: str | None
+    slow: SlowLevel | None = None
+
+    def expected_model(self) -> Expected:
+        """What this strategy's model artifacts must have been made for."""
+        return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
 
 def _parse_strategy(spec: ComponentSpec) -> Any:
@@ -110,6 +115,7 @@ def strategy_target(settings: NodeSettings, name: str | None = None) -> Strategy
         fit=cfg.fit,
         policy=cfg.policy,
         model_path=cfg.model_path,
+        slow=cfg.slow,
     )
 
 
