@@ -245,7 +245,8 @@ class HMMRegimeStrategy(Strategy):
         """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
         try:
             model, meta = load_model(update.model_path, expected=self.expected_model())
-            self.engine.set_model(model, meta.model_version)
+            slow = meta.slow.model if meta.slow is not None else None
+            self.engine.set_model(model, meta.model_version, slow)
         except ValueError as exc:
             self.log.error(f"Rejected model {update.model_version} ({update.model_path}): {exc}")
             return
@@ -286,10 +287,13 @@ class HMMRegimeStrategy(Strategy):
         if plan == self._last_plan or self.has_pending_orders():
             return
         self._last_plan = plan
-        target_qty = target_quantity(exposure, notional, price, self.instrument.size_increment)
+        inst = self.instrument
+        min_qty = inst.min_quantity.as_decimal() if inst.min_quantity is not None else Decimal(0)
+        target_qty = target_quantity(exposure, notional, price, inst.size_increment, min_qty)
         current = self.net_position()
-        delta = target_qty - current
-        if abs(delta) < self.instrument.size_increment.as_decimal():
+        band = Decimal(repr(self.config.policy.no_trade_band * notional / price))
+        delta = order_quantity(target_qty, current, inst.size_increment.as_decimal(), min_qty, band)
+        if delta is None:
             return
         blocked = self.breakers.check_order(
             float(current), float(target_qty), price, self.config.max_notional
@@ -366,11 +370,14 @@ class HMMRegimeStrategy(Strategy):
 
     def _new_engine(self) -> RegimeEngine:
         cfg = self.config
-        model, version = None, ""
+        model, version, slow_model = None, "", None
         if cfg.model_path:
             model, meta = load_model(cfg.model_path, expected=self.expected_model())
             version = meta.model_version
-        return RegimeEngine(cfg.features, cfg.policy, cfg.fit, model, version)
+            slow_model = meta.slow.model if meta.slow is not None else None
+        return RegimeEngine(
+            cfg.features, cfg.policy, cfg.fit, model, version, slow=cfg.slow, slow_model=slow_model
+        )
 
     def snapshot(self, *, embed_model: bool = False) -> dict:
         """All state needed to resume: engine, breakers, P&L, allocation, the last plan."""
@@ -380,15 +387,18 @@ class HMMRegimeStrategy(Strategy):
             model_file = str(self._checkpoint.with_suffix(".model.json"))
             if self._saved_model_version != engine.model_version:
                 self._save_model(model_file)
-        model_doc = None
+        model_doc = slow_doc = None
         if engine.model is not None and embed_model:
             model_doc = engine.model.fitted_params()
+        if engine.slow_model is not None and embed_model:
+            slow_doc = engine.slow_model.fitted_params()
         return {
             "instrument_id": str(self.config.instrument_id),
             "bar_type": str(self.config.bar_type),
             "engine": engine.state(),
             "model_file": model_file,
             "model": model_doc,
+            "slow_model": slow_doc,
             "breakers": self.breakers.state(),
             "pnl": self.pnl.state(),
             "budget": self.budget,
@@ -408,15 +418,22 @@ class HMMRegimeStrategy(Strategy):
                 f"checkpoint is for {state['instrument_id']} {state['bar_type']}, "
                 f"not {self.config.instrument_id} {self.config.bar_type}"
             )
-        model = None
+        model = slow_model = None
         if state.get("model_file"):
-            model, _ = load_model(state["model_file"], expected=self.expected_model())
+            expected = self.expected_model()
+            slow_state = state["engine"].get("slow") or {}
+            if expected.slow is not None and slow_state.get("filter") is None:
+                expected = msgspec.structs.replace(expected, slow=None)  # slow level warming up
+            model, meta = load_model(state["model_file"], expected=expected)
+            slow_model = meta.slow.model if meta.slow is not None else None
             self._saved_model_version = state["engine"]["model_version"]
         elif state.get("model"):
             from hmm_strategy.model import RegimeHMM
 
             model = RegimeHMM.from_params(**state["model"])
-        self.engine.restore(state["engine"], model)
+            if state.get("slow_model"):
+                slow_model = RegimeHMM.from_params(**state["slow_model"])
+        self.engine.restore(state["engine"], model, slow_model)
         self.breakers.restore(state["breakers"])
         self.pnl.restore(state["pnl"])
         self.budget = float(state["budget"])
@@ -442,6 +459,9 @@ class HMMRegimeStrategy(Strategy):
             instrument_id=str(self.config.instrument_id),
             bar_type=str(self.config.bar_type),
             version=engine.model_version,
+            slow=None
+            if engine.slow_model is None
+            else (engine.slow_model, self.config.slow.bars_per_bar, self.config.slow.features),
         )
         self._saved_model_version = engine.model_version
 
@@ -462,8 +482,39 @@ class HMMRegimeStrategy(Strategy):
         )
 
 
-def target_quantity(exposure: float, notional: float, price: float, increment) -> Decimal:
-    """Signed quantity for ``exposure`` x ``notional`` at ``price``, rounded toward zero."""
+def target_quantity(
+    exposure: float, notional: float, price: float, increment, min_quantity: Decimal = Decimal(0)
+) -> Decimal:
+    """Signed quantity for ``exposure`` x ``notional`` at ``price``, rounded toward zero.
+
+    A target below ``min_quantity`` is 0: such a position could be neither opened nor closed.
+    """
     step = increment.as_decimal()
     units = math.floor(abs(exposure) * notional / price / float(step))
-    return Decimal(units) * step * (1 if exposure >= 0 else -1)
+    qty = Decimal(units) * step
+    if qty < min_quantity:
+        return Decimal(0)
+    return qty * (1 if exposure >= 0 else -1)
+
+
+def order_quantity(
+    target: Decimal,
+    current: Decimal,
+    increment: Decimal,
+    min_quantity: Decimal = Decimal(0),
+    band: Decimal = Decimal(0),
+) -> Decimal | None:
+    """Signed order quantity moving ``current`` to ``target``, or None when nothing is sent.
+
+    Nothing is sent when the move is below one size increment, below the venue's
+    ``min_quantity`` (it would be denied and count toward the consecutive-rejects breaker), or,
+    unless it goes flat, smaller than the no-trade ``band`` (quantity; small rebalances from a
+    changed budget or a vol-target size are not worth their costs).
+    """
+    delta = target - current
+    size = abs(delta)
+    if size < increment or size < min_quantity or size == 0:
+        return None
+    if target != 0 and size < band:
+        return None
+    return delta

@@ -26,6 +26,7 @@ from actors.performance import RollingStats, StrategyPerformance, parse_duration
 from actors.registry import Override, Registry, submit_override
 from backtests.run import run_backtest
 from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_node_settings
+from hmm_strategy.strategy import HMMRegimeStrategy
 
 GOOD, BAD = "HMMRegimeStrategy-GOOD", "HMMRegimeStrategy-BAD"
 DATA = "${HMM_DATA_DIR}/binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
@@ -82,19 +83,31 @@ class BusRecorder(Actor):
         self._file.close()
 
 
+class WrongWayStrategy(HMMRegimeStrategy):
+    """Trades against its regimes: a deliberately bad strategy for governance to catch (a test
+    hook kept out of the production policy config)."""
+
+    def rebalance(self, exposure, price, ts_event, notional=None) -> None:
+        super().rebalance(-exposure, price, ts_event, notional)
+
+
 def _strategy(sid: str) -> dict:
     instrument = INSTRUMENTS[sid]
+    bad = sid == BAD
     return {
-        "path": "hmm_strategy.strategy:HMMRegimeStrategy",
+        "path": "tests.test_governance:WrongWayStrategy"
+        if bad
+        else "hmm_strategy.strategy:HMMRegimeStrategy",
+        "config_path": "hmm_strategy.strategy:HMMRegimeStrategyConfig",
         "config": {
+            "strategy_id": "HMMRegimeStrategy",  # the same id whichever class trades
             "instrument_id": instrument,
             "bar_type": f"{instrument}-15-MINUTE-LAST-EXTERNAL",
             "order_id_tag": sid.rsplit("-", 1)[1],
             "notional": BUDGET,
             "max_notional": 70_000.0,
             "fit": {"warmup_bars": 500, "n_states": 3, "n_restarts": 2, "n_iter": 50, "seed": 0},
-            "policy": {"min_confidence": 0.8, "min_hold_bars": 8, "cooldown_bars": 4,
-                       "invert": sid == BAD},
+            "policy": {"min_confidence": 0.8, "min_hold_bars": 8, "cooldown_bars": 4},
         },
     }
 
