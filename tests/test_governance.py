@@ -28,7 +28,7 @@ from backtests.run import run_backtest
 from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_node_settings
 from hmm_strategy.strategy import HMMRegimeStrategy
 
-GOOD, BAD = "HMMRegimeStrategy-GOOD", "HMMRegimeStrategy-BAD"
+GOOD, BAD = "HMMRegimeStrategy-GOOD", "WrongWayStrategy-BAD"
 DATA = "${HMM_DATA_DIR}/binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
 # Two instruments so each strategy owns its net position: HMMRegimeStrategy sizes orders from
 # portfolio.net_position(instrument), which sums every strategy on that instrument. The perp
@@ -100,7 +100,6 @@ def _strategy(sid: str) -> dict:
         else "hmm_strategy.strategy:HMMRegimeStrategy",
         "config_path": "hmm_strategy.strategy:HMMRegimeStrategyConfig",
         "config": {
-            "strategy_id": "HMMRegimeStrategy",  # the same id whichever class trades
             "instrument_id": instrument,
             "bar_type": f"{instrument}-15-MINUTE-LAST-EXTERNAL",
             "order_id_tag": sid.rsplit("-", 1)[1],
@@ -409,7 +408,7 @@ def test_unknown_strategy_in_policy_is_an_error_at_start(tmp_path: Path, catalog
     settings = node_settings(tmp_path, policy=policy, governance={}, allocator=None,
                              catalog=catalog)
     with pytest.raises(ValueError, match=r"\['HMMRegimeStrategy-XYZ'\] are not in this node; "
-                                         r"its strategies are \['HMMRegimeStrategy-BAD', "):
+                                         r"its strategies are \['HMMRegimeStrategy-GOOD', "):
         run_backtest(settings, tmp_path / "run", start="2024-01-01", end="2024-01-02",
                      tearsheet=False)
     settings = node_settings(tmp_path, governance={"strategy_ids": [GOOD, "Nope-1"]},
