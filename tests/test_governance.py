@@ -26,9 +26,8 @@ from actors.performance import RollingStats, StrategyPerformance, parse_duration
 from actors.registry import Override, Registry, submit_override
 from backtests.run import run_backtest
 from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_node_settings
-from hmm_strategy.strategy import HMMRegimeStrategy
 
-GOOD, BAD = "HMMRegimeStrategy-GOOD", "WrongWayStrategy-BAD"
+GOOD, BAD = "HMMRegimeStrategy-GOOD", "HMMRegimeStrategy-BAD"
 DATA = "${HMM_DATA_DIR}/binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
 # Two instruments so each strategy owns its net position: HMMRegimeStrategy sizes orders from
 # portfolio.net_position(instrument), which sums every strategy on that instrument. The perp
@@ -83,22 +82,10 @@ class BusRecorder(Actor):
         self._file.close()
 
 
-class WrongWayStrategy(HMMRegimeStrategy):
-    """Trades against its regimes: a deliberately bad strategy for governance to catch (a test
-    hook kept out of the production policy config)."""
-
-    def rebalance(self, exposure, price, ts_event, notional=None) -> None:
-        super().rebalance(-exposure, price, ts_event, notional)
-
-
 def _strategy(sid: str) -> dict:
     instrument = INSTRUMENTS[sid]
-    bad = sid == BAD
     return {
-        "path": "tests.test_governance:WrongWayStrategy"
-        if bad
-        else "hmm_strategy.strategy:HMMRegimeStrategy",
-        "config_path": "hmm_strategy.strategy:HMMRegimeStrategyConfig",
+        "path": "hmm_strategy.strategy:HMMRegimeStrategy",
         "config": {
             "instrument_id": instrument,
             "bar_type": f"{instrument}-15-MINUTE-LAST-EXTERNAL",
@@ -106,7 +93,9 @@ def _strategy(sid: str) -> dict:
             "notional": BUDGET,
             "max_notional": 70_000.0,
             "fit": {"warmup_bars": 500, "n_states": 3, "n_restarts": 2, "n_iter": 50, "seed": 0},
-            "policy": {"min_confidence": 0.8, "min_hold_bars": 8, "cooldown_bars": 4},
+            # BAD trades against its regimes (bull short, bear long): wrong-way by configuration
+            "policy": {"min_confidence": 0.8, "min_hold_bars": 8, "cooldown_bars": 4,
+                       "state_exposures": [1.0, 0.0, -1.0] if sid == BAD else None},
         },
     }
 
@@ -408,7 +397,7 @@ def test_unknown_strategy_in_policy_is_an_error_at_start(tmp_path: Path, catalog
     settings = node_settings(tmp_path, policy=policy, governance={}, allocator=None,
                              catalog=catalog)
     with pytest.raises(ValueError, match=r"\['HMMRegimeStrategy-XYZ'\] are not in this node; "
-                                         r"its strategies are \['HMMRegimeStrategy-GOOD', "):
+                                         r"its strategies are \['HMMRegimeStrategy-BAD', "):
         run_backtest(settings, tmp_path / "run", start="2024-01-01", end="2024-01-02",
                      tearsheet=False)
     settings = node_settings(tmp_path, governance={"strategy_ids": [GOOD, "Nope-1"]},
