@@ -60,7 +60,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from hmm_strategy.artifacts import ModelArtifactError, load_model
+from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
 from hmm_strategy.atomic import atomic_write
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
@@ -551,6 +551,8 @@ class ModelLifecycle:
         self.instrument_id = instrument_id
         self.bar_type = bar_type
         self.features_spec = features
+        # the trainer fits single-level models: a candidate must match on everything
+        self._expected = Expected.strategy(features, instrument_id, bar_type, None)
         self.policy_config = policy
         self.fit = fit
         self.settings = settings
@@ -591,17 +593,8 @@ class ModelLifecycle:
 
     def validate(self, path: str) -> tuple[RegimeHMM, Any]:
         """Load an artifact and check it fits this strategy; raises ``ValueError`` with why."""
-        model, meta = load_model(path, expected_features=self.features_spec.names)
+        model, meta = load_model(path, expected=self._expected)
         problems = []
-        if meta.instrument_id != self.instrument_id:
-            problems.append(f"instrument {meta.instrument_id} != {self.instrument_id}")
-        if meta.bar_type != self.bar_type:
-            problems.append(f"bar type {meta.bar_type} != {self.bar_type}")
-        spec = meta.feature_spec
-        for name in ("vol_window", "volume_window"):
-            want = getattr(self.features_spec, name)
-            if spec.get(name) != want:
-                problems.append(f"features.{name} {spec.get(name)} != {want}")
         if model.n_states_ < 2:
             problems.append(f"{model.n_states_} state(s); the policy needs >= 2")
         exposures = self.policy_config.state_exposures
@@ -619,7 +612,7 @@ class ModelLifecycle:
         champ = Champion(version=version, path=path)
         if path is not None:
             try:
-                model, _ = load_model(path, expected_features=self.features_spec.names)
+                model, _ = load_model(path, expected=self._expected)
             except ModelArtifactError:
                 return champ
             champ.log_jacobian = float(np.log(model.scaler_std_).sum())

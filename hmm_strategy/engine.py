@@ -8,12 +8,13 @@ bar t uses only bars closed at or before t.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import msgspec
 import numpy as np
 
-from hmm_strategy.features import FeatureSpec, StreamingFeatures
+from hmm_strategy.features import BarAggregator, FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM, min_fit_rows
 from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax
@@ -29,6 +30,7 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     n_iter: int = 100
     seed: int = 0
     history_bars: int = 500  # recent feature rows kept to bring a swapped-in model up to date
+    sticky: float = 0.0  # persistence prior: extra self-transition pseudo-counts (0 = none)
 
     def __post_init__(self) -> None:
         if self.warmup_bars < 1:
@@ -37,12 +39,58 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError(f"n_states must be >= 2, was {self.n_states}")
         if self.n_restarts < 1:
             raise ValueError(f"n_restarts must be >= 1, was {self.n_restarts}")
-
+        if not 0.0 <= self.sticky < math.inf:
+            raise ValueError(f"sticky must be >= 0, was {self.sticky}")
 
     def min_warmup_bars(self, n_features: int) -> int:
         """The fewest warm-up rows the in-run fit accepts (``RegimeHMM.fit``'s own minimum)."""
         grid = BIC_STATES_GRID if self.select_states_by_bic else self.n_states
         return min_fit_rows(grid, n_features)
+
+
+class SlowLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The slow level of the hierarchical model (strategy config ``slow``; absent = one level).
+
+    Every ``bars_per_bar`` traded bars are aggregated into one coarse bar (open of the first,
+    max high, min low, close of the last, summed volume); the coarse bar enters the slow level
+    only once its last traded bar has closed. The slow level runs the same features and the same
+    forward filter as the fast one, on coarse bars. Aggregation counts bars from the first bar
+    the engine sees (a data gap shifts the boundaries; no calendar alignment).
+    """
+
+    bars_per_bar: int = 16  # e.g. 15-minute bars -> 4-hour bars
+    features: FeatureSpec = msgspec.field(
+        default_factory=lambda: FeatureSpec(vol_window=12, volume_window=24)
+    )
+    n_states: int = 2
+    covariance_type: str = "diag"
+    sticky: float = 0.0  # transmat prior pseudo-counts per row on the diagonal (0 = none)
+    warmup_bars: int = 250  # coarse bars fitted on in-run (250 x 16 x 15m = ~42 days)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bars_per_bar, bool) or self.bars_per_bar < 2:
+            raise ValueError(f"slow.bars_per_bar must be >= 2, was {self.bars_per_bar}")
+        if self.n_states < 2:
+            raise ValueError(f"slow.n_states must be >= 2, was {self.n_states}")
+        if self.sticky < 0:
+            raise ValueError(f"slow.sticky must be >= 0, was {self.sticky}")
+        need = min_fit_rows(self.n_states, len(self.features.names), self.covariance_type)
+        if self.warmup_bars < need:
+            raise ValueError(
+                f"slow.warmup_bars must be >= {need} to fit {self.n_states} states "
+                f"({self.covariance_type} covariances), was {self.warmup_bars}"
+            )
+
+    def model(self, fit: FitSettings) -> RegimeHMM:
+        """An unfitted slow-level model (restarts, iterations and seed from ``fit``)."""
+        return RegimeHMM(
+            n_states=self.n_states,
+            covariance_type=self.covariance_type,
+            n_restarts=fit.n_restarts,
+            n_iter=fit.n_iter,
+            random_state=fit.seed,
+            sticky=self.sticky,
+        )
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -52,10 +100,84 @@ class Decision(msgspec.Struct, frozen=True):
     state: int
     target_exposure: float
     log_likelihood: float
+    slow_state: int | None = None  # the last closed coarse bar's regime (hierarchical only)
+
+
+class _SlowRuntime:
+    """The slow level's streaming parts: aggregator -> features -> filter (same code as fast)."""
+
+    def __init__(self, level: SlowLevel, history: int) -> None:
+        self.level = level
+        self.aggregator = BarAggregator(level.bars_per_bar)
+        self.features = StreamingFeatures(level.features)
+        self.model: RegimeHMM | None = None
+        self.filter: ForwardFilter | None = None
+        self.warmup_rows: list[np.ndarray] = []
+        self.recent: deque[np.ndarray] = deque(maxlen=history)
+        self.state: int | None = None  # argmax of the last filtered probabilities
+
+    def set_model(self, model: RegimeHMM) -> None:
+        if model.n_features_ != len(self.level.features.names):
+            raise ValueError(
+                f"slow model has {model.n_features_} features, the slow level computes "
+                f"{len(self.level.features.names)}"
+            )
+        new_filter = ForwardFilter.from_model(model)
+        probs = None
+        for row in self.recent:
+            probs = new_filter.update_tuple(row)
+        self.model, self.filter = model, new_filter
+        self.state = None if probs is None else argmax(probs)
+
+    def update(self, bar: tuple[float, float, float, float, float], fit: FitSettings) -> None:
+        """One closed traded bar; the slow regime moves only when a coarse bar closes."""
+        coarse = self.aggregator.update(*bar)
+        if coarse is None:
+            return
+        x = self.features.update(*coarse)
+        if x is None:
+            return
+        if self.filter is None:
+            self.warmup_rows.append(x)
+            if len(self.warmup_rows) >= self.level.warmup_bars:
+                X = np.vstack(self.warmup_rows)
+                self.warmup_rows = []
+                self.recent.extend(X)
+                self.set_model(self.level.model(fit).fit(X))
+            return
+        self.recent.append(x)
+        self.state = argmax(self.filter.update_tuple(x))
+
+    def snapshot(self) -> dict:
+        return {
+            "aggregator": self.aggregator.state(),
+            "features": self.features.state(),
+            "filter": None if self.filter is None else self.filter.state(),
+            "warmup_rows": [list(map(float, r)) for r in self.warmup_rows],
+            "recent": [list(map(float, r)) for r in self.recent],
+            "state": self.state,
+        }
+
+    def restore(self, snap: dict, model: RegimeHMM | None) -> None:
+        if (snap["filter"] is None) != (model is None):
+            raise ValueError("engine state and slow model disagree on whether one was active")
+        self.aggregator = BarAggregator.from_state(snap["aggregator"])
+        self.features = StreamingFeatures.from_state(self.level.features, snap["features"])
+        self.warmup_rows = [np.array(r, dtype=np.float64) for r in snap["warmup_rows"]]
+        self.recent.clear()
+        self.recent.extend(np.array(r, dtype=np.float64) for r in snap["recent"])
+        self.model = model
+        self.filter = None if model is None else ForwardFilter.from_state(model, snap["filter"])
+        self.state = snap["state"]
 
 
 class RegimeEngine:
-    """Streaming features + causal forward filter + guardrailed policy, O(K^2) per bar."""
+    """Streaming features + causal forward filter + guardrailed policy, O(K^2) per bar.
+
+    With ``slow`` (a :class:`SlowLevel`) it is the hierarchical model: the traded bars are also
+    aggregated into coarse bars that drive a second, slow regime level through the same feature
+    and filter code; the policy combines both. No decision is made until both levels are ready.
+    """
 
     def __init__(
         self,
@@ -64,6 +186,9 @@ class RegimeEngine:
         fit: FitSettings,
         model: RegimeHMM | None = None,
         model_version: str = "",
+        *,
+        slow: SlowLevel | None = None,
+        slow_model: RegimeHMM | None = None,
     ) -> None:
         self.feature_spec = features
         self.policy_config = policy
@@ -77,32 +202,64 @@ class RegimeEngine:
         self.rejected_bars = 0
         self._warmup_rows: list[np.ndarray] = []
         self._recent: deque[np.ndarray] = deque(maxlen=fit.history_bars)
+        self._next_var: tuple[float, ...] | None = None  # vol_target: E[r^2_t+1 | state_t]
+        self.slow = None if slow is None else _SlowRuntime(slow, fit.history_bars)
+        if slow_model is not None:
+            if self.slow is None:
+                raise ValueError("a slow model was given but the engine has no slow level")
+            self.slow.set_model(slow_model)
         if model is not None:
             self.set_model(model, model_version)
 
     @property
     def ready(self) -> bool:
-        return self.filter is not None
+        return self.filter is not None and (self.slow is None or self.slow.filter is not None)
 
-    def set_model(self, model: RegimeHMM, version: str) -> None:
+    @property
+    def slow_model(self) -> RegimeHMM | None:
+        return None if self.slow is None else self.slow.model
+
+    def set_model(
+        self, model: RegimeHMM, version: str, slow_model: RegimeHMM | None = None
+    ) -> None:
         """Install a fitted model: a new filter run over the recent feature rows (all in the past).
 
-        The policy keeps its memory (current target, holding, cooldown) across a swap when the
-        number of states is unchanged, so a promotion does not by itself cause a trade.
+        ``slow_model`` replaces the slow level's model too (hierarchical engines; without it the
+        slow level keeps its model). The policy keeps its memory (current target, holding,
+        cooldown) across a swap when the numbers of states are unchanged, so a promotion does not
+        by itself cause a trade.
         """
         if model.n_features_ != len(self.feature_spec.names):
             raise ValueError(
                 f"model has {model.n_features_} features, the strategy computes "
                 f"{len(self.feature_spec.names)} ({', '.join(self.feature_spec.names)})"
             )
+        if slow_model is not None and self.slow is None:
+            raise ValueError("a slow model was given but the engine has no slow level")
         new_filter = ForwardFilter.from_model(model)
         for row in self._recent:
             new_filter.update(row)
+        if slow_model is not None:
+            self.slow.set_model(slow_model)
         self.model = model
         self.model_version = version
         self.filter = new_filter
-        if self.policy is None or len(self.policy.exposures) != model.n_states_:
-            self.policy = RegimePolicy(self.policy_config, model.n_states_)
+        self._derive_from_model()
+        self._ensure_policy()
+
+    def _derive_from_model(self) -> None:
+        """Per-model constants of the hot path (vol_target: E[r^2 at t+1 | state at t])."""
+        self._next_var = None
+        if self.policy_config.mode == "vol_target":
+            vol = self.model.feature_second_moment(self.feature_spec.names.index("realized_vol"))
+            self._next_var = tuple((self.model.transmat_ @ vol).tolist())
+
+    def _ensure_policy(self) -> None:
+        k = self.model.n_states_
+        k_slow = 0 if self.slow_model is None else self.slow_model.n_states_
+        policy = self.policy
+        if policy is None or len(policy.exposures) != k or len(policy.slow_exposures) != k_slow:
+            self.policy = RegimePolicy(self.policy_config, k, k_slow)
 
     def update(
         self, open_: float, high: float, low: float, close: float, volume: float
@@ -115,6 +272,11 @@ class RegimeEngine:
         """
         x = self.features.update(open_, high, low, close, volume)
         self.bars_seen += 1
+        slow = self.slow
+        if slow is not None:  # the bar passed validation above; a coarse bar may close now
+            slow.update((open_, high, low, close, volume), self.fit_settings)
+            if slow.model is not None and self.model is not None:
+                self._ensure_policy()
         if x is None:
             return None
         if self.filter is None:
@@ -127,13 +289,22 @@ class RegimeEngine:
         # on 3-4 numbers cost ~1 us each (np.array, np.argmax twice, a float() per element).
         probs = self.filter.update_tuple(x)
         self._recent.append(x)
+        slow_state = None
+        if slow is not None:
+            slow_state = slow.state
+            if slow_state is None:  # slow level still warming up: no decision (flat)
+                return None
         state = argmax(probs)
-        target = self.policy.update(probs, state)
+        vol = None
+        if self._next_var is not None:
+            vol = math.sqrt(sum(p * v for p, v in zip(probs, self._next_var, strict=True)))
+        target = self.policy.update(probs, state, slow_state=slow_state, vol_forecast=vol)
         return Decision(
             probs=probs,
             state=state,
             target_exposure=target,
             log_likelihood=float(self.filter.last_log_likelihood),
+            slow_state=slow_state,
         )
 
     def _fit_on_warmup(self) -> None:
@@ -146,6 +317,7 @@ class RegimeEngine:
             n_restarts=s.n_restarts,
             n_iter=s.n_iter,
             random_state=s.seed,
+            sticky=s.sticky,
         ).fit(X)
         self._recent.extend(X)  # the deque keeps the last ``history_bars`` rows
         self.set_model(model, f"inrun-{self.bars_seen}")
@@ -153,8 +325,8 @@ class RegimeEngine:
     # ------------------------------------------------------------------ checkpointing
 
     def state(self) -> dict:
-        """Plain JSON data: with the model (saved separately) it resumes bit-identically."""
-        return {
+        """Plain JSON data: with the model(s) (saved separately) it resumes bit-identically."""
+        out = {
             "format": 1,
             "bars_seen": self.bars_seen,
             "rejected_bars": self.rejected_bars,
@@ -165,22 +337,33 @@ class RegimeEngine:
             "warmup_rows": [list(map(float, r)) for r in self._warmup_rows],
             "recent": [list(map(float, r)) for r in self._recent],
         }
+        if self.slow is not None:
+            out["slow"] = self.slow.snapshot()
+        return out
 
-    def restore(self, state: dict, model: RegimeHMM | None) -> None:
-        """Resume from :meth:`state`; ``model`` is the one that was active (None in warm-up)."""
+    def restore(
+        self, state: dict, model: RegimeHMM | None, slow_model: RegimeHMM | None = None
+    ) -> None:
+        """Resume from :meth:`state`; ``model``/``slow_model`` are those that were active."""
         if state.get("format") != 1:
             raise ValueError(f"engine state format {state.get('format')!r} is not 1")
         if (state["filter"] is None) != (model is None):
             raise ValueError("engine state and model disagree on whether a model was active")
+        if ("slow" in state) != (self.slow is not None):
+            raise ValueError("engine state and config disagree on whether there is a slow level")
         self.features = StreamingFeatures.from_state(self.feature_spec, state["features"])
         self._warmup_rows = [np.array(r, dtype=np.float64) for r in state["warmup_rows"]]
         self._recent.clear()
         self._recent.extend(np.array(r, dtype=np.float64) for r in state["recent"])
+        if self.slow is not None:
+            self.slow.restore(state["slow"], slow_model)
         if model is not None:
             self.model = model
             self.model_version = state["model_version"]
             self.filter = ForwardFilter.from_state(model, state["filter"])
-            self.policy = RegimePolicy(self.policy_config, model.n_states_)
+            self._derive_from_model()
+            self.policy = None
+            self._ensure_policy()
             self.policy.restore(state["policy"])
         self.bars_seen = int(state["bars_seen"])
         self.rejected_bars = int(state["rejected_bars"])

@@ -160,6 +160,92 @@ def feature_matrix(bars: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
     return np.ascontiguousarray(feats.to_numpy(), dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
 
 
+def aggregate_bars(bars: pl.DataFrame, bars_per_bar: int) -> pl.DataFrame:
+    """Coarse bars from every ``bars_per_bar`` consecutive rows (batch twin of BarAggregator).
+
+    open of the first, max high, min low, close and ``ts_event`` (if present) of the last, summed
+    volume. An incomplete last group is dropped: a coarse bar exists only once it has closed.
+    """
+    _validate_frame(bars)
+    n = int(bars_per_bar)
+    if n < 2:
+        raise ValueError(f"bars_per_bar must be >= 2, got {bars_per_bar}")
+    complete = bars.height - bars.height % n
+    aggs = [
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        pl.col("volume").cast(pl.Float64).cum_sum().last(),  # running sum, as streamed
+    ]
+    if "ts_event" in bars.columns:
+        aggs.insert(0, pl.col("ts_event").last())
+    return (
+        bars.slice(0, complete)
+        .with_columns((pl.int_range(pl.len()) // n).alias("_group"))
+        .group_by("_group", maintain_order=True)
+        .agg(aggs)
+        .drop("_group")
+    )
+
+
+class BarAggregator:
+    """Streaming twin of :func:`aggregate_bars`: one coarse bar per ``bars_per_bar`` bars, O(1).
+
+    ``update`` returns the coarse bar on the call that closes it and None otherwise, so a coarse
+    bar is only ever seen after its last constituent bar closed (no look-ahead).
+    """
+
+    __slots__ = ("n", "_count", "_open", "_high", "_low", "_close", "_volume")
+
+    def __init__(self, bars_per_bar: int) -> None:
+        if isinstance(bars_per_bar, bool) or not isinstance(bars_per_bar, int) or bars_per_bar < 2:
+            raise ValueError(f"bars_per_bar must be an int >= 2, got {bars_per_bar!r}")
+        self.n = bars_per_bar
+        self._count = 0
+        self._open = self._high = self._low = self._close = self._volume = 0.0
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float
+    ) -> tuple[float, float, float, float, float] | None:
+        """Add one (validated) bar; the coarse bar ``(o, h, l, c, v)`` when it closes."""
+        if self._count == 0:
+            self._open, self._high, self._low, self._volume = open, high, low, volume
+        else:
+            if high > self._high:
+                self._high = high
+            if low < self._low:
+                self._low = low
+            self._volume += volume
+        self._close = close
+        self._count += 1
+        if self._count < self.n:
+            return None
+        self._count = 0
+        return (self._open, self._high, self._low, self._close, self._volume)
+
+    def state(self) -> dict[str, Any]:
+        """Plain JSON data; :meth:`from_state` resumes bit-identically."""
+        return {
+            "bars_per_bar": self.n,
+            "count": self._count,
+            "ohlcv": [self._open, self._high, self._low, self._close, self._volume],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BarAggregator:
+        obj = cls(state["bars_per_bar"])
+        count = state["count"]
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < obj.n:
+            raise ValueError(f"aggregator count must be an int in [0, {obj.n}), got {count!r}")
+        values = [float(v) for v in state["ohlcv"]]
+        if len(values) != 5 or not all(math.isfinite(v) for v in values):
+            raise ValueError(f"aggregator ohlcv must be 5 finite numbers, got {state['ohlcv']!r}")
+        obj._count = count
+        obj._open, obj._high, obj._low, obj._close, obj._volume = values
+        return obj
+
+
 # --------------------------------------------------------------------------------------------
 # Streaming (O(1) per bar)
 # --------------------------------------------------------------------------------------------

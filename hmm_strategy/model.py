@@ -115,6 +115,9 @@ class RegimeHMM:
     """Gaussian HMM over standardised features with estimator-style ``fit``/``predict_proba``.
 
     ``n_states="bic"`` fits every K in ``n_states_grid`` and keeps the lowest BIC.
+    ``sticky`` > 0 is a persistence prior: hmmlearn's Dirichlet ``transmat_prior`` with
+    ``sticky`` extra pseudo-counts on each self-transition (MAP EM), so that the fit prefers
+    longer regimes; with n bars in training, ``sticky`` ~ n / K / 10 is a moderate pull.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class RegimeHMM:
         tol: float = 1e-4,
         random_state: int = 0,
         min_covar: float = 1e-3,
+        sticky: float = 0.0,
     ) -> None:
         if n_states != "bic" and (
             isinstance(n_states, bool) or not isinstance(n_states, int) or n_states < 1
@@ -149,6 +153,8 @@ class RegimeHMM:
             raise ValueError(f"random_state must be an int (restart seeds), was {random_state!r}")
         if not min_covar > 0:
             raise ValueError(f"min_covar must be > 0, was {min_covar!r}")
+        if not 0.0 <= sticky < math.inf:
+            raise ValueError(f"sticky must be a finite number >= 0, was {sticky!r}")
         self.n_states = n_states
         self.n_states_grid = grid
         self.covariance_type = covariance_type
@@ -157,6 +163,7 @@ class RegimeHMM:
         self.tol = tol
         self.random_state = random_state
         self.min_covar = min_covar
+        self.sticky = sticky
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (estimator convention)."""
@@ -169,6 +176,7 @@ class RegimeHMM:
             "tol": self.tol,
             "random_state": self.random_state,
             "min_covar": self.min_covar,
+            "sticky": self.sticky,
         }
 
     def __repr__(self) -> str:
@@ -329,6 +337,8 @@ class RegimeHMM:
             random_state=seed,
             init_params="mc" if kmeans else "c",
         )
+        if self.sticky > 0.0:  # Dirichlet prior on each row: sticky extra self-transitions
+            hmm.transmat_prior = np.ones((k, k)) + self.sticky * np.eye(k)
         hmm.startprob_ = np.full(k, 1.0 / k)
         if k == 1:
             hmm.transmat_ = np.ones((1, 1))
@@ -462,6 +472,17 @@ class RegimeHMM:
         self._check_fitted()
         with np.errstate(divide="ignore"):
             return 1.0 / (1.0 - np.diag(self.transmat_))
+
+    def feature_second_moment(self, j: int) -> np.ndarray:
+        """E[x_j^2 | state k] in raw units, (K,): mean^2 + variance of feature ``j``.
+
+        For ``realized_vol`` (an RMS of returns) this is each state's expected squared per-bar
+        return, which ``vol_target`` propagates one step to forecast the next bar's volatility.
+        """
+        self._check_fitted()
+        std = self.scaler_std_[j]
+        mean = self.means_[:, j] * std + self.scaler_mean_[j]
+        return mean * mean + self.covars_[:, j, j] * std * std
 
     def means_raw(self) -> np.ndarray:
         """State means in raw feature units (K, D)."""

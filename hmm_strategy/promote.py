@@ -36,7 +36,7 @@ from actors.model_lifecycle import (
     read_lifecycle,
     submit_request,
 )
-from hmm_strategy.artifacts import ModelArtifactError, load_model
+from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
 from hmm_strategy.config import (
     ConfigError,
     add_config_arguments,
@@ -51,20 +51,23 @@ class Target(msgspec.Struct, frozen=True):
     requests_dir: Path
     log_path: Path
     model_dir: Path
-    feature_names: tuple[str, ...] | None
+    expected: Expected | None  # what the strategy's artifacts must match (None: no config)
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """The strategy id and lifecycle folders, from the node config and/or the flags."""
     strategy_id = args.strategy
     trainer = None
+    expected = None
     if args.config:
         from actors.online_trainer import OnlineTrainerConfig
         from hmm_strategy.train import strategy_target
 
         settings = load_node_settings(args.config, args.override)
         try:
-            strategy_id = strategy_target(settings, args.strategy).strategy_id
+            strategy = strategy_target(settings, args.strategy)
+            strategy_id = strategy.strategy_id
+            expected = strategy.expected_model()
         except ConfigError:
             if not args.requests_dir:
                 raise
@@ -79,6 +82,12 @@ def resolve_target(args: argparse.Namespace) -> Target:
             f"no {TRAINER_PATH} for strategy {strategy_id!r} in the node config: "
             "pass --requests-dir (and --log) of the running node"
         )
+    if expected is None and trainer is not None:
+        expected = Expected(
+            features=trainer.features,
+            instrument_id=trainer.instrument_id,
+            bar_type=trainer.bar_type,
+        )
     model_dir = Path(trainer.model_dir) if trainer else Path(args.requests_dir).parent
     requests = args.requests_dir or (trainer.requests_dir if trainer else None)
     log = args.log or (trainer.log_path if trainer else None)
@@ -87,7 +96,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
         requests_dir=Path(requests or model_dir / "requests"),
         log_path=Path(log or model_dir / "lifecycle.jsonl"),
         model_dir=model_dir,
-        feature_names=trainer.features.names if trainer else None,
+        expected=expected,
     )
     for name in ("requests_dir", "log_path", "model_dir"):
         if "{run_dir}" in str(getattr(target, name)):
@@ -102,7 +111,8 @@ def _events(target: Target) -> list[LifecycleEvent]:
 
 
 def _check_artifact(path: Path, target: Target) -> str:
-    _, meta = load_model(path, expected_features=target.feature_names)
+    """Version of a valid artifact made for the target strategy (instrument, bars, features)."""
+    _, meta = load_model(path, expected=target.expected)
     return meta.model_version
 
 

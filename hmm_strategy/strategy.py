@@ -27,7 +27,7 @@ from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
-from hmm_strategy.artifacts import load_model, save_model
+from hmm_strategy.artifacts import Expected, load_model, save_model
 from hmm_strategy.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -35,7 +35,7 @@ from hmm_strategy.checkpoint import (
     save_checkpoint,
     set_aside,
 )
-from hmm_strategy.engine import FitSettings, RegimeEngine
+from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
@@ -81,6 +81,9 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         A saved model artifact (JSON). Without one, a model is fitted in-run on ``fit.warmup_bars``.
     features, policy, fit, breakers
         Feature windows, policy guardrails, in-run fit settings and circuit breakers.
+    slow : SlowLevel, optional
+        The slow level of a hierarchical model (coarse bars aggregated from ``bar_type``);
+        None = single level.
     notional : float
         Capital (quote currency) used for a full +-1 exposure until the allocator sends a budget.
     max_notional : float
@@ -102,6 +105,7 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     fit: FitSettings = msgspec.field(default_factory=FitSettings)
+    slow: SlowLevel | None = None
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
     notional: float = 10_000.0
     max_notional: float = 50_000.0
@@ -287,9 +291,9 @@ class HMMRegimeStrategy(Strategy):
     def on_model_update(self, update: ModelUpdate) -> None:
         """Swap in a promoted (or rolled-back) model; a bad artifact keeps the current one."""
         try:
-            names = self.config.features.names
-            model, meta = load_model(update.model_path, expected_features=names)
-            self.engine.set_model(model, meta.model_version)
+            model, meta = load_model(update.model_path, expected=self.expected_model())
+            slow = meta.slow.model if meta.slow is not None else None
+            self.engine.set_model(model, meta.model_version, slow)
         except ValueError as exc:
             self.log.error(f"Rejected model {update.model_version} ({update.model_path}): {exc}")
             return
@@ -330,10 +334,13 @@ class HMMRegimeStrategy(Strategy):
         if plan == self._last_plan or self.has_pending_orders():
             return
         self._last_plan = plan
-        target_qty = target_quantity(exposure, notional, price, self.instrument.size_increment)
+        inst = self.instrument
+        min_qty = inst.min_quantity.as_decimal() if inst.min_quantity is not None else Decimal(0)
+        target_qty = target_quantity(exposure, notional, price, inst.size_increment, min_qty)
         current = self.net_position()
-        delta = target_qty - current
-        if abs(delta) < self.instrument.size_increment.as_decimal():
+        band = Decimal(repr(self.config.policy.no_trade_band * notional / price))
+        delta = order_quantity(target_qty, current, inst.size_increment.as_decimal(), min_qty, band)
+        if delta is None:
             return
         blocked = self.breakers.check_order(
             float(current), float(target_qty), price, self.config.max_notional
@@ -405,13 +412,21 @@ class HMMRegimeStrategy(Strategy):
 
     # ------------------------------------------------------------------ state
 
+    def expected_model(self) -> Expected:
+        """What a model artifact must have been made for to drive this strategy."""
+        cfg = self.config
+        return Expected.strategy(cfg.features, cfg.instrument_id, cfg.bar_type, cfg.slow)
+
     def _new_engine(self) -> RegimeEngine:
         cfg = self.config
-        model, version = None, ""
+        model, version, slow_model = None, "", None
         if cfg.model_path:
-            model, meta = load_model(cfg.model_path, expected_features=cfg.features.names)
+            model, meta = load_model(cfg.model_path, expected=self.expected_model())
             version = meta.model_version
-        return RegimeEngine(cfg.features, cfg.policy, cfg.fit, model, version)
+            slow_model = meta.slow.model if meta.slow is not None else None
+        return RegimeEngine(
+            cfg.features, cfg.policy, cfg.fit, model, version, slow=cfg.slow, slow_model=slow_model
+        )
 
     def snapshot(self, *, embed_model: bool = False) -> dict:
         """All state needed to resume: engine, breakers, P&L, allocation, the last plan."""
@@ -421,9 +436,11 @@ class HMMRegimeStrategy(Strategy):
             model_file = str(self._checkpoint.with_suffix(".model.json"))
             if self._saved_model_version != engine.model_version:
                 self._save_model(model_file)
-        model_doc = None
+        model_doc = slow_doc = None
         if engine.model is not None and embed_model:
             model_doc = engine.model.fitted_params()
+        if engine.slow_model is not None and embed_model:
+            slow_doc = engine.slow_model.fitted_params()
         return {
             "instrument_id": str(self.config.instrument_id),
             "bar_type": str(self.config.bar_type),
@@ -431,6 +448,7 @@ class HMMRegimeStrategy(Strategy):
             "engine": engine.state(),
             "model_file": model_file,
             "model": model_doc,
+            "slow_model": slow_doc,
             "breakers": self.breakers.state(),
             "pnl": self.pnl.state(),
             "budget": self.budget,
@@ -458,16 +476,24 @@ class HMMRegimeStrategy(Strategy):
                 f"checkpoint was written on data source {state.get('data_source')!r}, "
                 f"this node reads {cfg.data_source!r}"
             )
-        model, saved_version = None, ""
+        model = slow_model = None
+        saved_version = ""
         if state.get("model_file"):
-            model, _ = load_model(state["model_file"], expected_features=cfg.features.names)
+            expected = self.expected_model()
+            slow_state = state["engine"].get("slow") or {}
+            if expected.slow is not None and slow_state.get("filter") is None:
+                expected = msgspec.structs.replace(expected, slow=None)  # slow level warming up
+            model, meta = load_model(state["model_file"], expected=expected)
+            slow_model = meta.slow.model if meta.slow is not None else None
             saved_version = state["engine"]["model_version"]
         elif state.get("model"):
             from hmm_strategy.model import RegimeHMM
 
             model = RegimeHMM.from_params(**state["model"])
+            if state.get("slow_model"):
+                slow_model = RegimeHMM.from_params(**state["slow_model"])
         engine = self._new_engine()
-        engine.restore(state["engine"], model)
+        engine.restore(state["engine"], model, slow_model)
         breakers = CircuitBreakers(cfg.breakers)
         breakers.restore(state["breakers"])
         pnl = PnLTracker()
@@ -522,6 +548,9 @@ class HMMRegimeStrategy(Strategy):
             instrument_id=str(self.config.instrument_id),
             bar_type=str(self.config.bar_type),
             version=engine.model_version,
+            slow=None
+            if engine.slow_model is None
+            else (engine.slow_model, self.config.slow.bars_per_bar, self.config.slow.features),
         )
         self._saved_model_version = engine.model_version
 
@@ -541,8 +570,39 @@ class HMMRegimeStrategy(Strategy):
         )
 
 
-def target_quantity(exposure: float, notional: float, price: float, increment) -> Decimal:
-    """Signed quantity for ``exposure`` x ``notional`` at ``price``, rounded toward zero."""
+def target_quantity(
+    exposure: float, notional: float, price: float, increment, min_quantity: Decimal = Decimal(0)
+) -> Decimal:
+    """Signed quantity for ``exposure`` x ``notional`` at ``price``, rounded toward zero.
+
+    A target below ``min_quantity`` is 0: such a position could be neither opened nor closed.
+    """
     step = increment.as_decimal()
     units = math.floor(abs(exposure) * notional / price / float(step))
-    return Decimal(units) * step * (1 if exposure >= 0 else -1)
+    qty = Decimal(units) * step
+    if qty < min_quantity:
+        return Decimal(0)
+    return qty * (1 if exposure >= 0 else -1)
+
+
+def order_quantity(
+    target: Decimal,
+    current: Decimal,
+    increment: Decimal,
+    min_quantity: Decimal = Decimal(0),
+    band: Decimal = Decimal(0),
+) -> Decimal | None:
+    """Signed order quantity moving ``current`` to ``target``, or None when nothing is sent.
+
+    Nothing is sent when the move is below one size increment, below the venue's
+    ``min_quantity`` (it would be denied and count toward the consecutive-rejects breaker), or,
+    unless it goes flat, smaller than the no-trade ``band`` (quantity; small rebalances from a
+    changed budget or a vol-target size are not worth their costs).
+    """
+    delta = target - current
+    size = abs(delta)
+    if size < increment or size < min_quantity or size == 0:
+        return None
+    if target != 0 and size < band:
+        return None
+    return delta

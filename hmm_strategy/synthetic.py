@@ -70,3 +70,53 @@ def generate_regime_bars(
             "state": states,
         }
     )
+
+
+class TwoLevelProcess(msgspec.Struct, frozen=True):
+    """A slow regime (0 = bear, 1 = bull) switching once per coarse bar, with the fast process
+    of :class:`RegimeProcess` inside it: the slow state adds its drift to every bar and scales
+    its volatility."""
+
+    bars_per_slow_bar: int = 16
+    slow_drift: tuple[float, ...] = (-0.0012, 0.0012)
+    slow_vol_scale: tuple[float, ...] = (1.4, 0.8)
+    slow_stay_prob: float = 0.97  # per coarse bar: ~33 coarse bars per slow regime
+    fast: RegimeProcess = RegimeProcess(
+        drift=(-0.0004, 0.0, 0.0004), volatility=(0.006, 0.004, 0.003), stay_prob=0.98
+    )
+
+
+def generate_two_level_bars(
+    n_bars: int = 40_000,
+    seed: int = 11,
+    *,
+    interval_minutes: int = 15,
+    process: TwoLevelProcess | None = None,
+) -> pl.DataFrame:
+    """Bars of a two-level regime process; ``state`` is the fast and ``slow_state`` the slow
+    true state of every bar (the slow state is constant within each coarse bar)."""
+    p = process or TwoLevelProcess()
+    n_slow = -(-n_bars // p.bars_per_slow_bar)
+    rng = np.random.default_rng(seed)
+    slow = np.empty(n_slow, dtype=np.int64)
+    slow[0] = 0
+    k = len(p.slow_drift)
+    for j in range(1, n_slow):
+        stay = rng.random() < p.slow_stay_prob
+        slow[j] = slow[j - 1] if stay else (slow[j - 1] + 1 + rng.integers(k - 1)) % k
+    slow_state = np.repeat(slow, p.bars_per_slow_bar)[:n_bars]
+    fast = generate_regime_bars(n_bars, seed + 1, interval_minutes=interval_minutes, process=p.fast)
+    noise = np.random.default_rng(seed + 2).standard_normal(n_bars)
+    fast_state = fast["state"].to_numpy()
+    drift = np.asarray(p.fast.drift)[fast_state] + np.asarray(p.slow_drift)[slow_state]
+    vol = np.asarray(p.fast.volatility)[fast_state] * np.asarray(p.slow_vol_scale)[slow_state]
+    close = p.fast.start_price * np.exp(np.cumsum(drift + vol * noise))
+    open_ = np.concatenate(([p.fast.start_price], close[:-1]))
+    wick = np.abs(rng.standard_normal((2, n_bars))) * vol * 0.5
+    return fast.with_columns(
+        open=pl.Series(open_),
+        high=pl.Series(np.maximum(open_, close) * np.exp(wick[0])),
+        low=pl.Series(np.minimum(open_, close) * np.exp(-wick[1])),
+        close=pl.Series(close),
+        slow_state=pl.Series(slow_state),
+    )

@@ -36,7 +36,7 @@ import pandas as pd
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from hmm_strategy.artifacts import save_model
+from hmm_strategy.artifacts import Expected, save_model
 from hmm_strategy.config import (
     ComponentSpec,
     ConfigError,
@@ -44,8 +44,8 @@ from hmm_strategy.config import (
     add_config_arguments,
     load_node_settings,
 )
-from hmm_strategy.engine import FitSettings
-from hmm_strategy.features import FeatureSpec, batch_features
+from hmm_strategy.engine import FitSettings, SlowLevel
+from hmm_strategy.features import FeatureSpec, aggregate_bars, batch_features, feature_matrix
 from hmm_strategy.model import RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 
@@ -67,6 +67,11 @@ class StrategyTarget:
     fit: FitSettings
     policy: PolicyConfig
     model_path: str | None
+    slow: SlowLevel | None = None
+
+    def expected_model(self) -> Expected:
+        """What this strategy's model artifacts must have been made for."""
+        return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
 
 def _parse_strategy(spec: ComponentSpec) -> Any:
@@ -110,6 +115,7 @@ def strategy_target(settings: NodeSettings, name: str | None = None) -> Strategy
         fit=cfg.fit,
         policy=cfg.policy,
         model_path=cfg.model_path,
+        slow=cfg.slow,
     )
 
 
@@ -207,13 +213,31 @@ def fit_model(
         )
     k: int | str = n_states or ("bic" if fit.select_states_by_bic else fit.n_states)
     model = RegimeHMM(
-        n_states=k, n_restarts=fit.n_restarts, n_iter=fit.n_iter, random_state=fit.seed
+        n_states=k,
+        n_restarts=fit.n_restarts,
+        n_iter=fit.n_iter,
+        random_state=fit.seed,
+        sticky=fit.sticky,
     )
     # One BLAS/OpenMP thread: on these small matrices threads only add synchronisation (KMeans
     # init was ~10x slower with 2 threads on a busy 2-core machine), and single-threaded
     # arithmetic is the same in every process, which keeps sweeps reproducible.
     with threadpool_limits(limits=1):
         return model.fit(np.ascontiguousarray(X, dtype=np.float64))
+
+
+def fit_slow_model(frame: pl.DataFrame, slow: SlowLevel, fit: FitSettings) -> RegimeHMM:
+    """Fit the slow level on coarse bars aggregated from ``frame`` exactly as the engine does
+    (counting from the first bar; the incomplete last coarse bar is left out)."""
+    coarse = aggregate_bars(frame, slow.bars_per_bar)
+    X = feature_matrix(coarse, slow.features)
+    if len(X) < slow.warmup_bars:
+        raise ValueError(
+            f"{frame.height} bars give {len(X)} slow feature rows, the slow level needs "
+            f"{slow.warmup_bars} (slow.warmup_bars)"
+        )
+    with threadpool_limits(limits=1):
+        return slow.model(fit).fit(X)
 
 
 def model_digest(model: RegimeHMM) -> str:
@@ -231,9 +255,14 @@ def model_digest(model: RegimeHMM) -> str:
     return h.hexdigest()[:10]
 
 
-def model_version(name: str, last_ns: int, model: RegimeHMM) -> str:
+def model_version(
+    name: str, last_ns: int, model: RegimeHMM, slow_model: RegimeHMM | None = None
+) -> str:
     stamp = pd.Timestamp(last_ns, unit="ns", tz="UTC").strftime("%Y%m%dT%H%M")
-    return f"{_SAFE.sub('_', name)}-{stamp}-{model_digest(model)}"
+    digest = model_digest(model)
+    if slow_model is not None:
+        digest += f"-{model_digest(slow_model)[:6]}"
+    return f"{_SAFE.sub('_', name)}-{stamp}-{digest}"
 
 
 # -------------------------------------------------------------------------------------- report
@@ -432,9 +461,10 @@ def train(
                     **({"error": err} if err else {}),
                 }
             )
+    slow_model = None if target.slow is None else fit_slow_model(frame, target.slow, fit)
     ts = frame["ts_event"]
     first, last = int(ts[0]), int(ts[-1])
-    version = model_version(target.name, last, model)
+    version = model_version(target.name, last, model, slow_model)
     folder = Path(out_dir) / _SAFE.sub("_", target.name) if subdir else Path(out_dir)
     artifact = folder / f"{version}.json"
     save_model(
@@ -445,6 +475,9 @@ def train(
         instrument_id=target.instrument_id,
         bar_type=target.bar_type,
         version=version,
+        slow=None
+        if slow_model is None
+        else (slow_model, target.slow.bars_per_bar, target.slow.features),
     )
     meta = {
         "model_version": version,
@@ -455,6 +488,13 @@ def train(
         "bar_type": target.bar_type,
         "fit": msgspec.to_builtins(fit),
     }
+    if slow_model is not None:
+        meta["slow"] = {
+            **msgspec.to_builtins(target.slow),
+            "n_states": slow_model.n_states_,
+            "expected_durations_coarse_bars": slow_model.diagnostics_["expected_durations"],
+            "means_raw": slow_model.diagnostics_["means_raw"],
+        }
     report = training_report(model, frame, features, comparison=comparison, meta=meta)
     rj = rm = None
     if write_report:

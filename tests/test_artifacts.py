@@ -13,6 +13,8 @@ import pytest
 from hmmlearn.hmm import GaussianHMM
 
 from hmm_strategy.artifacts import (
+    SCHEMA_VERSION,
+    Expected,
     ModelArtifactError,
     ModelMetadata,
     artifact_checksum,
@@ -95,7 +97,7 @@ def test_round_trip_gives_identical_filter_outputs(
     assert filt.params_digest == ForwardFilter.from_model(model).params_digest
 
     assert isinstance(meta, ModelMetadata)
-    assert meta.schema_version == 1
+    assert meta.schema_version == SCHEMA_VERSION == 2
     assert meta.feature_names == NAMES
     assert meta.feature_spec == SPEC
     assert meta.data_range == RANGE
@@ -207,8 +209,10 @@ def test_missing_or_extra_nested_field_is_named(saved: Path) -> None:
 
 
 def test_unknown_schema_version(saved: Path) -> None:
-    edit(saved, lambda d: d.update(schema_version=2))
-    assert "unknown schema_version 2" in load_error(saved)
+    edit(saved, lambda d: d.update(schema_version=3))
+    assert "unknown schema_version 3" in load_error(saved)
+    edit(saved, lambda d: d.update(schema_version=True))
+    assert "unknown schema_version True" in load_error(saved)
 
 
 def test_wrong_types_are_named(saved: Path) -> None:
@@ -322,3 +326,172 @@ def test_struct_feature_spec_with_names_is_accepted(model: RegimeHMM, tmp_path: 
         bar_type=BAR_TYPE,
     )
     assert load_model(path)[1].feature_spec == {"vol_window": 20, "names": list(NAMES)}
+
+
+# ------------------------------------------------------------ what the artifact was made for
+WANT = Expected(features=SPEC, instrument_id=INSTRUMENT, bar_type=BAR_TYPE, slow=None)
+
+
+def test_expected_match_loads(saved: Path) -> None:
+    model, meta = load_model(saved, expected=WANT)
+    assert meta.slow is None and model.n_states_ == 3
+
+
+@pytest.mark.parametrize(
+    ("want", "named"),
+    [
+        ({"instrument_id": "ETHUSDT.BINANCE"}, ["instrument_id is BTCUSDT.BINANCE"]),
+        ({"bar_type": "BTCUSDT.BINANCE-1-HOUR-LAST-EXTERNAL"}, ["bar_type is BTCUSDT"]),
+        ({"features": {**SPEC, "vol_window": 30}}, ["feature_spec.vol_window is 20, expected 30"]),
+        (
+            {"features": {**SPEC, "volume_window": 10}, "instrument_id": "EUR/USD.SIM"},
+            ["instrument_id", "feature_spec.volume_window is 50, expected 10"],
+        ),
+        ({"features": {**SPEC, "extra": 1}}, ["feature_spec.extra is <absent>, expected 1"]),
+        ({"slow": (16, SPEC)}, ["no slow level, expected one with bars_per_bar=16"]),
+    ],
+)
+def test_artifact_for_something_else_is_rejected_naming_each_difference(
+    saved: Path, want: dict[str, Any], named: list[str]
+) -> None:
+    base = {
+        "features": SPEC,
+        "instrument_id": INSTRUMENT,
+        "bar_type": BAR_TYPE,
+        "slow": None,
+    }
+    message = load_error(saved, expected=Expected(**{**base, **want}))
+    assert "made for something else" in message
+    for part in named:
+        assert part in message
+    assert message.count(";") == len(named) - 1  # exactly the differing fields, nothing else
+
+
+def test_strategy_expectation_from_a_real_feature_spec(model: RegimeHMM, tmp_path: Path) -> None:
+    from hmm_strategy.engine import SlowLevel
+    from hmm_strategy.features import FeatureSpec
+
+    path = tmp_path / "m.json"
+    spec = FeatureSpec(vol_window=20, volume_window=50)
+    save_model(model, path, feature_spec=spec, data_range=RANGE, instrument_id=INSTRUMENT,
+               bar_type=BAR_TYPE)  # fmt: skip
+    load_model(path, expected=Expected.strategy(spec, INSTRUMENT, BAR_TYPE, None))
+    other = FeatureSpec(vol_window=21, volume_window=50)
+    message = load_error(path, expected=Expected.strategy(other, INSTRUMENT, BAR_TYPE, None))
+    assert "feature_spec.vol_window is 20, expected 21" in message
+    message = load_error(path, expected=Expected.strategy(spec, INSTRUMENT, BAR_TYPE, SlowLevel()))
+    assert "no slow level" in message
+
+
+def test_diagnostics_are_under_the_checksum(saved: Path) -> None:
+    edit(saved, lambda d: d["diagnostics"].update(log_likelihood=1e9))
+    assert "checksum mismatch" in load_error(saved)
+
+
+def test_schema_1_still_loads_without_its_unverifiable_diagnostics(
+    model: RegimeHMM, data: np.ndarray, saved: Path
+) -> None:
+    def to_v1(doc: dict[str, Any]) -> None:
+        doc["schema_version"] = 1
+        del doc["slow"]
+
+    edit(saved, to_v1, reseal=True)
+    loaded, meta = load_model(saved, expected=WANT)
+    assert meta.schema_version == 1 and meta.diagnostics == {} and loaded.diagnostics_ == {}
+    np.testing.assert_array_equal(loaded.filter_proba(data), model.filter_proba(data))
+    # schema 1 never covered diagnostics: editing them keeps the file loadable, but unused
+    edit(saved, lambda d: d["diagnostics"].update(log_likelihood=1e9))
+    assert load_model(saved)[1].diagnostics == {}
+    edit(saved, lambda d: d["params"]["means"][0].__setitem__(0, 0.5))
+    assert "checksum mismatch" in load_error(saved)
+
+
+def test_two_level_artifact_round_trip_and_slow_checks(
+    model: RegimeHMM, data: np.ndarray, tmp_path: Path
+) -> None:
+    slow_model = RegimeHMM(2, n_restarts=1, n_iter=30, covariance_type="diag").fit(data[:800])
+    slow_spec = {**SPEC, "vol_window": 8, "volume_window": 16}
+    path = tmp_path / "two.json"
+    save_model(model, path, feature_spec=SPEC, data_range=RANGE, instrument_id=INSTRUMENT,
+               bar_type=BAR_TYPE, slow=(slow_model, 16, slow_spec))  # fmt: skip
+    loaded, meta = load_model(path, expected=Expected(SPEC, INSTRUMENT, BAR_TYPE, (16, slow_spec)))
+    assert meta.slow is not None and meta.slow.bars_per_bar == 16
+    np.testing.assert_array_equal(loaded.filter_proba(data), model.filter_proba(data))
+    np.testing.assert_array_equal(meta.slow.model.filter_proba(data), slow_model.filter_proba(data))
+    assert meta.slow.model.covariance_type == "diag"
+
+    message = load_error(path, expected=Expected(SPEC, INSTRUMENT, BAR_TYPE, (24, SPEC)))
+    assert "slow.bars_per_bar is 16, expected 24" in message
+    assert "slow.feature_spec.vol_window is 8, expected 20" in message
+    assert "the strategy is single-level" in load_error(path, expected=WANT)
+
+    edit(path, lambda d: d["slow"]["params"]["transmat"][0].__setitem__(0, 0.5))
+    assert "checksum mismatch" in load_error(path)
+    edit(path, lambda d: d["slow"]["params"]["transmat"][0].__setitem__(0, 0.5), reseal=True)
+    assert "slow.params.transmat rows must be non-negative and sum to 1" in load_error(path)
+
+
+# --------------------------------------------- the call sites: strategy start/swap and promote
+def _fast_artifact(model: RegimeHMM, path: Path, **overrides: Any) -> Path:
+    from hmm_strategy.features import FeatureSpec
+
+    kwargs = {"feature_spec": FeatureSpec(), "data_range": RANGE, "instrument_id": INSTRUMENT,
+              "bar_type": BAR_TYPE, **overrides}  # fmt: skip
+    save_model(model, path, **kwargs)
+    return path
+
+
+def test_strategy_refuses_an_artifact_for_another_instrument_or_windows(
+    model: RegimeHMM, tmp_path: Path
+) -> None:
+    from nautilus_trader.model.data import BarType
+    from nautilus_trader.model.identifiers import InstrumentId
+
+    from hmm_strategy.features import FeatureSpec
+    from hmm_strategy.messages import ModelUpdate
+    from hmm_strategy.strategy import HMMRegimeStrategy, HMMRegimeStrategyConfig
+
+    good = _fast_artifact(model, tmp_path / "good.json")
+    eth = _fast_artifact(model, tmp_path / "eth.json", instrument_id="ETHUSDT.BINANCE")
+    wide = _fast_artifact(model, tmp_path / "wide.json", feature_spec=FeatureSpec(vol_window=30))
+
+    def strategy(path: Path) -> HMMRegimeStrategy:
+        return HMMRegimeStrategy(
+            HMMRegimeStrategyConfig(
+                instrument_id=InstrumentId.from_str(INSTRUMENT),
+                bar_type=BarType.from_str(BAR_TYPE),
+                model_path=str(path),
+            )
+        )
+
+    with pytest.raises(ModelArtifactError, match="instrument_id is ETHUSDT.BINANCE"):
+        strategy(eth)._new_engine()
+    with pytest.raises(ModelArtifactError, match="feature_spec.vol_window is 30, expected 20"):
+        strategy(wide)._new_engine()
+    running = strategy(good)
+    running.engine = running._new_engine()
+    before = running.engine.model_version
+    for bad in (eth, wide):
+        running.on_model_update(ModelUpdate(0, "HMMRegimeStrategy-000", str(bad), "v-bad", "x"))
+        assert running.engine.model_version == before  # the swap was refused
+
+
+def test_promote_checks_the_artifact_against_the_strategy_config(
+    model: RegimeHMM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hmm_strategy.config import DEFAULT_CONFIG
+    from hmm_strategy.features import FeatureSpec
+    from hmm_strategy.promote import main as promote_main
+
+    common = ["--config", str(DEFAULT_CONFIG), "--strategy", "hmm_btc",
+              "--requests-dir", str(tmp_path / "requests"), "--reason", "test"]  # fmt: skip
+    hourly = _fast_artifact(
+        model, tmp_path / "h.json", bar_type="BTCUSDT.BINANCE-1-HOUR-LAST-EXTERNAL",
+        feature_spec=FeatureSpec(volume_window=40),
+    )  # fmt: skip
+    assert promote_main(["promote", *common, "--model", str(hourly)]) == 2
+    err = capsys.readouterr().err
+    assert "bar_type is BTCUSDT.BINANCE-1-HOUR-LAST-EXTERNAL" in err
+    assert "feature_spec.volume_window is 40, expected 50" in err
+    good = _fast_artifact(model, tmp_path / "good.json")
+    assert promote_main(["promote", *common, "--model", str(good)]) == 0

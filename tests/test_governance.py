@@ -93,8 +93,9 @@ def _strategy(sid: str) -> dict:
             "notional": BUDGET,
             "max_notional": 70_000.0,
             "fit": {"warmup_bars": 500, "n_states": 3, "n_restarts": 2, "n_iter": 50, "seed": 0},
+            # BAD trades against its regimes (bull short, bear long): wrong-way by configuration
             "policy": {"min_confidence": 0.8, "min_hold_bars": 8, "cooldown_bars": 4,
-                       "invert": sid == BAD},
+                       "state_exposures": [1.0, 0.0, -1.0] if sid == BAD else None},
         },
     }
 

@@ -220,3 +220,17 @@ def test_from_params_checks_the_covariance_structure(fitted: RegimeHMM) -> None:
         RegimeHMM.from_params(**{**params, "transmat": fitted.transmat_ * 0.5})
     with pytest.raises(ValueError, match="covars must have shape"):
         RegimeHMM.from_params(**{**params, "covars": fitted.covars_[:, :3, :3]})
+
+
+def test_sticky_prior_lengthens_regimes_and_zero_changes_nothing(
+    data: np.ndarray, fitted: RegimeHMM
+) -> None:
+    params = fitted.get_params()
+    same = RegimeHMM(**{**params, "sticky": 0.0}).fit(data)
+    np.testing.assert_array_equal(same.transmat_, fitted.transmat_)
+    np.testing.assert_array_equal(same.means_, fitted.means_)
+    sticky = RegimeHMM(**{**params, "sticky": 2_000.0}).fit(data)
+    assert (np.diag(sticky.transmat_) > np.diag(fitted.transmat_)).all()
+    assert (sticky.expected_durations() > fitted.expected_durations()).all()
+    with pytest.raises(ValueError, match="sticky"):
+        RegimeHMM(sticky=-1.0)

@@ -345,7 +345,7 @@ def test_rollback_reject_and_bad_requests(tmp_path: Path, synthetic: dict) -> No
         bar_type=BAR_TYPE,
     )
     applied, why, _ = lc.on_request(ts, new_request(SID, "promote", "x", model_path=str(other)))
-    assert not applied and "instrument ETHUSDT.BINANCE != BTCUSDT.BINANCE" in why
+    assert not applied and "instrument_id is ETHUSDT.BINANCE, expected BTCUSDT.BINANCE" in why
 
     sim.run(synthetic["bars"].slice(1650, 1350))
     promoted = [e for e in read_lifecycle(tmp_path / "lifecycle.jsonl") if e.event == "promoted"]

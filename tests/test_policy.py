@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hmm_strategy.policy import PolicyConfig, RegimePolicy, default_exposures
 
@@ -51,9 +54,53 @@ def test_long_only_never_short() -> None:
     assert min(run(policy, [BEAR, BULL, BEAR, BEAR])) == 0.0
 
 
-def test_invert_trades_the_wrong_way() -> None:
-    policy = RegimePolicy(PolicyConfig(min_hold_bars=0, invert=True), 3)
-    assert run(policy, [BULL]) == [-1.0]
+def test_long_flat_is_a_risk_filter() -> None:
+    policy = RegimePolicy(PolicyConfig(mode="long_flat", min_hold_bars=0, cooldown_bars=0), 3)
+    assert policy.exposures == (0.0, 1.0, 1.0)
+    assert run(policy, [CALM, BULL, BEAR, CALM, BEAR]) == [1.0, 1.0, 0.0, 1.0, 0.0]
+    custom = PolicyConfig(mode="long_flat", min_hold_bars=0, state_exposures=(-1.0, 0.5, 1.0))
+    assert min(run(RegimePolicy(custom, 3), [BEAR, CALM, BEAR])) == 0.0  # never short
+
+
+def test_vol_target_sizes_by_the_forecast_and_the_band_holds_small_changes() -> None:
+    cfg = PolicyConfig(mode="vol_target", target_vol=0.01, min_hold_bars=0, cooldown_bars=0)
+    policy = RegimePolicy(cfg, 3)
+    vols = [0.02, 0.04, 0.005, 0.0201]
+    out = [policy.update(BULL, vol_forecast=v) for v in vols]
+    assert out == [0.5, 0.25, 1.0, 0.01 / 0.0201]  # capped at full exposure when calm
+    assert policy.update(BEAR, vol_forecast=0.02) == 0.0  # flip: flat first
+    with pytest.raises(ValueError, match="vol_forecast"):
+        policy.update(BULL)
+
+    banded = RegimePolicy(msgspec.structs.replace(cfg, no_trade_band=0.1), 3)
+    out = [banded.update(BULL, vol_forecast=v) for v in (0.02, 0.021, 0.018, 0.015, 0.016)]
+    assert out == [0.5, 0.5, 0.5, 0.01 / 0.015, 0.01 / 0.015]  # moves only by >= 0.1
+    assert banded.update(CALM, vol_forecast=0.02) == 0.0  # going flat is never held back
+    tiny = RegimePolicy(msgspec.structs.replace(cfg, no_trade_band=0.3), 3)
+    assert tiny.update(BULL, vol_forecast=0.1) == 0.0  # 0.1 from flat: below the band
+
+
+def test_min_regime_bars_waits_for_a_persistent_regime() -> None:
+    cfg = PolicyConfig(min_hold_bars=0, cooldown_bars=0, min_regime_bars=3)
+    policy = RegimePolicy(cfg, 3)
+    assert run(policy, [BULL, BULL, CALM, BULL, BULL, BULL, BEAR]) == [0, 0, 0, 0, 0, 1, 1]
+
+
+def test_slow_regime_sets_direction_and_budget() -> None:
+    cfg = PolicyConfig(min_hold_bars=0, cooldown_bars=0, slow_exposures=(-0.5, 1.0))
+    policy = RegimePolicy(cfg, 3, n_slow_states=2)
+    up = [policy.update(p, slow_state=1) for p in (BULL, BEAR, BEAR)]
+    assert up == [1.0, 0.0, 0.0]  # slow bull: longs allowed, shorts are not
+    down = [policy.update(p, slow_state=0) for p in (BEAR, BULL, BEAR)]
+    assert down == [-0.5, 0.0, -0.5]  # slow bear: half-size shorts only
+    # the slow regime turning closes a position even while the fast regime is unsure
+    assert policy.update(UNSURE, slow_state=1) == 0.0
+    with pytest.raises(ValueError, match="slow_exposures has 2"):
+        RegimePolicy(cfg, 3, n_slow_states=3)
+
+
+def test_default_config_has_no_test_hooks() -> None:
+    assert "invert" not in msgspec.structs.asdict(PolicyConfig())
 
 
 def test_checkpoint_restores_exactly() -> None:
@@ -74,6 +121,11 @@ def test_checkpoint_restores_exactly() -> None:
         ({"min_hold_bars": -1}, "min_hold_bars"),
         ({"cooldown_bars": -2}, "cooldown_bars"),
         ({"state_exposures": (0.0, 2.0, 1.0)}, "state_exposures"),
+        ({"mode": "martingale"}, "mode"),
+        ({"mode": "vol_target"}, "target_vol"),
+        ({"no_trade_band": -0.1}, "no_trade_band"),
+        ({"min_regime_bars": 0}, "min_regime_bars"),
+        ({"slow_exposures": (-2.0, 1.0)}, "slow_exposures"),
     ],
 )
 def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
@@ -84,3 +136,44 @@ def test_bad_config_names_the_field(kwargs: dict, field: str) -> None:
 def test_exposures_must_match_state_count() -> None:
     with pytest.raises(ValueError, match="3 states"):
         RegimePolicy(PolicyConfig(state_exposures=(-1.0, 1.0)), 3)
+
+
+# ------------------------------------------------------------------- order sizes (strategy)
+SIZES = st.decimals(min_value=0, max_value=10_000, places=6, allow_nan=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    exposure=st.floats(-1.0, 1.0),
+    notional=st.floats(1.0, 1e6),
+    price=st.floats(1e-3, 1e5),
+    current_units=st.integers(-(10**7), 10**7),
+    step=st.sampled_from(["1", "0.1", "0.001", "0.000001", "1000"]),
+    min_units=st.integers(0, 5_000),
+    band=st.floats(0.0, 0.5),
+)
+def test_no_order_below_min_quantity_is_ever_sent(
+    exposure, notional, price, current_units, step, min_units, band
+) -> None:
+    """Whatever the sizes, an order is a whole number of increments >= min_quantity, and the
+    position it leads to is flat or >= min_quantity."""
+    from decimal import Decimal
+
+    from nautilus_trader.model.objects import Quantity
+
+    from hmm_strategy.strategy import order_quantity, target_quantity
+
+    increment = Quantity.from_str(step)
+    inc = increment.as_decimal()
+    min_qty = min_units * inc
+    current = current_units * inc
+    target = target_quantity(exposure, notional, price, increment, min_qty)
+    assert target == 0 or abs(target) >= min_qty
+    band_qty = Decimal(repr(band * notional / price))
+    delta = order_quantity(target, current, inc, min_qty, band_qty)
+    if delta is None:
+        return
+    assert abs(delta) >= min_qty and abs(delta) >= inc and delta != 0
+    assert abs(delta) % inc == 0
+    assert current + delta == target
+    assert target == 0 or abs(delta) >= band_qty

@@ -193,3 +193,47 @@ def test_cli_errors_are_clear(
     ]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_hierarchical_training_saves_both_levels_for_the_strategy(
+    jan_feb: Path, tmp_path: Path
+) -> None:
+    """A strategy with a slow level trains both levels; the artifact loads only for it."""
+    from hmm_strategy.artifacts import ModelArtifactError
+    from hmm_strategy.engine import RegimeEngine
+
+    slow = {"bars_per_bar": 16, "n_states": 2, "warmup_bars": 250}
+    settings = settings_for(tmp_path, jan_feb, {"slow": slow})
+    out = tmp_path / "models"
+    override = str(tmp_path / "override.yaml")
+    assert (
+        main(
+            [
+                "--override",
+                override,
+                "--start",
+                "2024-01-01",
+                "--end",
+                "2024-03-01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    (artifact,) = (out / "hmm_btc").glob("*[0-9a-f].json")
+    target = strategy_target(settings)
+    model, meta = load_model(artifact, expected=target.expected_model())
+    assert meta.slow is not None and meta.slow.bars_per_bar == 16
+    assert meta.slow.model.n_states_ == 2 and meta.slow.model.covariance_type == "diag"
+    report = json.loads(artifact.with_suffix(".report.json").read_text())
+    # complete coarse bars of the training bars, minus the slow features' warm-up (23 rows)
+    assert meta.slow.model.diagnostics_["n_samples"] == report["bars"] // 16 - 23
+    assert report["slow"]["bars_per_bar"] == 16
+    (tmp_path / "single").mkdir()
+    single = strategy_target(settings_for(tmp_path / "single", jan_feb))
+    with pytest.raises(ModelArtifactError, match="the strategy is single-level"):
+        load_model(artifact, expected=single.expected_model())
+    engine = RegimeEngine(target.features, target.policy, target.fit, model, "v",
+                          slow=target.slow, slow_model=meta.slow.model)  # fmt: skip
+    assert engine.ready
