@@ -123,3 +123,19 @@ class DataGap(msgspec.Struct, frozen=True):
     instrument_id: str
     missing_bars: int
     last_ts: int  # the bar before the gap
+
+
+DATA_CLOCK_TOPIC = "hmm.clock"
+
+
+class DataTime(msgspec.Struct, frozen=True):
+    """The data's time reached ``ts_event`` (published by the replay feed before each bar time).
+
+    Live actors sample on data time, not on wall-clock timers, so an accelerated replay samples
+    exactly where a backtest's simulated clock does. ``closed=False``: data at ``ts_event`` is
+    about to be published, everything before it is handled; ``closed=True``: everything at
+    ``ts_event`` is handled too (the end of a replay).
+    """
+
+    ts_event: int
+    closed: bool = False
