@@ -291,3 +291,46 @@ def test_a_hole_inside_a_session_still_trips(
     after_hole = ts[start + n_missing]
     assert after_hole in trips
     assert (after_hole, n_missing) in gaps
+
+
+def test_spy_backtest_on_the_xnys_calendar_has_no_closure_gaps(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The calendar reaches the strategy from the node config: a real backtest of a year of SPY
+    hourly bars (about 250 nights and 50 weekends) records no DataGap and blocks no order as
+    stale data, and still trades. On calendar time every night would be a gap."""
+    import yaml
+
+    from backtests.run import run_backtest
+    from hmm_strategy.config import DEFAULT_CONFIG, load_node_settings
+
+    iid, bar_type = "SPY.ARCA", "SPY.ARCA-1-HOUR-LAST-EXTERNAL"
+    override = {
+        "backtest": {
+            "catalog_path": str(tmp_path / "catalog"),
+            "data": [{"source": str(data_dir / SPY_HOURLY), "instrument_id": iid,
+                      "bar_type": bar_type}],
+            "venues": [{"name": "ARCA", "oms_type": "NETTING", "account_type": "MARGIN",
+                        "starting_balances": ["1000000 USD"]}],
+        },
+        "strategies": [{"name": "hmm_btc", "config": {
+            "instrument_id": iid, "bar_type": bar_type, "fit": {"warmup_bars": 500},
+            "policy": {"min_hold_bars": 4, "min_confidence": 0.6},
+            "breakers": {"calendar": "XNYS"},
+        }}],
+        "actors": [
+            {"name": "metrics", "config": {"venue": "ARCA"}},
+            {"name": "allocator", "config": {"venue": "ARCA", "currency": "USD"}},
+            {"name": "governance", "config": {"currency": "USD"}},
+        ],
+        "risk": {"max_notional_per_order": {iid: 1_000_000}},
+    }  # fmt: skip
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(override))
+    settings = load_node_settings(DEFAULT_CONFIG, [tmp_path / "o.yaml"])
+    run = run_backtest(settings, tmp_path / "run", start="2019-01-01", end="2020-01-01")
+    decisions = pl.read_csv(run / "decisions.csv")
+    assert decisions.height > 1_000  # a year of 7 bars a day, after the warm-up
+    events = pl.read_csv(run / "events.csv")
+    assert events.filter(pl.col("kind") == "DataGap").height == 0
+    assert not events["detail"].str.contains("reason=stale_data").any()
+    assert pl.read_csv(run / "fills.csv").height > 0
