@@ -1,7 +1,9 @@
 """``CapitalAllocator``: splits the account's equity across the strategies and publishes budgets.
 
-The rule, applied on a node-clock timer (every ``rebalance_interval``) and at once whenever
-governance changes a strategy's state:
+The rule, applied every ``rebalance_interval`` (checked at each sample, every ``sample_interval``
+of the data's time: a node-clock timer in a backtest, bar time in a live node, see
+``actors.performance.DataTimeSampler``) and at once whenever governance changes a strategy's
+state:
 
 1. ``investable = equity x (1 - cash_buffer)``; equity is the venue account's total balance plus
    the unrealized PnL of open positions (margin accounts), in ``currency``.
@@ -37,7 +39,13 @@ from nautilus_trader.model.enums import AccountType
 from nautilus_trader.model.identifiers import Venue
 
 from actors.governance import governed_strategy_ids
-from actors.performance import SECONDS_PER_YEAR, PerformanceBook, parse_duration, window_samples
+from actors.performance import (
+    SECONDS_PER_YEAR,
+    DataTimeSampler,
+    PerformanceBook,
+    parse_duration,
+    window_samples,
+)
 from hmm_strategy.messages import BUDGET_TOPIC, GOVERNANCE_TOPIC, REGIME_TOPIC, Budget, topic_for
 
 _SAMPLE_TIMER = "allocator-sample"
@@ -258,6 +266,7 @@ class CapitalAllocator(Actor):
         self._sharpe_n = window_samples(config.sharpe_window, interval)
         self._dirty = False
         self._undelivered: set[str] = set()  # strategies that were not listening yet
+        self._sampler: DataTimeSampler | None = None  # live: samples on the data's time
 
     def on_start(self) -> None:
         cfg = self.config
@@ -278,13 +287,24 @@ class CapitalAllocator(Actor):
         self.book.subscribe()
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
-        self.clock.set_timer(
-            _SAMPLE_TIMER, self._interval, callback=self._on_sample, fire_immediately=True
-        )
+        from nautilus_trader.common.component import LiveClock
+
+        if isinstance(self.clock, LiveClock):  # wall-clock timers would not follow a replay
+            self._sampler = DataTimeSampler(self, self._interval, self.sample)
+            self._sampler.subscribe()
+        else:  # backtest: the simulated clock is the data's time
+            self.clock.set_timer(
+                _SAMPLE_TIMER,
+                self._interval,
+                callback=lambda event: self.sample(event.ts_event),
+                fire_immediately=True,
+            )
 
     def on_stop(self) -> None:
         if _SAMPLE_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(_SAMPLE_TIMER)
+        if self._sampler is not None:
+            self._sampler.unsubscribe()
         if self.book is not None:
             self.book.unsubscribe()
         for topic, handler in (
@@ -329,12 +349,13 @@ class CapitalAllocator(Actor):
             topic_for(BUDGET_TOPIC, sid), Budget(ts_event=now, strategy_id=sid, notional=notional)
         )
 
-    def _on_sample(self, event) -> None:
-        self._deliver_pending(event.ts_event)
-        self.book.sample(event.ts_event)
-        due = event.ts_event - self.last_rebalance_ns >= self._rebalance_ns
+    def sample(self, now: int) -> None:
+        """One sample period ends at ``now`` (data time): sample returns, rebalance when due."""
+        self._deliver_pending(now)
+        self.book.sample(now)
+        due = now - self.last_rebalance_ns >= self._rebalance_ns
         if self.budgets is None or due or self._dirty:
-            self.rebalance(event.ts_event)
+            self.rebalance(now)
 
     # -- allocation ------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 The same actor runs in a backtest (where the registry shows what governance *would* have done,
 on the simulated clock) and in a live node. It observes the node only through the message bus
-and the cache (see ``actors.performance``), samples on a node-clock timer, evaluates the YAML
+and the cache (see ``actors.performance``), samples every ``sample_interval`` of the data's
+time (the simulated clock in a backtest; bar time in a live node, so an accelerated replay
+decides where the backtest does: ``actors.performance.DataTimeSampler``), evaluates the YAML
 policy (``configs/governance.yaml``), and acts only by publishing ``GovernanceCommand`` on
 ``hmm.governance.<strategy_id>``; the strategy obeys (pause stops adding risk and optionally
 flattens; throttle/resume set its allocation scale). Every decision is logged, published and
@@ -52,6 +54,7 @@ from actors.performance import (
     METRICS,
     SECONDS_PER_YEAR,
     WINDOWED_METRICS,
+    DataTimeSampler,
     PerformanceBook,
     parse_duration,
     window_samples,
@@ -586,6 +589,7 @@ class GovernanceActor(Actor):
         self._undelivered: set[str] = set()  # strategies not yet listening to their state
         self._last_metrics_write = 0
         self._live = False
+        self._sampler: DataTimeSampler | None = None  # live: samples on the data's time
         self._overrides_dir = Path(config.overrides_dir or overrides_dir_for(config.registry_path))
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -633,10 +637,17 @@ class GovernanceActor(Actor):
             for sid in sids
             if (self.engine.records[sid].state, self.engine.records[sid].scale) != ("active", 1)
         }
-        self.clock.set_timer(
-            _SAMPLE_TIMER, self.policy.interval, callback=self._on_sample, fire_immediately=True
-        )
         self._live = self._is_live()
+        if self._live:  # wall-clock timers would not follow an accelerated replay
+            self._sampler = DataTimeSampler(self, self.policy.interval, self.sample)
+            self._sampler.subscribe()
+        else:  # backtest: the simulated clock is the data's time
+            self.clock.set_timer(
+                _SAMPLE_TIMER,
+                self.policy.interval,
+                callback=lambda event: self.sample(event.ts_event),
+                fire_immediately=True,
+            )
         if self._live:
             self.clock.set_timer(
                 _POLL_TIMER,
@@ -652,6 +663,8 @@ class GovernanceActor(Actor):
         for name in (_SAMPLE_TIMER, _POLL_TIMER):
             if name in self.clock.timer_names:
                 self.clock.cancel_timer(name)
+        if self._sampler is not None:
+            self._sampler.unsubscribe()
         if self.book is not None:
             self.book.unsubscribe()
         if self.msgbus.is_subscribed(f"{REGIME_TOPIC}.*", self._on_regime_update):
@@ -671,8 +684,8 @@ class GovernanceActor(Actor):
 
     # -- timers ----------------------------------------------------------------------------------
 
-    def _on_sample(self, event) -> None:
-        now = event.ts_event
+    def sample(self, now: int) -> None:
+        """One sample period ends at ``now`` (data time): metrics, then the policy."""
         self._deliver_pending(now)
         self._apply_overrides(now)
         self.book.sample(now)
@@ -687,8 +700,12 @@ class GovernanceActor(Actor):
             self._write_metrics(now)
 
     def _on_poll(self, event) -> None:
-        self._deliver_pending(event.ts_event)
-        self._apply_overrides(event.ts_event)
+        # Wall-clock poll (an operator's override must not wait for data), stamped with the
+        # data's time once there is some, so the registry keeps one time line.
+        now = self._sampler.now_ns if self._sampler is not None and self._sampler.now_ns else 0
+        now = now or event.ts_event
+        self._deliver_pending(now)
+        self._apply_overrides(now)
 
     def _on_regime_update(self, update) -> None:
         # A strategy publishes its decision before acting on it: the last moment to tell it.

@@ -13,7 +13,12 @@ Two layers, so the maths is testable without a node:
   (``events.order.*``: fills, commissions, traded notional), the strategies' ``RegimeUpdate``
   (model version, and the "shadow" return of the published target), ``Budget`` and
   ``GovernanceCommand`` messages; unrealized PnL is read from the cache when the owning actor
-  samples (on its node-clock timer, so a backtest samples in simulated time).
+  samples.
+* ``DataTimeSampler`` says *when* to sample in a live node: every ``interval`` of the data's time
+  (bar timestamps and the replay feed's ``DataTime``), not of the wall clock. A backtest samples
+  on a node-clock timer, which is the data's time already; sampling on data time in a live node
+  makes an accelerated replay sample exactly where the backtest does (same samples, same
+  governance decisions, same budgets), and a closed market is sampled when its data resumes.
 
 Samples taken before the strategy's first decision (warm-up), or while it has no capital
 deployed and its PnL did not move (paused and flat), are skipped, so neither a warm-up nor a
@@ -28,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -538,3 +543,57 @@ class PerformanceBook:
         if key not in self._warned:
             self._warned.add(key)
             self._actor.log.warning(message)
+
+
+class DataTimeSampler:
+    """Calls ``callback(ts)`` at ``start, start + interval, ...`` of the data's time (live nodes).
+
+    It reproduces a backtest's periodic timer that starts with the first data (``start`` = the
+    first data time seen): a sample time strictly before the time the data reached fires before
+    that data is handled, one equal to it fires once that data is handled (``closed``), which is
+    when a ``BacktestEngine`` fires timers relative to data at the same timestamp. Data time
+    comes from ``DataTime`` messages (the replay feed sends one before each bar time and settles
+    the node, so orders a sample causes fill before the next bar) and from bars themselves
+    (``data.bars.*``, for venues without such a message). A gap in the data (a closed market, a
+    disconnect) fires the missed sample times when the data resumes, as the backtest would.
+    """
+
+    def __init__(self, actor, interval: timedelta, callback: Callable[[int], None]) -> None:
+        self._actor = actor
+        self.interval_ns = round(interval.total_seconds() * 1e9)
+        if self.interval_ns <= 0:
+            raise ValueError(f"sample interval must be > 0, was {interval}")
+        self._callback = callback
+        self.next_ns: int | None = None  # the next sample time
+        self.now_ns = 0  # the latest data time seen
+
+    def subscribe(self) -> None:
+        from hmm_strategy.messages import DATA_CLOCK_TOPIC
+
+        bus = self._actor.msgbus
+        bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
+        bus.subscribe("data.bars.*", self.on_bar)
+
+    def unsubscribe(self) -> None:
+        from hmm_strategy.messages import DATA_CLOCK_TOPIC
+
+        bus = self._actor.msgbus
+        for topic, handler in ((DATA_CLOCK_TOPIC, self.on_data_time), ("data.bars.*", self.on_bar)):
+            if bus.is_subscribed(topic, handler):
+                bus.unsubscribe(topic, handler)
+
+    def on_data_time(self, message) -> None:
+        self.advance(message.ts_event, closed=message.closed)
+
+    def on_bar(self, bar) -> None:
+        self.advance(bar.ts_event)
+
+    def advance(self, ts: int, closed: bool = False) -> None:
+        """Data time reached ``ts``; fire every sample time before it (and at it if closed)."""
+        if self.next_ns is None:
+            self.next_ns = ts
+        self.now_ns = max(self.now_ns, ts)
+        while self.next_ns < ts or (closed and self.next_ns == ts):
+            due = self.next_ns
+            self.next_ns += self.interval_ns
+            self._callback(due)

@@ -137,3 +137,19 @@ class CheckpointWrite(msgspec.Struct, frozen=True):
     strategy_id: str
     ok: bool
     error: str = ""  # the OS error's text (e.g. "[Errno 28] No space left on device"), never data
+
+
+DATA_CLOCK_TOPIC = "hmm.clock"
+
+
+class DataTime(msgspec.Struct, frozen=True):
+    """The data's time reached ``ts_event`` (published by the replay feed before each bar time).
+
+    Live actors sample on data time, not on wall-clock timers, so an accelerated replay samples
+    exactly where a backtest's simulated clock does. ``closed=False``: data at ``ts_event`` is
+    about to be published, everything before it is handled; ``closed=True``: everything at
+    ``ts_event`` is handled too (the end of a replay).
+    """
+
+    ts_event: int
+    closed: bool = False

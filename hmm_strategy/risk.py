@@ -14,12 +14,17 @@ position_notional   the order would exceed max_position_notional           (per 
 total_notional      all strategies' positions would exceed the total cap   (per order)
 rejects             max_consecutive_rejects orders rejected/denied in a    a fill, or
                     row                                                    ``cooldown_bars``
-stale_data          a gap of more than ``stale_after_bars`` intervals      ``cooldown_bars``
-                    between bars                                           fresh bars later
+stale_data          a gap of more than ``stale_after_bars`` intervals of   ``cooldown_bars``
+                    open market between bars (``calendar``)                fresh bars later
 price_jump          |log return| > jump_sigma x the volatility of the       ``cooldown_bars``
                     returns so far (an EWMA that jumps never enter)
 kill_switch         the operator's kill switch (TRADING_ENABLED / file)    operator
 ==================  =====================================================  ==================
+
+Gaps are measured in bar intervals of *open market* time on the strategy's trading calendar
+(``calendar``: ``"24/7"`` for crypto, ``"FX"``, or an exchange such as ``"XNYS"``; see
+``hmm_strategy.sessions``), so nights, weekends and holidays are neither stale data nor missing
+bars, while a hole inside a session still is.
 
 Losses are fractions of the strategy's capital (its budget), so a breaker means the same thing at
 any size. Everything is plain Python state so it checkpoints with the strategy.
@@ -31,6 +36,8 @@ import math
 from typing import Literal
 
 import msgspec
+
+from hmm_strategy.sessions import ALWAYS_OPEN, calendar_for
 
 BREAKER_REASONS = (  # the ``reason`` labels, defined once (the metrics export each by name)
     "daily_loss",
@@ -60,6 +67,7 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jump_sigma: float | None = 10.0
     cooldown_bars: int = 4
     flatten_on_trip: bool = False
+    calendar: str = ALWAYS_OPEN  # when the market is open: "24/7", "FX" or e.g. "XNYS"
 
     def __post_init__(self) -> None:
         for name in ("daily_loss_limit", "max_drawdown"):
@@ -135,6 +143,7 @@ class CircuitBreakers:
 
     def __init__(self, config: BreakerConfig) -> None:
         self.config = config
+        self.calendar = calendar_for(config.calendar)  # None: 24/7 (ValueError if unknown)
         self.tripped: dict[str, str] = {}  # reason -> why
         self._cooldowns: dict[str, int] = {}  # reason -> fresh bars left before reset
         self.hwm = 0.0
@@ -180,13 +189,20 @@ class CircuitBreakers:
                     self.reset(reason)
         gap = ts - self.last_ts if self.last_ts else 0
         if self.last_ts and (self.interval_ns == 0 or 0 < gap < self.interval_ns):
-            self.interval_ns = gap
+            self.interval_ns = gap  # the bar interval: the smallest calendar step seen
+        if gap and self.calendar is not None:  # only open-market time can miss bars
+            gap = self.calendar.open_ns(self.last_ts, ts)
         interval = self.interval_ns
         self.missing_bars = round(gap / interval) - 1 if interval and 2 * gap > 3 * interval else 0
-        if cfg.stale_after_bars is not None and self.interval_ns and gap > (
-            cfg.stale_after_bars * self.interval_ns
+        if (
+            cfg.stale_after_bars is not None
+            and self.interval_ns
+            and gap > (cfg.stale_after_bars * self.interval_ns)
         ):
-            new += self._trip("stale_data", f"no bar for {gap / self.interval_ns:.1f} intervals")
+            open_market = " of open market" if self.calendar is not None else ""
+            new += self._trip(
+                "stale_data", f"no bar for {gap / self.interval_ns:.1f} intervals{open_market}"
+            )
             self._cooldowns["stale_data"] = cfg.cooldown_bars
         self.last_ts = ts
 

@@ -437,7 +437,12 @@ def node_stack(tmp_path_factory):
             "venues": {"replay": {"replay": {"n_bars": 6_000, "speed": 200}}},
         },
         "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+        # Governance samples on bar time, so on this synthetic series the shipped policy pauses
+        # and flattens the strategy for days of replayed time (as a backtest does); the position
+        # panels need a position whenever Prometheus looks, so this stack governs with no rules.
+        "actors": [{"name": "governance", "config": {"policy_path": str(tmp / "policy.yaml")}}],
     }
+    (tmp / "policy.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
     (tmp / "fast.yaml").write_text(yaml.safe_dump(override))
     node = subprocess.Popen(
         [sys.executable, "-m", "hmm_strategy.live", "--override", str(tmp / "fast.yaml"),

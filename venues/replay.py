@@ -14,7 +14,12 @@ Design notes (verified against nautilus_trader 1.231.0):
 * Bars keep the data's ``ts_event``/``ts_init`` (bar close), so strategies see historical time
   in the data, and sandbox fills carry the bar's time. Timers and ``clock.utc_now()`` still run
   on the wall clock in a live node, also during accelerated replay: a 1-minute timer fires once
-  per wall-clock minute, not once per replayed minute.
+  per wall-clock minute, not once per replayed minute. So the data's time is published too:
+  before the first bar of each new timestamp the client publishes ``DataTime(ts)`` on
+  ``hmm.clock`` and settles the node, and after the last bar ``DataTime(ts_last, closed=True)``.
+  The governance and allocator actors sample on it (``actors.performance.DataTimeSampler``),
+  which is where a backtest's timers fire: before the data at ``ts``, with the orders they cause
+  filled at the previous close, as in the backtest.
 * A live node hands data, commands and events through asyncio queues. Before publishing the next
   bar the client waits until those queues are drained (``wire_replay_clients``), so an order
   sent on bar *t* is filled at bar *t*'s close even at ``speed=0``.
@@ -64,6 +69,7 @@ from nautilus_trader.model.enums import AggressorSide
 from nautilus_trader.model.identifiers import ClientId, InstrumentId, TradeId, Venue
 from nautilus_trader.model.instruments import Instrument
 
+from hmm_strategy.messages import DATA_CLOCK_TOPIC, DataTime
 from venues.errors import VenueConfigError
 
 if TYPE_CHECKING:
@@ -553,6 +559,7 @@ class ReplayDataClient(LiveMarketDataClient):
             for start, n in config.outages
             for seq in range(start, min(start + n, len(self._bars)))
         }
+        data_time = 0
         for seq, bar in enumerate(self._bars):
             if interval:
                 delay = t0 + seq * interval - self._loop.time()
@@ -564,11 +571,18 @@ class ReplayDataClient(LiveMarketDataClient):
             if not self.is_connected:
                 self._set_connected(True)
                 self._log.warning(f"Fault drill: feed reconnected at bar {seq}")
+            if bar.ts_event > data_time:  # time moves on: samples due before it, then settle
+                data_time = bar.ts_event
+                self._msgbus.publish(DATA_CLOCK_TOPIC, DataTime(data_time))
+                await self._settle()
             if config.trade_ticks:
                 instrument = self._instruments[bar.bar_type.instrument_id]
                 self._handle_data(_paired_tick(bar, instrument, seq))
             self._handle_data(bar)
             self._n_emitted += 1
+            await self._settle()
+        if data_time:  # everything up to the last bar is handled: samples due at its time
+            self._msgbus.publish(DATA_CLOCK_TOPIC, DataTime(data_time, closed=True))
             await self._settle()
         self._finish()
 
