@@ -46,6 +46,7 @@ import pandas as pd
 import polars as pl
 
 from backtests.data import parse_interval, typical_spacing
+from backtests.metrics import starting_balance
 from hmm_strategy.config import (
     ComponentSpec,
     ConfigError,
@@ -189,15 +190,6 @@ def fold_settings(
         recorders[0], config={**recorders[0].config, "output_path": "{run_dir}/decisions.csv"}
     )
     return msgspec.structs.replace(settings, strategies=[strategy], actors=[recorder])
-
-
-def starting_balance(settings: NodeSettings) -> tuple[float, str]:
-    """First venue's first starting balance, e.g. (100000.0, "USDT")."""
-    if settings.backtest is None or not settings.backtest.venues:
-        raise ConfigError("the node config has no backtest venue")
-    text = settings.backtest.venues[0].starting_balances[0]
-    amount, currency = text.split()
-    return float(amount), currency
 
 
 def _parse_money(text: Any) -> float:
