@@ -185,6 +185,7 @@ def performance(
     avg_equity = float(equity.mean()) if n else capital
     final = float(pnl[-1]) if n else 0.0
     drawdown = _stat(MaxDrawdown().calculate_from_returns(returns)) if n else None
+    broke = np.flatnonzero(equity <= 0)
     return {
         "capital": capital,
         "first_bar": int(bar_ts[0]) if n else None,
@@ -206,6 +207,8 @@ def performance(
         "trades": trades,
         "wins": wins,
         "win_rate_pct": (wins / trades * 100.0) if trades else None,
+        # equity reached zero here: every return-based ratio after it is meaningless
+        "ruined_at": int(bar_ts[broke[0]]) if len(broke) else None,
     }
 
 

@@ -138,7 +138,39 @@ def comparison_table(comparison: dict[str, dict], notional: float | None = None)
         title += f"; baselines trade {notional:,.0f} notional (the strategy's full exposure)"
     out = [title, line(headers), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
     out += [line(r) for r in rows]
+    for n in names:
+        if comparison[n].get("ruined_at") is not None:
+            out.append(
+                f"  note: {RUN_LABELS.get(n, n)} lost all its capital on "
+                f"{_day(comparison[n]['ruined_at'])} UTC; its ratios are not meaningful"
+            )
     return "\n".join(out)
+
+
+def regime_lines(diag: dict | None) -> list[str]:
+    """Out-of-sample regime evidence for the console: durations, switches, next-bar returns."""
+    if not diag or not diag.get("states"):
+        return []
+    hours = diag.get("expected_duration_hours") or [None] * len(diag["states"])
+    lines = [
+        f"  regimes (out of sample, {diag['bars']:,} decisions): "
+        f"{diag.get('switches_per_1000_bars', 0):.1f} switches per 1,000 bars; "
+        "next-bar log return per state in basis points, 95% CI:",
+        f"    {'state':<6} {'share':>6} {'E[duration]':>11} {'mean':>22} {'volatility':>20}",
+    ]
+    for s, h in zip(diag["states"], hours, strict=False):
+        if "next_bar_mean" not in s:
+            lines.append(f"    {s['label']:<6} {s['share']:>6.1%}  (too few bars)")
+            continue
+        lo, hi = (10_000 * v for v in s["next_bar_mean_ci95"])
+        vlo, vhi = (10_000 * v for v in s["next_bar_vol_ci95"])
+        dur = "-" if h is None else f"{h:.1f} h"
+        lines.append(
+            f"    {s['label']:<6} {s['share']:>6.1%} {dur:>11} "
+            f"{10_000 * s['next_bar_mean']:>+7.2f} [{lo:+6.2f},{hi:+6.2f}] "
+            f"{10_000 * s['next_bar_vol']:>6.1f} [{vlo:5.1f},{vhi:5.1f}]"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------- governance and traded period
@@ -249,7 +281,7 @@ def period_lines(period: dict, events: list[dict]) -> list[str]:
         verb = "RETIRED" if period["stopped_by"] == "retire" else "PAUSED"
         lines.append(
             f"  !! governance {verb} the strategy on {_day(period['stopped_at'])} UTC and it never "
-            f"traded again ({idle:.0f} of the last days idle): {period['stopped_reason']}"
+            f"traded again (the last {idle:.0f} days idle): {period['stopped_reason']}"
         )
     gov = [e for e in events if e["kind"] != "breaker"]
     if gov:

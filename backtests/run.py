@@ -36,6 +36,7 @@ from backtests.report import (
     comparison_table,
     period_lines,
     read_events,
+    regime_lines,
     traded_period,
     write_comparison_plot,
     write_equity,
@@ -179,6 +180,7 @@ def run_backtest(
             )
             if name != "strategy":
                 fills.to_csv(run_dir / f"{name}_fills.csv")
+                positions.to_csv(run_dir / f"{name}_positions.csv")
             comparison[name], curves[name] = evaluate(
                 fills,
                 positions,
@@ -274,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{stats['total_positions']:,} positions in {stats['wall_seconds']:.1f}s"
     )
     print(comparison_table(stats["comparison"], stats.get("baseline_notional")))
-    for line in period_lines(stats["period"], stats["events"]):
+    for line in [
+        *period_lines(stats["period"], stats["events"]),
+        *regime_lines(stats.get("regime_diagnostics")),
+    ]:
         print(line)
     print(
         f"reports in {run_dir}/ (tearsheet.html, comparison.html, regimes.html, stats.json, "
