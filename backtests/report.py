@@ -362,10 +362,11 @@ def write_regime_plot(
     *,
     fills_csv: Path | None = None,
     events: list[dict] | None = None,
-    bucket: str = "4h",
+    bucket: str | None = None,
 ) -> None:
-    """Price with fills, a named state ribbon, regime probabilities averaged per ``bucket``,
-    the target exposure, and governance events: readable over a year of 15-minute bars."""
+    """Price with fills, then per time bucket (default: ~300 over the run) the most likely
+    state as a named ribbon, the mean regime probabilities and the mean target exposure, and
+    governance events: readable over a year of 15-minute bars (raw values in decisions.csv)."""
     df = pl.read_csv(decisions_csv, infer_schema_length=10_000)
     fig = make_subplots(
         rows=4,
@@ -398,25 +399,28 @@ def write_regime_plot(
             scale = []
             for i, c in enumerate(colors):
                 scale += [[i / (k + 1) if i else 0.0, c], [(i + 1) / (k + 1), c]]
+            span_h = (part["ts_event"].max() - part["ts_event"].min()) / 3.6e12
+            every = bucket or f"{max(1, math.ceil(span_h / 300))}h"  # ~300 points per panel
+            binned = (
+                part.sort("time")
+                .group_by_dynamic("time", every=every)
+                .agg([pl.col(c).mean() for c in prob_cols] + [pl.col("target_exposure").mean()])
+            )
+            probs = binned.select(prob_cols).to_numpy()
             fig.add_trace(
                 go.Heatmap(
-                    x=part["time"],
+                    x=binned["time"],
                     y=["state"],
-                    z=[part["state"].to_list()],
+                    z=[probs.argmax(axis=1).tolist()],
                     zmin=-0.5,
                     zmax=len(labels) - 0.5,
                     colorscale=scale,
                     showscale=False,
-                    name="filtered state",
+                    name="most likely state",
                     hovertemplate="%{x}<br>state %{z}<extra></extra>",
                 ),
                 2,
                 1,
-            )
-            binned = (
-                part.sort("time")
-                .group_by_dynamic("time", every=bucket)
-                .agg([pl.col(c).mean() for c in prob_cols])
             )
             for col, lbl, c in zip(prob_cols, labels, colors, strict=True):
                 fig.add_trace(
@@ -424,7 +428,7 @@ def write_regime_plot(
                         x=binned["time"],
                         y=binned[col],
                         stackgroup=sid,
-                        name=f"P({lbl}), {bucket} mean",
+                        name=f"P({lbl}), {every} mean",
                         mode="lines",
                         line={"width": 0, "color": c},
                     ),
@@ -432,11 +436,11 @@ def write_regime_plot(
                     1,
                 )
             fig.add_trace(
-                go.Scattergl(
-                    x=part["time"],
-                    y=part["target_exposure"],
-                    name="target exposure",
-                    line={"shape": "hv", "color": "#8c564b"},
+                go.Scatter(
+                    x=binned["time"],
+                    y=binned["target_exposure"],
+                    name=f"target exposure, {every} mean",
+                    line={"color": "#8c564b"},
                 ),
                 4,
                 1,
