@@ -16,12 +16,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import numpy as np
+import polars as pl
+from nautilus_trader.analysis import MaxDrawdown
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.common.config import ImportableActorConfig
 
+from backtests.baselines import BASELINES, baseline_notional, baseline_run_configs
 from backtests.catalog import instrument_for, write_catalog
-from backtests.data import load_bars
-from backtests.report import write_regime_plot, write_stats, write_tearsheet, write_trade_reports
+from backtests.data import load_bars, typical_spacing
+from backtests.metrics import (
+    daily_returns,
+    evaluate,
+    regime_diagnostics,
+    starting_balance,
+    state_labels,
+)
+from backtests.report import (
+    comparison_table,
+    period_lines,
+    read_events,
+    regime_lines,
+    traded_period,
+    write_comparison_plot,
+    write_equity,
+    write_regime_plot,
+    write_stats,
+    write_tearsheet,
+    write_trade_reports,
+)
 from backtests.scaling import install_linear_scaling, linear_venue_config
 from hmm_strategy.config import (
     BacktestSettings,
@@ -31,6 +54,7 @@ from hmm_strategy.config import (
     backtest_run_config,
     load_node_settings,
 )
+from hmm_strategy.train import load_frame, strategy_target
 
 
 def ensure_catalog(bt: BacktestSettings) -> dict[str, dict]:
@@ -82,11 +106,22 @@ def run_backtest(
     end: str | None = None,
     progress: bool = False,
     tearsheet: bool = True,
+    baselines: bool = True,
+    measure_from: int | None = None,
 ) -> Path:
-    """Run one backtest of the node config; returns the run folder holding every report."""
+    """Run one backtest of the node config; returns the run folder holding every report.
+
+    With ``baselines`` the config's ``backtest.baselines`` run beside it in the same node (same
+    bars, venue, fees, capital) and ``stats.json`` holds the comparison. ``measure_from`` (ns)
+    restricts the metrics (not the run) to bars from then on, e.g. after a fold's warm-up.
+    """
     bt = settings.backtest
     if bt is None:
         raise ConfigError("the node config has no 'backtest' section")
+    names = list(bt.baselines) if baselines else []
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        raise ConfigError(f"backtest.baselines: unknown {unknown}; known: {list(BASELINES)}")
     if run_dir is None:
         run_dir = Path(bt.output_dir) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = Path(run_dir)
@@ -99,25 +134,113 @@ def run_backtest(
     # Linear cost in the number of positions (docs/PERFORMANCE.md): venue flag + analyzer swap.
     venues = [linear_venue_config(v) for v in run_config.venues]
     run_config = msgspec.structs.replace(run_config, venues=venues)
-    node = BacktestNode(configs=[run_config])
+    target = strategy_target(settings, None)
+    bars = load_frame(settings, target.bar_type, start or bt.start, end or bt.end)
+    if bars.height == 0:
+        raise ConfigError(f"no {target.bar_type} bars between {start} and {end}")
+    bar_ts, close = bars["ts_event"].to_numpy(), bars["close"].to_numpy()
+    i0 = 0 if measure_from is None else int(np.searchsorted(bar_ts, measure_from))
+    configs = {"strategy": run_config}
+    if names and i0 < len(bar_ts):
+        plain = msgspec.structs.replace(
+            run_config,
+            engine=msgspec.structs.replace(
+                run_config.engine,
+                actors=[a for a in run_config.engine.actors if a not in extra],
+            ),
+        )
+        configs |= baseline_run_configs(
+            plain,
+            names,
+            instrument_id=target.instrument_id,
+            bar_type=target.bar_type,
+            notional=baseline_notional(settings, target.index),
+            first_close=float(close[i0]),
+            trade_from_ns=measure_from,
+        )
+    capital, _ = starting_balance(settings)
+    node = BacktestNode(configs=list(configs.values()))
     wall = time.perf_counter()
     try:
         node.build()
-        install_linear_scaling(node.get_engine(run_config.id))
-        (result,) = node.run()  # run() builds only engines that do not exist yet
+        for config in configs.values():
+            engine = node.get_engine(config.id)
+            install_linear_scaling(engine)
+            engine.portfolio.analyzer.register_statistic(MaxDrawdown())
+        results = node.run()  # run() builds only engines that do not exist yet
+        wall = time.perf_counter() - wall
         engine = node.get_engine(run_config.id)
         write_trade_reports(engine.trader, engine.list_venues(), run_dir)
-        write_stats(
-            result,
-            run_dir,
-            {"wall_seconds": time.perf_counter() - wall, "bars": engine.iteration},
-        )
+        comparison, curves = {}, {}
+        for name, config in configs.items():
+            trader = node.get_engine(config.id).trader
+            fills, positions = (
+                trader.generate_order_fills_report(),
+                trader.generate_positions_report(),
+            )
+            if name != "strategy":
+                fills.to_csv(run_dir / f"{name}_fills.csv")
+                positions.to_csv(run_dir / f"{name}_positions.csv")
+            comparison[name], curves[name] = evaluate(
+                fills,
+                positions,
+                target.instrument_id,
+                bar_ts,
+                close,
+                capital,
+                measure_from=measure_from,
+            )
+        write_equity(curves, close[i0:], run_dir / "equity.csv")
+        events = read_events(run_dir / "events.csv")
+        extra_stats = {
+            "wall_seconds": wall,
+            "bars": engine.iteration,
+            "comparison": comparison,
+            "baseline_notional": baseline_notional(settings, target.index) if names else None,
+            "period": traded_period(bar_ts[i0:], curves["strategy"], events),
+            "events": events,
+            "regime_diagnostics": regime_report(engine, run_dir, target),
+        }
+        write_stats(results[0], run_dir, extra_stats)
         if tearsheet:
-            write_tearsheet(node, run_config.id, run_dir)
-        write_regime_plot(run_dir / "decisions.csv", run_dir / "regimes.html")
+            benchmark = None
+            if "buy_and_hold" in curves:
+                c = curves["buy_and_hold"]
+                benchmark = daily_returns(c["ts"], c["pnl"], capital)
+            write_tearsheet(node, run_config.id, run_dir, benchmark)
+        write_comparison_plot(curves, events, run_dir / "comparison.html")
+        write_regime_plot(
+            run_dir / "decisions.csv",
+            run_dir / "regimes.html",
+            fills_csv=run_dir / "fills.csv",
+            events=events,
+        )
     finally:
         node.dispose()
     return run_dir
+
+
+def regime_report(engine, run_dir: Path, target) -> dict | None:
+    """Out-of-sample regime diagnostics of the target strategy (None without decisions)."""
+    path = run_dir / "decisions.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    decisions = pl.read_csv(path, infer_schema_length=10_000)
+    decisions = decisions.filter(pl.col("strategy_id") == target.strategy_id)
+    strategy = next(
+        (s for s in engine.trader.strategies() if str(s.id) == target.strategy_id), None
+    )
+    model = getattr(getattr(strategy, "engine", None), "model", None)
+    n_states = sum(
+        1
+        for c in decisions.columns
+        if c[:1] == "p" and c[1:].isdigit() and decisions[c].null_count() < decisions.height
+    )
+    transmat = None if model is None else model.transmat_
+    if model is not None:
+        n_states = int(model.n_states_)
+    spacing = typical_spacing(decisions["ts_event"]) if decisions.height > 1 else None
+    return regime_diagnostics(decisions, transmat, state_labels(n_states), spacing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="ISO start time (default: the config's)")
     parser.add_argument("--end", help="ISO end time (default: the config's)")
     parser.add_argument("--no-tearsheet", action="store_true", help="skip the HTML tearsheet")
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the buy-and-hold and EMA-cross comparison runs (backtest.baselines)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_node_settings(args.config, args.override)
@@ -137,21 +265,26 @@ def main(argv: list[str] | None = None) -> int:
             end=args.end,
             progress=sys.stderr.isatty(),
             tearsheet=not args.no_tearsheet,
+            baselines=not args.no_baselines,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stats = json.loads((run_dir / "stats.json").read_text())
     print(
-        f"\nbacktest finished: {stats['bars']} bars, {stats['total_orders']} orders, "
-        f"{stats['total_positions']} positions in {stats['wall_seconds']:.1f}s"
+        f"\nbacktest finished: {stats['bars']:,} bars, {stats['total_orders']:,} orders, "
+        f"{stats['total_positions']:,} positions in {stats['wall_seconds']:.1f}s"
     )
-    for currency, pnl in stats["stats_pnls"].items():
-        print(
-            f"  PnL ({currency}): total {pnl.get('PnL (total)')}, "
-            f"{pnl.get('PnL% (total)')}% of start"
-        )
-    print(f"reports in {run_dir}/ (tearsheet.html, regimes.html, stats.json, *.csv)")
+    print(comparison_table(stats["comparison"], stats.get("baseline_notional")))
+    for line in [
+        *period_lines(stats["period"], stats["events"]),
+        *regime_lines(stats.get("regime_diagnostics")),
+    ]:
+        print(line)
+    print(
+        f"reports in {run_dir}/ (tearsheet.html, comparison.html, regimes.html, stats.json, "
+        "equity.csv, *.csv)"
+    )
     return 0
 
 

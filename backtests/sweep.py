@@ -290,6 +290,11 @@ def aggregate(rows: Iterable[dict[str, Any]], rank_by: str) -> list[dict[str, An
                 **{k: s[k] for k in ("pnl", "return_pct", "sharpe", "max_drawdown_pct")},
                 "mean_loglik": s["mean_loglik"],
                 "orders": s["orders"],
+                **{
+                    f"{name}_return_pct": s["comparison"][name]["total_return_pct"]
+                    for name in ("buy_and_hold", "ema_cross")
+                    if name in s["comparison"]
+                },
                 "positive_folds": s["positive_folds"],
                 "error": None,
             }
@@ -308,7 +313,16 @@ def aggregate(rows: Iterable[dict[str, Any]], rank_by: str) -> list[dict[str, An
 
 
 def results_table(ranked: Sequence[dict[str, Any]], keys: Sequence[str]) -> pl.DataFrame:
-    cols = ("pnl", "return_pct", "sharpe", "max_drawdown_pct", "mean_loglik", "orders")
+    cols = (
+        "pnl",
+        "return_pct",
+        "buy_and_hold_return_pct",
+        "ema_cross_return_pct",
+        "sharpe",
+        "max_drawdown_pct",
+        "mean_loglik",
+        "orders",
+    )
     rows = []
     for r in ranked:
         row = {"rank": r["rank"], "combo": r["combo"]}

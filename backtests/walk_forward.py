@@ -32,9 +32,7 @@ the strategy flattens on stop.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,10 +40,10 @@ from typing import Any, Literal
 
 import msgspec
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from backtests.data import parse_interval, typical_spacing
+from backtests.metrics import METRIC_KEYS, performance, read_fills, starting_balance
 from hmm_strategy.config import (
     ComponentSpec,
     ConfigError,
@@ -63,7 +61,6 @@ from hmm_strategy.train import (
 )
 
 RECORDER_PATH = "actors.decision_recorder:DecisionRecorder"
-NS_PER_YEAR = 365 * 86_400 * 1_000_000_000
 TABLE_COLUMNS = (
     "fold",
     "train_first_bar",
@@ -80,7 +77,9 @@ TABLE_COLUMNS = (
     "max_drawdown_pct",
     "exposure_share",
     "mean_loglik",
-    "buy_hold_pct",
+    "fees",
+    "buy_hold_return_pct",
+    "ema_cross_return_pct",
 )
 
 
@@ -191,86 +190,6 @@ def fold_settings(
     return msgspec.structs.replace(settings, strategies=[strategy], actors=[recorder])
 
 
-def starting_balance(settings: NodeSettings) -> tuple[float, str]:
-    """First venue's first starting balance, e.g. (100000.0, "USDT")."""
-    if settings.backtest is None or not settings.backtest.venues:
-        raise ConfigError("the node config has no backtest venue")
-    text = settings.backtest.venues[0].starting_balances[0]
-    amount, currency = text.split()
-    return float(amount), currency
-
-
-def _parse_money(text: Any) -> float:
-    """``"['9.99 USDT']"`` (NautilusTrader's fills report) -> 9.99; sums several entries."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return 0.0
-    try:
-        items = ast.literal_eval(str(text))
-    except (ValueError, SyntaxError):
-        items = [str(text)]
-    if isinstance(items, str):
-        items = [items]
-    return float(sum(float(str(m).split()[0]) for m in items))
-
-
-def fill_frame(run_dir: Path) -> pl.DataFrame:
-    """The run's fills as ts (ns), signed qty, price, commission."""
-    path = run_dir / "fills.csv"
-    empty = pl.DataFrame(
-        schema={"ts": pl.Int64, "qty": pl.Float64, "px": pl.Float64, "fee": pl.Float64}
-    )
-    if not path.exists() or path.stat().st_size == 0:
-        return empty
-    pdf = pd.read_csv(path)
-    if pdf.empty or "side" not in pdf.columns:
-        return empty
-    ts = pd.to_datetime(pdf["ts_last"], utc=True).dt.as_unit("ns").astype("int64")
-    sign = np.where(pdf["side"].astype(str) == "BUY", 1.0, -1.0)
-    return pl.DataFrame(
-        {
-            "ts": ts.to_numpy(dtype=np.int64),
-            "qty": sign * pdf["filled_qty"].to_numpy(dtype=np.float64),
-            "px": pdf["avg_px"].to_numpy(dtype=np.float64),
-            "fee": [_parse_money(v) for v in pdf["commissions"]],
-        }
-    ).sort("ts", maintain_order=True)
-
-
-def marked_pnl(bar_ts: np.ndarray, close: np.ndarray, fills: pl.DataFrame) -> np.ndarray:
-    """PnL at every bar close: cash + position x close, fills applied at their time."""
-    pnl = np.empty(len(bar_ts))
-    cash = pos = 0.0
-    fts, fq, fpx, ffee = (fills[c].to_numpy() for c in ("ts", "qty", "px", "fee"))
-    j = 0
-    for i, t in enumerate(bar_ts):
-        while j < len(fts) and fts[j] <= t:
-            cash -= fq[j] * fpx[j] + ffee[j]
-            pos += fq[j]
-            j += 1
-        pnl[i] = cash + pos * close[i]
-    while j < len(fts):  # fills after the last bar (flatten on stop)
-        cash -= fq[j] * fpx[j] + ffee[j]
-        pos += fq[j]
-        j += 1
-    if len(pnl):
-        pnl[-1] = cash + pos * close[-1]
-    return pnl
-
-
-def curve_stats(pnl: np.ndarray, capital: float, interval_ns: int) -> dict[str, float]:
-    """Sharpe (annualized, per-bar PnL / capital) and max drawdown (fraction of capital)."""
-    if len(pnl) == 0:
-        return {"sharpe": 0.0, "max_drawdown_pct": 0.0}
-    rets = np.diff(np.concatenate(([0.0], pnl))) / capital
-    sd = float(rets.std())
-    per_year = NS_PER_YEAR / interval_ns
-    sharpe = float(rets.mean() / sd * math.sqrt(per_year)) if sd > 0 else 0.0
-    equity = capital + pnl
-    peak = np.maximum.accumulate(np.concatenate(([capital], equity)))[1:]
-    dd = float(((peak - equity) / peak).max()) * 100.0
-    return {"sharpe": sharpe, "max_drawdown_pct": dd}
-
-
 class TrainedFold(msgspec.Struct, frozen=True):
     """A fold's model: the artifact trained on the fold's train window only."""
 
@@ -352,9 +271,11 @@ def run_fold(
         start=iso(fold.run_start),
         end=iso(fold.test_end),
         tearsheet=False,
+        measure_from=fold.test_start,
     )
     if not keep_reports:
-        (run / "regimes.html").unlink(missing_ok=True)
+        for name in ("regimes.html", "comparison.html"):
+            (run / name).unlink(missing_ok=True)
 
     decisions = pl.read_csv(run / "decisions.csv", infer_schema_length=0).with_columns(
         pl.col("ts_event").cast(pl.Int64),
@@ -364,18 +285,26 @@ def run_fold(
     if decisions.height and int(decisions["ts_event"].min()) < fold.test_start:
         first = iso(int(decisions["ts_event"].min()))
         raise RuntimeError(f"fold {fold.index}: a decision at {first} precedes the test window")
-    fills = fill_frame(run)
+    fills = read_fills(run / "fills.csv")
     if fills.height and int(fills["ts"].min()) < fold.test_start:
         raise RuntimeError(f"fold {fold.index}: an order filled before the test window")
 
     capital, currency = starting_balance(settings)
-    bar_ts = test["ts_event"].to_numpy()
-    close = test["close"].to_numpy()
-    pnl = marked_pnl(bar_ts, close, fills)
-    interval = typical_spacing(test["ts_event"]) or 1
+    # mark-to-market curves of the strategy and its baselines over the test window only
+    equity = pl.read_csv(run / "equity.csv")
+    if equity.height != test.height or (equity["ts_event"] != test["ts_event"]).any():
+        raise RuntimeError(f"fold {fold.index}: the run's bars differ from the test window")
     stats = json.loads((run / "stats.json").read_text())
+    comparison = stats["comparison"]
+    mine = comparison["strategy"]
     engine_pnl = stats.get("stats_pnls", {}).get(currency, {}).get("PnL (total)")
     exposure = decisions["target_exposure"].to_numpy() if decisions.height else np.zeros(0)
+    interval = typical_spacing(test["ts_event"]) or 1
+    curve = {"ts": equity["ts_event"].to_list(), "close": equity["close"].to_list()}
+    for name in comparison:
+        curve[f"{name}_pnl"] = equity[f"{name}_pnl"].to_list()
+        curve[f"{name}_position"] = equity[f"{name}_position"].to_list()
+    curve["pnl"] = curve["strategy_pnl"]
     result: dict[str, Any] = {
         "fold": fold.index,
         **{name: getattr(fold, name) for name in Fold.__struct_fields__ if name != "index"},
@@ -388,33 +317,35 @@ def run_fold(
         "test_bars": int(test.height),
         "decisions": int(decisions.height),
         "orders": int(fills.height),
-        "pnl": float(pnl[-1]) if len(pnl) else 0.0,
+        **{k: mine[k] for k in METRIC_KEYS},
+        "return_pct": mine["total_return_pct"],
         "engine_pnl": None if engine_pnl is None else float(engine_pnl),
-        "return_pct": (float(pnl[-1]) / capital * 100.0) if len(pnl) else 0.0,
-        **curve_stats(pnl, capital, interval),
         "exposure_share": float((exposure != 0).mean()) if len(exposure) else 0.0,
         "mean_loglik": (
             float(decisions["log_likelihood"].mean()) - trained.log_jacobian
             if decisions.height
             else None
         ),
-        "buy_hold_pct": float((close[-1] / close[0] - 1.0) * 100.0) if len(close) else 0.0,
+        "buy_hold_return_pct": comparison.get("buy_and_hold", {}).get("total_return_pct"),
+        "ema_cross_return_pct": comparison.get("ema_cross", {}).get("total_return_pct"),
+        "comparison": comparison,
         "interval_ns": int(interval),
         "capital": capital,
         "currency": currency,
         "config_update": {k: v for k, v in update.items() if k != "model_path"},
-        "curve": {"ts": bar_ts.tolist(), "pnl": pnl.tolist(), "close": close.tolist()},
+        "curve": curve,
     }
     return result
 
 
 # ---------------------------------------------------------------------------------- stitching
-def stitch(folds: list[dict[str, Any]]) -> pl.DataFrame:
-    """One out-of-sample curve: each fold's PnL added onto the previous folds' final PnL."""
+def stitch(folds: list[dict[str, Any]], key: str = "pnl") -> pl.DataFrame:
+    """One out-of-sample curve: each fold's PnL (``curve[key]``, the strategy's by default, or
+    a baseline's ``<name>_pnl``) added onto the previous folds' final PnL."""
     parts, offset = [], 0.0
     for r in sorted(folds, key=lambda r: r["fold"]):
         c = r["curve"]
-        pnl = np.asarray(c["pnl"], dtype=np.float64)
+        pnl = np.asarray(c[key], dtype=np.float64)
         parts.append(
             pl.DataFrame(
                 {
@@ -441,27 +372,70 @@ def stitch(folds: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.concat(parts)
 
 
+def stitched_comparison(folds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The comparison metrics of the stitched out-of-sample curves: the strategy and every
+    baseline that ran in all folds; fees, traded notional and trades are the folds' sums."""
+    ordered = sorted(folds, key=lambda r: r["fold"])
+    names = ["strategy"]
+    if all("comparison" in r for r in ordered):
+        names += [n for n in ordered[0]["comparison"] if n != "strategy"]
+        names = [n for n in names if all(n in r["comparison"] for r in ordered)]
+    capital = ordered[0]["capital"]
+    out = {}
+    for name in names:
+        key = "pnl" if name == "strategy" else f"{name}_pnl"
+        if not all(key in r["curve"] for r in ordered):
+            continue
+        curve = stitch(ordered, key)
+        pos_key = f"{name}_position"
+        position = np.concatenate(
+            [
+                np.asarray(r["curve"].get(pos_key, r["curve"][key]), dtype=np.float64)
+                if pos_key in r["curve"]
+                else np.zeros(len(r["curve"][key]))
+                for r in ordered
+            ]
+        )
+        parts = [r.get("comparison", {}).get(name, {}) for r in ordered]
+
+        def total(field: str, parts: list = parts) -> float:
+            return sum(p.get(field) or 0 for p in parts)
+
+        out[name] = performance(
+            curve["ts_event"].to_numpy(),
+            curve["pnl"].to_numpy(),
+            position,
+            capital,
+            fees=float(total("fees")),
+            traded_notional=float(total("traded_notional")),
+            trades=int(total("trades")),
+            wins=int(total("wins")),
+        )
+    return out
+
+
 def summarize(folds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Out-of-sample aggregates over the stitched curve."""
+    """Out-of-sample aggregates over the stitched curves (strategy and baselines)."""
     if not folds:
         return {"folds": 0}
     curve = stitch(folds)
-    capital = folds[0]["capital"]
-    interval = folds[0]["interval_ns"]
-    pnl = curve["pnl"].to_numpy()
+    comparison = stitched_comparison(folds)
+    mine = comparison["strategy"]
     lls = [r["mean_loglik"] * r["decisions"] for r in folds if r["mean_loglik"] is not None]
     n_dec = sum(r["decisions"] for r in folds if r["mean_loglik"] is not None)
     return {
         "folds": len(folds),
         "test_bars": int(sum(r["test_bars"] for r in folds)),
         "orders": int(sum(r["orders"] for r in folds)),
-        "pnl": float(pnl[-1]) if len(pnl) else 0.0,
-        "return_pct": (float(pnl[-1]) / capital * 100.0) if len(pnl) else 0.0,
-        **curve_stats(pnl, capital, interval),
+        "pnl": mine["pnl"],
+        "return_pct": mine["total_return_pct"],
+        "sharpe": mine["sharpe"],
+        "max_drawdown_pct": mine["max_drawdown_pct"],
         "mean_loglik": (sum(lls) / n_dec) if n_dec else None,
         "positive_folds": float(np.mean([r["pnl"] > 0 for r in folds])),
         "first_test_bar": iso(int(curve["ts_event"][0])) if curve.height else None,
         "last_test_bar": iso(int(curve["ts_event"][-1])) if curve.height else None,
+        "comparison": comparison,
     }
 
 
@@ -519,6 +493,9 @@ def write_outputs(
     df.write_csv(out_dir / "folds.csv")
     (out_dir / "folds.md").write_text(markdown_table(df))
     curve = stitch(folds)
+    for name in summary.get("comparison", {}):
+        if name != "strategy":
+            curve = curve.with_columns(stitch(folds, f"{name}_pnl")["pnl"].alias(f"{name}_pnl"))
     curve.write_csv(out_dir / "equity.csv")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_plot(curve, out_dir / "walk_forward.html", f"Walk-forward, {meta.get('strategy', '')}")
@@ -602,12 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from backtests.report import comparison_table
+
     print((out / "folds.md").read_text())
-    print(
-        f"out-of-sample: {summary['folds']} folds, PnL {summary['pnl']:,.2f} "
-        f"({summary['return_pct']:.2f}%), Sharpe {summary['sharpe']:.2f}, "
-        f"max drawdown {summary['max_drawdown_pct']:.2f}%"
-    )
+    print(f"out-of-sample, {summary['folds']} folds stitched:")
+    print(comparison_table(summary["comparison"]))
     print(f"reports in {out}/ (folds.csv, folds.md, equity.csv, summary.json, walk_forward.html)")
     return 0
 

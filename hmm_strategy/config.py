@@ -95,6 +95,9 @@ class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start: str | None = None
     end: str | None = None
     log_level: str = "ERROR"
+    # compared with every run (backtests.baselines): buy_and_hold, ema_cross; [] = none
+    baselines: list[str] = msgspec.field(default_factory=lambda: ["buy_and_hold", "ema_cross"])
+    baseline_notional: float | None = None  # None = the first strategy's full-exposure notional
 
 
 class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -32,8 +32,10 @@ def btc_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     settings = settings_for(tmp)
     return {
         "full": run_backtest(settings, tmp / "full", tearsheet=True),
-        "again": run_backtest(settings, tmp / "again", tearsheet=False),
-        "prefix": run_backtest(settings, tmp / "prefix", end="2024-05-01", tearsheet=False),
+        "again": run_backtest(settings, tmp / "again", tearsheet=False, baselines=False),
+        "prefix": run_backtest(
+            settings, tmp / "prefix", end="2024-05-01", tearsheet=False, baselines=False
+        ),
     }
 
 
@@ -51,6 +53,12 @@ def test_btcusdt_15m_backtest_trades_and_writes_every_report(btc_runs: dict[str,
     probs = decisions.select("p0", "p1", "p2").to_numpy()
     assert abs(probs.sum(axis=1) - 1.0).max() < 1e-9
     assert "plotly" in (run / "regimes.html").read_text()[:5_000_000].lower()
+    # a full year, compared with buy-and-hold and EMACross on the same capital
+    assert set(stats["comparison"]) == {"strategy", "buy_and_hold", "ema_cross"}
+    assert stats["comparison"]["strategy"]["pnl"] == pytest.approx(
+        stats["stats_pnls"]["USDT"]["PnL (total)"], abs=1e-6
+    )
+    assert stats["period"]["data_last_bar"] == decisions["ts_event"].max()
 
 
 def test_backtest_is_deterministic(btc_runs: dict[str, Path]) -> None:
