@@ -134,7 +134,7 @@ def run_backtest(
     # Linear cost in the number of positions (docs/PERFORMANCE.md): venue flag + analyzer swap.
     venues = [linear_venue_config(v) for v in run_config.venues]
     run_config = msgspec.structs.replace(run_config, venues=venues)
-    target = strategy_target(settings, None)
+    target = strategy_target(settings, None, first=True)  # the one the report compares
     bars = load_frame(settings, target.bar_type, start or bt.start, end or bt.end)
     if bars.height == 0:
         raise ConfigError(f"no {target.bar_type} bars between {start} and {end}")

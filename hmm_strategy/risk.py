@@ -91,6 +91,7 @@ class BreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a finite number or null (off), was {value}")
         if self.cooldown_bars < 0:
             raise ValueError(f"cooldown_bars must be >= 0, was {self.cooldown_bars}")
+        calendar_for(self.calendar)  # an unknown calendar fails when the config loads
 
 
 class PnLTracker:

@@ -22,7 +22,7 @@ import msgspec
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import Bar, BarType
-from nautilus_trader.model.enums import OrderSide, TimeInForce
+from nautilus_trader.model.enums import OrderSide, PriceType, TimeInForce
 from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
@@ -342,8 +342,9 @@ class HMMRegimeStrategy(Strategy):
         delta = order_quantity(target_qty, current, inst.size_increment.as_decimal(), min_qty, band)
         if delta is None:
             return
+        other = self.other_notional() if self.config.breakers.max_total_notional else 0.0
         blocked = self.breakers.check_order(
-            float(current), float(target_qty), price, self.config.max_notional
+            float(current), float(target_qty), price, self.config.max_notional, other
         )
         if blocked is not None:
             self.log.warning(f"Breaker {blocked} blocked a move to {target_qty} ({exposure:+.2f})")
@@ -371,6 +372,18 @@ class HMMRegimeStrategy(Strategy):
             instrument_id=self.config.instrument_id, strategy_id=self.id
         )
         return sum((p.signed_decimal_qty() for p in positions), Decimal(0))
+
+    def other_notional(self) -> float:
+        """Notional of every open position the node holds except this strategy's own, at the
+        last price (entry price before any): the ``max_total_notional`` breaker's other half."""
+        total = 0.0
+        for position in self.cache.positions_open():
+            if position.strategy_id == self.id:
+                continue
+            last = self.cache.price(position.instrument_id, PriceType.LAST)
+            px = last.as_double() if last is not None else position.avg_px_open
+            total += abs(position.signed_qty) * px
+        return total
 
     def flatten(self) -> None:
         self.cancel_all_orders(self.config.instrument_id)

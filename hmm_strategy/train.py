@@ -74,21 +74,21 @@ class StrategyTarget:
         return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
 
+HMM_SETTINGS = ("features", "fit", "policy", "instrument_id", "bar_type")
+
+
 def _parse_strategy(spec: ComponentSpec) -> Any:
     from nautilus_trader.common.config import resolve_config_path
 
     config_cls = resolve_config_path(spec.resolved_config_path)
-    cfg = config_cls.parse(msgspec.json.encode(spec.config))
-    for attr in ("features", "fit", "policy", "instrument_id", "bar_type"):
-        if not hasattr(cfg, attr):
-            raise ConfigError(
-                f"strategy {spec.name or spec.path!r} has no {attr!r} setting: not an HMM strategy"
-            )
-    return cfg
+    return config_cls.parse(msgspec.json.encode(spec.config))
 
 
-def strategy_target(settings: NodeSettings, name: str | None = None) -> StrategyTarget:
-    """The strategy called ``name`` (config name or strategy id); the only one when None."""
+def strategy_target(
+    settings: NodeSettings, name: str | None = None, *, first: bool = False
+) -> StrategyTarget:
+    """The HMM strategy called ``name`` (config name or strategy id); without a name the only
+    one (``first``: the first one) -- other strategies in the node (e.g. a baseline) are skipped."""
     if not settings.strategies:
         raise ConfigError("the node config has no strategies")
     found: list[tuple[int, ComponentSpec, Any, str]] = []
@@ -96,10 +96,19 @@ def strategy_target(settings: NodeSettings, name: str | None = None) -> Strategy
         cfg = _parse_strategy(spec)
         cls_name = spec.path.rsplit(":", 1)[-1]
         sid = f"{cfg.strategy_id or cls_name}-{cfg.order_id_tag}"
-        if name is None or name in (spec.name, sid):
+        missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
+        if name is not None and name in (spec.name, sid) and missing:
+            raise ConfigError(
+                f"strategy {name!r} has no {missing[0]!r} setting: not an HMM strategy"
+            )
+        if not missing and (name is None or name in (spec.name, sid)):
             found.append((i, spec, cfg, sid))
+    if found and first:
+        found = found[:1]
     if not found:
         known = [s.name or s.path for s in settings.strategies]
+        if name is None:
+            raise ConfigError(f"the node config has no HMM strategy (have {known})")
         raise ConfigError(f"no strategy named {name!r} in the node config (have {known})")
     if len(found) > 1:
         known = [spec.name or sid for _, spec, _, sid in found]

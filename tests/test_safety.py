@@ -375,3 +375,63 @@ def test_the_node_refuses_foreign_state_with_one_line(tmp_path: Path, capsys) ->
     assert len(err) == 1 and "--fresh" in err[0] and "seed=99" in err[0]
     code, third = run_paper(tmp_path, other, "third", "--fresh")
     assert code == 0 and n_fills(third) > 0
+
+
+# -- breakers: the total cap sees the other strategies; every reason exported by name ------------
+
+
+def test_total_notional_cap_counts_the_other_strategies_positions(tmp_path: Path) -> None:
+    """A buy-and-hold strategy holds ~40k of BTC beside the HMM strategy; with a 45k node-wide
+    cap the HMM strategy may add at most ~5k, so its larger targets are blocked as
+    ``total_notional`` (the cap used to compare the strategy's own position only)."""
+    from backtests.run import run_backtest
+
+    def run(cap: float | None, name: str) -> pl.DataFrame:
+        override = {
+            "backtest": {"catalog_path": str(tmp_path / "catalog"), "end": "2024-02-15",
+                         "baselines": []},
+            "strategies": [
+                {"name": "hmm_btc", "config": {
+                    "fit": {"warmup_bars": 500},
+                    "policy": {"min_hold_bars": 4, "min_confidence": 0.6},
+                    "breakers": {"max_total_notional": cap, "daily_loss_limit": None,
+                                 "max_drawdown": None},
+                }},
+                {"name": "holder", "path": "backtests.baselines:BuyAndHold", "config": {
+                    "instrument_id": "BTCUSDT.BINANCE",
+                    "bar_type": "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL",
+                    "notional": 40_000.0, "order_id_tag": "002",
+                }},
+            ],
+        }  # fmt: skip
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(override))
+        settings = load_node_settings(DEFAULT_CONFIG, [path])
+        run_dir = run_backtest(settings, tmp_path / name, tearsheet=False)
+        events = pl.read_csv(run_dir / "events.csv")
+        return events.filter(pl.col("kind") == "BreakerRejection")
+
+    capped = run(45_000.0, "capped")
+    assert capped.filter(pl.col("detail").str.contains("reason=total_notional")).height > 0
+    free = run(None, "free")
+    assert free.filter(pl.col("detail").str.contains("reason=total_notional")).height == 0
+
+
+def test_every_breaker_reason_is_exported_under_its_own_name() -> None:
+    from actors.metrics import MetricsExporter, MetricsExporterConfig
+    from hmm_strategy.messages import BreakerRejection
+    from hmm_strategy.risk import BREAKER_REASONS
+
+    exporter = MetricsExporter(MetricsExporterConfig(port=0))
+    for reason in BREAKER_REASONS:
+        exporter.on_breaker_rejection(BreakerRejection(0, SID, "BTCUSDT.BINANCE", reason))
+    exporter.on_breaker_rejection(BreakerRejection(0, SID, "BTCUSDT.BINANCE", "made_up"))
+    counts = {
+        s.labels["reason"]: s.value
+        for family in exporter.registry.collect()
+        if family.name == "breaker_rejections"
+        for s in family.samples
+        if s.name == "breaker_rejections_total"
+    }
+    assert {r: counts[r] for r in BREAKER_REASONS} == dict.fromkeys(BREAKER_REASONS, 1.0)
+    assert counts["other"] == 1.0
