@@ -31,8 +31,9 @@ N_BARS = 2_500
 
 def write_override(tmp: Path, name: str = "o", *, speed: float = 0, n_bars: int = N_BARS,
                    checkpoint_dir: str | None = "{state_dir}", strategy: dict | None = None,
-                   replay: dict | None = None) -> Path:  # fmt: skip
-    """A fast paper node: a short synthetic replay, a 500-bar in-run fit, loose guardrails."""
+                   replay: dict | None = None, governed: bool = True) -> Path:  # fmt: skip
+    """A fast paper node: a short synthetic replay, a 500-bar in-run fit, loose guardrails
+    (``governed=False``: a governance policy without rules, so nothing pauses the strategy)."""
     data = {
         "live": {
             "log_dir": str(tmp / "logs"),
@@ -53,6 +54,10 @@ def write_override(tmp: Path, name: str = "o", *, speed: float = 0, n_bars: int 
             }
         ],
     }
+    if not governed:
+        (tmp / "no-rules.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
+        policy = {"policy_path": str(tmp / "no-rules.yaml")}
+        data["actors"] = [{"name": "governance", "config": policy}]
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -146,7 +151,7 @@ def test_stop_with_an_unwritable_state_folder_closes_the_position(tmp_path: Path
     blocker = tmp_path / "blocker"
     blocker.write_text("not a folder")
     override = write_override(
-        tmp_path, speed=150, n_bars=20_000, checkpoint_dir=str(blocker / "state")
+        tmp_path, speed=200, n_bars=20_000, checkpoint_dir=str(blocker / "state"), governed=False
     )
     port = free_port()
     run_dir = tmp_path / "run"
