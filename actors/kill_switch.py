@@ -73,8 +73,9 @@ class KillSwitchActor(Actor):
             POLL_TIMER, timedelta(seconds=self.config.poll_secs), callback=self.on_poll
         )
         self.on_poll(None)
-        if not self.halted:  # announce "off" too: it overrides a halt restored from a checkpoint
-            self._broadcast(False, "no kill switch file, TRADING_ENABLED not off", flatten=False)
+        if not self.halted:  # "off" is state, not an event: kept in the cache, not broadcast
+            off = KillSwitch(ts_event=self.clock.timestamp_ns(), halted=False, reason="off")
+            self.cache.add(KILL_SWITCH_CACHE_KEY, msgspec.json.encode(off))
 
     def on_poll(self, _event) -> None:
         path = Path(self.config.path)
