@@ -85,6 +85,12 @@ class BacktestVenue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fee_model: Literal["maker_taker", "none"] = "maker_taker"
     fill_model: FillModelSettings = msgspec.field(default_factory=FillModelSettings)
 
+    def __post_init__(self) -> None:
+        from venues.settings import parse_balance
+
+        for balance in self.starting_balances:  # "1e999 USDT", "100000 USDTT" fail here
+            parse_balance(balance)
+
 
 class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data: list[DataSource]

@@ -36,6 +36,7 @@ from actors.model_lifecycle import (
     read_lifecycle,
     submit_request,
 )
+from hmm_strategy import cli
 from hmm_strategy.artifacts import ModelArtifactError, load_model
 from hmm_strategy.config import (
     ConfigError,
@@ -124,7 +125,7 @@ def status_text(events: list[LifecycleEvent], last: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m hmm_strategy.promote",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         path = submit_request(target.requests_dir, request)
     except (ConfigError, ModelArtifactError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(cli.describe(exc), file=sys.stderr)
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
     print(
@@ -188,4 +189,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))
