@@ -33,11 +33,15 @@ class BoundedHTTPServer(HTTPServer):
         super().__init__(address, handler)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics-http")
         self._slots = threading.BoundedSemaphore(workers + max_queued)
+        self.accepted = 0  # connections handed to the pool (written by the serving thread only)
+        self.refused = 0  # connections closed at once because the pool and queue were full
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):  # saturated: refuse rather than grow
+            self.refused += 1
             self.shutdown_request(request)
             return
+        self.accepted += 1
         try:
             self._pool.submit(self._work, request, client_address)
         except RuntimeError:  # pool shut down (stopping)
@@ -96,6 +100,13 @@ class MetricsHTTPServer:
         if self._httpd is None:
             raise RuntimeError("server is not running")
         return self._httpd.server_address[1]
+
+    @property
+    def connections(self) -> tuple[int, int]:
+        """(accepted, refused) connections since start."""
+        if self._httpd is None:
+            return (0, 0)
+        return (self._httpd.accepted, self._httpd.refused)
 
     @property
     def running(self) -> bool:
