@@ -206,10 +206,10 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         BinanceAccountType,
         BinanceDataClientConfig,
         BinanceExecClientConfig,
-        BinanceLiveDataClientFactory,
-        BinanceLiveExecClientFactory,
     )
     from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+    BinanceLiveDataClientFactory, BinanceLiveExecClientFactory = binance_factories()  # noqa: N806
 
     futures = settings.kind == "binance_futures"
     account_type = BinanceAccountType.USDT_FUTURES if futures else BinanceAccountType.SPOT
@@ -240,6 +240,21 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         data_clients={name: data},
         exec_clients={name: exe},
         factories=[(name, BinanceLiveDataClientFactory, BinanceLiveExecClientFactory)],
+    )
+
+
+@functools.cache
+def binance_factories() -> tuple[DataFactory, ExecFactory]:
+    """NautilusTrader's Binance factories with the API key masked fully in the log."""
+    from nautilus_trader.adapters.binance import (
+        BinanceLiveDataClientFactory,
+        BinanceLiveExecClientFactory,
+    )
+
+    mod, getter = "nautilus_trader.adapters.binance.factories", "get_cached_binance_http_client"
+    return (
+        masked_key_factory(BinanceLiveDataClientFactory, mod, getter),
+        masked_key_factory(BinanceLiveExecClientFactory, mod, getter),
     )
 
 
@@ -561,13 +576,9 @@ def venue_factories(
     entries: list[FactoryEntry] = []
     for s in _as_list(settings):
         if s.kind in ("binance_spot", "binance_futures"):
-            from nautilus_trader.adapters.binance import (
-                BinanceLiveDataClientFactory,
-                BinanceLiveExecClientFactory,
-            )
-
-            exe = BinanceLiveExecClientFactory if s.mode == "live" else None
-            entries.append((s.venue or "", BinanceLiveDataClientFactory, exe))
+            data_factory, exec_factory = binance_factories()
+            exe = exec_factory if s.mode == "live" else None
+            entries.append((s.venue or "", data_factory, exe))
         elif s.kind == "bybit_linear":
             data_factory, exec_factory = bybit_factories()
             entries.append(("BYBIT", data_factory, exec_factory if s.mode == "live" else None))
