@@ -118,12 +118,14 @@ def files(tmp_path_factory, data_dir: Path) -> dict[str, str]:
     text("huge_window_policy.yaml", yaml.safe_dump(policy))
     governance = {"name": "governance", "config": {"policy_path": out["huge_window_policy.yaml"]}}
     override("huge_window.yaml", {"actors": [governance]})
+    notional = {"name": "hmm_btc", "config": {"max_notional": -5.0}}
+    override("negative_notional.yaml", {"backtest": {"data": [data15]}, "strategies": [notional]})
     text("grid_typo.yaml", yaml.safe_dump({"fit.n_statez": [2, 3]}))
     return out
 
 
 # (id, entry point, argv with {name} placeholders for `files`, pattern the one line must match)
-CASES: list[tuple[str, str, list[str], str]] = [
+CASES: list = [
     # ---- backtests.run
     ("run-start-banana", "backtests.run", ["--start", "banana"], r"banana.*not an ISO"),
     ("run-end-before-start", "backtests.run",
@@ -233,6 +235,16 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("live-usdtt", "hmm_strategy.live", ["--override", "{live_usdtt.yaml}"],
      r"unknown currency 'USDTT'"),
     ("live-unknown-venue", "hmm_strategy.live", ["--venue", "nasdaq"], r"nasdaq"),
+    pytest.param(
+        "run-negative-max-notional", "backtests.run",
+        ["--override", "{negative_notional.yaml}", "--start", "2024-12-20", "--end", "2024-12-21"],
+        r"max_notional",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="HMMRegimeStrategyConfig (hmm_strategy/strategy.py, the Safety work) does not "
+            "check max_notional > 0 yet; remove this mark when it does",
+        ),
+    ),
 ]  # fmt: skip
 
 
@@ -250,7 +262,13 @@ def check_one_line(code: int, out: str, err: str, pattern: str) -> None:
     assert re.search(pattern, lines[0]), f"{lines[0]!r} does not match {pattern!r}"
 
 
-@pytest.mark.parametrize(("case", "entry", "argv", "pattern"), CASES, ids=[c[0] for c in CASES])
+def _case_id(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+@pytest.mark.parametrize(
+    ("case", "entry", "argv", "pattern"), CASES, ids=[_case_id(c) for c in CASES]
+)
 def test_bad_input_gives_one_line_and_a_nonzero_exit(
     case, entry, argv, pattern, files, data_dir, capsys, monkeypatch
 ) -> None:
@@ -279,7 +297,7 @@ SUBPROCESS_CASES = [
 
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)
 def test_python_m_entry_points_exit_with_one_line(case, files, data_dir) -> None:
-    _, entry, argv, pattern = next(c for c in CASES if c[0] == case)
+    _, entry, argv, pattern = next(c for c in CASES if _case_id(c) == case)
     argv = _expand(argv, files, data_dir)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TRADING_ENABLED", None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from hmm_strategy.config import REPO_ROOT
+from hmm_strategy.live import EXIT_START
 from venues.secrets import MASKED_KEY, MaskedKeyHttpClient
 
 KEY = "SNTLk3y5ecretMIDDLEpartQ7zz"
@@ -53,7 +54,8 @@ def test_bybit_api_key_is_fully_masked_in_node_output_and_logs(tmp_path: Path) -
     assert f"REST API key {MASKED_KEY}" in everything, "the adapter's key line was not reached"
     for fragment in (KEY[:4], KEY[-4:], KEY[4:12], SECRET[:6], SECRET[-4:]):
         assert fragment not in everything, f"{fragment!r} of a secret leaked"
-    assert proc.returncode != 0  # offline: the node cannot connect
+    # offline the node cannot connect: the start error (3), not a Rust abort (134)
+    assert proc.returncode == EXIT_START, proc.stderr[-2000:]
 
 
 def test_masked_client_delegates_everything_but_the_masked_key() -> None:
