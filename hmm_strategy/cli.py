@@ -152,15 +152,14 @@ def port(text: str) -> int:
 
 def log_level(text: str) -> str:
     """A NautilusTrader log level (an unknown one aborts the process inside Rust)."""
-    check_log_level(text, "--log-level")
+    check_log_level(text)
     return text.strip().upper()
 
 
-def check_log_level(value: object, key: str) -> None:
+def check_log_level(value: object, key: str | None = None) -> None:
     if not isinstance(value, str) or value.strip().upper() not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(
-            f"{key} {value!r} is not a log level ({', '.join(LOG_LEVELS)})"
-        )
+        what = f"{key} {value!r}" if key else repr(value)  # argparse names the flag itself
+        raise argparse.ArgumentTypeError(f"{what} is not a log level ({', '.join(LOG_LEVELS)})")
 
 
 def check_trader_id(value: object, key: str = "trader_id") -> None:

@@ -103,7 +103,10 @@ def _events(target: Target) -> list[LifecycleEvent]:
 
 
 def _check_artifact(path: Path, target: Target) -> str:
-    _, meta = load_model(path, expected_features=target.feature_names)
+    try:
+        _, meta = load_model(path, expected_features=target.feature_names)
+    except RecursionError:  # deeply nested JSON: not an artifact, and not a traceback either
+        raise ValueError(f"{path}: nested too deeply to be a model artifact") from None
     return meta.model_version
 
 
