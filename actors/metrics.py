@@ -25,6 +25,7 @@ way a single-process exporter does (Prometheus treats the drop as a counter rese
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import re
 import time
@@ -92,6 +93,9 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
     ----------
     host : str
         Interface the HTTP server binds to (loopback by default: put a proxy in front to expose).
+        Anything but a loopback address needs ``allow_remote=True`` and logs a warning.
+    allow_remote : bool
+        Explicit opt-in to bind a non-loopback interface (metrics reveal positions and PnL).
     port : int
         HTTP port; 0 serves nothing (backtests: use ``render()``).
     venue : str
@@ -111,6 +115,7 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
 
     host: str = "127.0.0.1"
     port: int = 9464
+    allow_remote: bool = False
     serve: str = "auto"  # auto: serve HTTP only in a live/paper node (not in a backtest)
     venue: str = "BINANCE"
     stale_after_secs: float = 300.0
@@ -118,6 +123,16 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
     multiprocess_dir: str | None = None
     max_pending_orders: int = 10_000
     max_label_values: int = 64
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
 
 
 def _pid_alive(pid: int) -> bool:
@@ -195,6 +210,11 @@ class MetricsExporter(Actor):
         super().__init__(config)
         if not 0 <= config.port <= 65535:
             raise ValueError(f"port must be in 0..65535, was {config.port}")
+        if not is_loopback(config.host) and not config.allow_remote:
+            raise ValueError(
+                f"host {config.host!r} is not a loopback address: metrics would be reachable from "
+                "other machines; set allow_remote: true to do that on purpose"
+            )
         if config.serve not in ("auto", "always", "never"):
             raise ValueError(f"serve must be auto, always or never, was {config.serve!r}")
         if not config.stale_after_secs > 0:
@@ -399,6 +419,11 @@ class MetricsExporter(Actor):
             )
             port = self._server.start()
             self.log.info(f"Serving metrics on http://{self.config.host}:{port}/metrics")
+            if not is_loopback(self.config.host):
+                self.log.warning(
+                    f"Metrics are served on a non-loopback interface ({self.config.host}): "
+                    "reachable from other machines (allow_remote is set)"
+                )
 
     def _should_serve(self) -> bool:
         """The same actor config serves backtest and live: only a live clock serves HTTP."""

@@ -73,14 +73,18 @@ PERSISTED_STATE = (
 )
 
 
+MAX_DURATION_SECS = 100 * 366 * 86_400  # beyond this a duration is a typo (and overflows)
+MAX_WINDOW_SAMPLES = 1_000_000  # ~28 years of 15-minute samples
+
+
 def parse_duration(text: str) -> timedelta:
     """``"15m"``, ``"24h"``, ``"30d"``, ``"1w"``, ``"90s"`` -> timedelta (must be > 0)."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"invalid duration {text!r}: use a number and s|m|h|d|w, e.g. '30d'")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration {text!r} must be > 0")
+    if not 0 < seconds <= MAX_DURATION_SECS:
+        raise ValueError(f"duration {text!r} must be > 0 and at most 100 years")
     return timedelta(seconds=seconds)
 
 
@@ -90,6 +94,11 @@ def window_samples(window: str, sample_interval: timedelta) -> int:
     if n < 2:
         raise ValueError(
             f"window {window!r} holds fewer than 2 samples of {sample_interval} (lengthen it)"
+        )
+    if n > MAX_WINDOW_SAMPLES:  # each sample is kept in memory: refuse rather than exhaust it
+        raise ValueError(
+            f"window {window!r} holds {n:,} samples of {sample_interval}; at most "
+            f"{MAX_WINDOW_SAMPLES:,} (shorten it or sample less often)"
         )
     return n
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write, leftover_temp_files
 
 SCHEMA = "nautilus-hmm/governance-registry"
@@ -369,12 +370,20 @@ def read_registry(path: str | os.PathLike[str]) -> RegistryDocument:
     path = Path(path)
     if not path.exists():
         raise RegistryError(f"no governance registry at {path} (wrong --registry?)")
-    raw = json.loads(path.read_bytes())
+    try:
+        raw = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deeply
+        raise RegistryError(f"{path}: not a valid registry JSON ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{path}: must hold a JSON object, not a {type(raw).__name__}")
     if raw.get("schema") != SCHEMA or raw.get("schema_version") not in READABLE_VERSIONS:
         raise RegistryError(
             f"{path}: unknown schema {raw.get('schema')!r} version {raw.get('schema_version')!r}"
         )
-    return msgspec.convert({**raw, "schema_version": SCHEMA_VERSION}, RegistryDocument)
+    try:
+        return msgspec.convert({**raw, "schema_version": SCHEMA_VERSION}, RegistryDocument)
+    except msgspec.ValidationError as exc:
+        raise RegistryError(f"{path}: {exc}") from None
 
 
 def _show(doc: RegistryDocument) -> str:
@@ -441,7 +450,7 @@ def _history_line(d: Decision | ModelDecision, evidence: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m actors.registry",
         description="Read the governance registry and submit operator overrides.",
     )
@@ -465,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("strategy")
         p.add_argument("--reason", required=True, help="why (recorded in the registry)")
         if action in ("throttle", "resume"):
-            p.add_argument("--scale", type=float, default=0.5 if action == "throttle" else 1.0)
+            p.add_argument(
+                "--scale", type=cli.positive_float, default=0.5 if action == "throttle" else 1.0
+            )
         if action == "pause":
             p.add_argument("--flatten", action="store_true", help="also close the position")
         p.add_argument(
@@ -477,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ACTIONS:
             return _submit(args, path)
         doc = read_registry(path)
-    except (RegistryError, ValueError, msgspec.ValidationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (RegistryError, ValueError, OSError, msgspec.ValidationError) as exc:
+        print(cli.describe(exc), file=sys.stderr)
         return 2
     if args.command == "show":
         print(_show(doc))
@@ -541,4 +552,4 @@ def _submit(args: argparse.Namespace, path: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

@@ -17,6 +17,7 @@ import io
 import logging
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -608,9 +609,9 @@ def load_bars(
         raise FileNotFoundError(f"bar file not found: {p}")
     if quote_side not in ("mid", "bid", "ask"):
         raise ValueError(f"quote_side must be 'mid', 'bid' or 'ask', got {quote_side!r}")
-    fmt = fmt or detect_format(p)
     interval_ns = parse_interval(interval) if interval is not None else None
     try:
+        fmt = fmt or detect_format(p)
         if fmt == "binance_kline":
             df, native = _load_binance_kline(p)
         elif fmt == "privet_csv":
@@ -623,6 +624,8 @@ def load_bars(
             raise ValueError(f"unknown bar format {fmt!r}; supported: {', '.join(FORMATS)}")
     except pl.exceptions.PolarsError as exc:  # e.g. a ragged line or an unclosed quote
         raise ValueError(f"{p}: cannot read as {fmt} (malformed file): {exc}") from None
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # corrupt .gz / .zip
+        raise ValueError(f"{p}: cannot read ({type(exc).__name__}: {exc})") from None
     if price_scale is not None and fmt != "lean_zip":
         if price_scale <= 0:
             raise ValueError(f"price_scale must be positive, got {price_scale}")

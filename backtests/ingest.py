@@ -12,10 +12,18 @@ import sys
 from collections.abc import Sequence
 
 from nautilus_trader.model.data import BarType
-from nautilus_trader.model.enums import BarAggregation, PriceType
+from nautilus_trader.model.enums import BarAggregation, PriceType, bar_aggregation_to_str
 
 from backtests.catalog import instrument_for, write_catalog
-from backtests.data import FORMATS, NS_PER_S, QuoteSide, format_duration, load_bars
+from backtests.data import (
+    FORMATS,
+    NS_PER_S,
+    DataQualityReport,
+    QuoteSide,
+    format_duration,
+    load_bars,
+)
+from hmm_strategy import cli
 
 _AGGREGATION_NS: dict[BarAggregation, int] = {
     BarAggregation.SECOND: NS_PER_S,
@@ -38,8 +46,29 @@ def bar_type_interval_ns(bar_type: BarType) -> int | None:
     return spec.step * unit if unit else None
 
 
+def check_bar_type(bar_type: BarType, report: DataQualityReport, source: str) -> None:
+    """The file's bars must be the bar type's: time bars of the same length. Otherwise the catalog
+    would hold, e.g., 1-minute bars labelled 15-minute, or time bars labelled 100-TICK."""
+    if report.rows_out == 0:
+        raise ValueError(f"{source}: no bars (only a header, or every row dropped)")
+    bar_ns = bar_type_interval_ns(bar_type)
+    if bar_ns is None:
+        kind = bar_aggregation_to_str(bar_type.spec.aggregation)
+        raise ValueError(
+            f"bar type {bar_type} is not a time bar ({kind} bars), "
+            f"but {source} holds time bars; use e.g. ...-15-MINUTE-LAST-EXTERNAL"
+        )
+    # The file's own bar spacing (Lean folder, kline open->close, else the most common step).
+    spacing = report.interval_ns
+    if spacing and spacing != bar_ns:
+        raise ValueError(
+            f"{source}: bars are {format_duration(spacing)} apart (most common step) but the "
+            f"bar type {bar_type} says {format_duration(bar_ns)}; pick the matching bar type"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m backtests.ingest", description=__doc__.strip())
+    p = cli.ArgumentParser(prog="python -m backtests.ingest", description=__doc__.strip())
     p.add_argument("--source", required=True, help="bar file to import")
     p.add_argument("--format", choices=FORMATS, help="file layout (detected when omitted)")
     p.add_argument("--instrument", required=True, help="instrument id, e.g. BTCUSDT.BINANCE")
@@ -48,9 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", help="bar length, e.g. 15m (default: from the file)")
     p.add_argument("--tz", help="time zone of naive timestamps (default UTC; Lean equity NY)")
     p.add_argument(
-        "--price-scale", type=float, help="divide prices by this (Lean equity: 10000 default)"
+        "--price-scale",
+        type=cli.positive_float,
+        help="divide prices by this (Lean equity: 10000 default)",
     )
-    p.add_argument("--max-examples", type=int, default=5, help="example rows listed per problem")
+    p.add_argument(
+        "--max-examples", type=cli.positive_int, default=5, help="example rows listed per problem"
+    )
     return p
 
 
@@ -65,7 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--bar-type {bar_type} is for {bar_type.instrument_id}, "
                 f"but --instrument is {instrument.id}"
             )
-        bar_ns = bar_type_interval_ns(bar_type)
         result = load_bars(
             args.source,
             args.format,
@@ -76,22 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_examples=args.max_examples,
         )
         print(result.report)
-        # The file's own bar spacing (Lean folder, kline open->close, else the most common
-        # step) must match the bar type, or the catalog would hold 1-minute bars labelled
-        # 15-minute.
-        spacing = result.report.interval_ns
-        if bar_ns and spacing and spacing != bar_ns:
-            raise ValueError(
-                f"the file's bars are {format_duration(spacing)} apart (most common step) but "
-                f"--bar-type says {format_duration(bar_ns)}; pick the matching bar type"
-            )
+        check_bar_type(bar_type, result.report, args.source)
         written = write_catalog(args.catalog, instrument, bar_type, result.frame)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(cli.describe(e), file=sys.stderr)
         return 2
     print(f"wrote {written:,} bars of {bar_type} to {args.catalog}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli.run_cli(main))

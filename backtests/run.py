@@ -7,7 +7,6 @@ statistics, orders/fills/positions, the tearsheet and the regime plot.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -21,10 +20,12 @@ import polars as pl
 from nautilus_trader.analysis import MaxDrawdown
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.common.config import ImportableActorConfig
+from nautilus_trader.model.data import BarType
 
 from backtests.baselines import BASELINES, baseline_notional, baseline_run_configs
 from backtests.catalog import instrument_for, write_catalog
 from backtests.data import load_bars, typical_spacing
+from backtests.ingest import check_bar_type
 from backtests.metrics import (
     daily_returns,
     evaluate,
@@ -46,6 +47,7 @@ from backtests.report import (
     write_trade_reports,
 )
 from backtests.scaling import install_linear_scaling, linear_venue_config
+from hmm_strategy import cli
 from hmm_strategy.config import (
     BacktestSettings,
     ConfigError,
@@ -74,6 +76,7 @@ def ensure_catalog(bt: BacktestSettings) -> dict[str, dict]:
             summary[source.bar_type] = json.loads(marker.read_text())
             continue
         loaded = load_bars(path, source.format)
+        check_bar_type(BarType.from_str(source.bar_type), loaded.report, str(path))
         instrument = instrument_for(source.instrument_id)
         written = write_catalog(catalog, instrument, source.bar_type, loaded.frame)
         ts = loaded.frame["ts_event"]
@@ -86,6 +89,36 @@ def ensure_catalog(bt: BacktestSettings) -> dict[str, dict]:
         marker.write_text(json.dumps(info, indent=2))
         summary[source.bar_type] = info
     return summary
+
+
+def check_period_has_data(imported: dict[str, dict], start: str | None, end: str | None) -> None:
+    """Refuse a period that holds none of the data (the engine would otherwise run on nothing,
+    or sample governance metrics across years of empty time)."""
+    lo = min(info["range_ns"][0] for info in imported.values())
+    hi = max(info["range_ns"][1] for info in imported.values())
+    start_ns = _ns(start, "start") if start else lo
+    end_ns = _ns(end, "end") if end else hi
+    if start_ns > hi or end_ns < lo:
+        raise ConfigError(
+            f"backtest period {start or 'data start'} .. {end or 'data end'} holds no bars: the "
+            f"data covers {_iso(lo)} .. {_iso(hi)}"
+        )
+    if end_ns <= start_ns:
+        raise ConfigError(f"backtest end {_iso(end_ns)} is not after start {_iso(start_ns)}")
+
+
+def _ns(text: str, what: str) -> int:
+    try:
+        value = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"backtest {what} {text!r} is not an ISO date/time") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1e9)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _progress_actor(bt: BacktestSettings, imported: dict[str, dict]) -> ImportableActorConfig:
@@ -127,6 +160,7 @@ def run_backtest(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     imported = ensure_catalog(bt)
+    check_period_has_data(imported, start or bt.start, end or bt.end)
     (run_dir / "data_quality.json").write_text(json.dumps(imported, indent=2))
 
     extra = [_progress_actor(bt, imported)] if progress else []
@@ -244,11 +278,11 @@ def regime_report(engine, run_dir: Path, target) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backtests.run", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m backtests.run", description=__doc__)
     add_config_arguments(parser, strategy=False)
     parser.add_argument("--run-dir", help="output folder (default: <output_dir>/<UTC time>)")
-    parser.add_argument("--start", help="ISO start time (default: the config's)")
-    parser.add_argument("--end", help="ISO end time (default: the config's)")
+    parser.add_argument("--start", type=cli.iso_time, help="ISO start time (default: the config's)")
+    parser.add_argument("--end", type=cli.iso_time, help="ISO end time (default: the config's)")
     parser.add_argument("--no-tearsheet", action="store_true", help="skip the HTML tearsheet")
     parser.add_argument(
         "--no-baselines",
@@ -257,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        cli.check_time_order(args.start, args.end)
+        if args.run_dir:
+            cli.ensure_writable_dir(args.run_dir, "--run-dir")
         settings = load_node_settings(args.config, args.override)
         run_dir = run_backtest(
             settings,
@@ -267,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             tearsheet=not args.no_tearsheet,
             baselines=not args.no_baselines,
         )
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, cli.CLIError) as exc:
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return 2
     stats = json.loads((run_dir / "stats.json").read_text())
     print(
@@ -289,4 +326,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

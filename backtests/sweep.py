@@ -57,6 +57,7 @@ from backtests.walk_forward import (
     summarize,
     train_fold,
 )
+from hmm_strategy import cli
 from hmm_strategy.config import (
     ConfigError,
     NodeSettings,
@@ -396,6 +397,26 @@ def sweep(
 
 
 # ------------------------------------------------------------------------------------- CLI
+def check_grid(settings: NodeSettings, strategy: str | None, grid: Mapping[str, Any]) -> None:
+    """Every grid value must make a valid strategy config, checked before any task runs: a
+    mistyped key would otherwise fail every task one by one and the sweep would "succeed"."""
+    from nautilus_trader.common.config import resolve_config_path
+
+    from backtests.walk_forward import deep_merge
+
+    target = strategy_target(settings, strategy)
+    spec = settings.strategies[target.index]
+    config_cls = resolve_config_path(spec.resolved_config_path)
+    for key, values in grid.items():
+        for value in values:
+            merged = deep_merge(spec.config, nested({key: value}))
+            try:
+                config_cls.parse(msgspec.json.encode(merged))
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError, TypeError) as exc:
+                msg = f"grid {key}={value!r} is not a valid strategy config: {exc}"
+                raise ValueError(msg) from None
+
+
 def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
     """``policy.min_confidence=0.6,0.8`` -> ("policy.min_confidence", [0.6, 0.8])."""
     if "=" not in text:
@@ -408,7 +429,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m backtests.sweep",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -422,11 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", default="60d")
     parser.add_argument("--test", default="14d")
     parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))
-    parser.add_argument("--start")
-    parser.add_argument("--end")
-    parser.add_argument("--max-folds", type=int)
+    parser.add_argument("--start", type=cli.iso_time)
+    parser.add_argument("--end", type=cli.iso_time)
+    parser.add_argument("--max-folds", type=cli.positive_int)
     parser.add_argument(
-        "--workers", type=int, default=multiprocessing.cpu_count(), help="local processes"
+        "--workers",
+        type=cli.positive_int,
+        default=multiprocessing.cpu_count(),
+        help="local processes",
     )
     parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
     parser.add_argument("--out", help="output folder (default: <output_dir>/sweep)")
@@ -448,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
             end=args.end,
             max_folds=args.max_folds,
         )
+        cli.check_time_order(args.start, args.end)
         settings = load_node_settings(args.config, args.override)
-        out = Path(args.out or Path(settings.backtest.output_dir) / "sweep")
+        check_grid(settings, args.strategy, spec.grid)
+        out = cli.ensure_writable_dir(
+            args.out or Path(settings.backtest.output_dir) / "sweep", "--out"
+        )
         result = sweep(
             settings,
             out,
@@ -460,8 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             scheduler=args.scheduler,
             progress=sys.stderr.isatty(),
         )
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, ValueError, OSError, cli.CLIError) as exc:
+        print(cli.describe(exc), file=sys.stderr)
         return 2
     print(markdown_table(result["table"]))
     print(
@@ -472,4 +500,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

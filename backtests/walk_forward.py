@@ -44,6 +44,7 @@ import polars as pl
 
 from backtests.data import parse_interval, typical_spacing
 from backtests.metrics import METRIC_KEYS, performance, read_fills, starting_balance
+from hmm_strategy import cli
 from hmm_strategy.config import (
     ComponentSpec,
     ConfigError,
@@ -542,7 +543,7 @@ def _warmup_bars(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m backtests.walk_forward",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -551,12 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", default="60d", help="train window length (default 60d)")
     parser.add_argument("--test", default="14d", help="test window length (default 14d)")
     parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))
-    parser.add_argument("--start", help="first bar considered (ISO, UTC)")
-    parser.add_argument("--end", help="last bar close considered (ISO, UTC)")
-    parser.add_argument("--max-folds", type=int)
+    parser.add_argument("--start", type=cli.iso_time, help="first bar considered (ISO, UTC)")
+    parser.add_argument("--end", type=cli.iso_time, help="last bar close considered (ISO, UTC)")
+    parser.add_argument("--max-folds", type=cli.positive_int)
     parser.add_argument("--out", help="output folder (default: <output_dir>/walk_forward)")
     args = parser.parse_args(argv)
     try:
+        cli.check_time_order(args.start, args.end)
         settings = load_node_settings(args.config, args.override)
         spec = WalkForwardSpec(
             train=args.train,
@@ -566,7 +568,9 @@ def main(argv: list[str] | None = None) -> int:
             end=args.end,
             max_folds=args.max_folds,
         )
-        out = Path(args.out or Path(settings.backtest.output_dir) / "walk_forward")
+        out = cli.ensure_writable_dir(
+            args.out or Path(settings.backtest.output_dir) / "walk_forward", "--out"
+        )
 
         def progress(r: dict[str, Any]) -> None:
             print(
@@ -576,8 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         summary = walk_forward(settings, out, spec, strategy=args.strategy, on_fold=progress)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, ValueError, cli.CLIError) as exc:
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return 2
     from backtests.report import comparison_table
 
@@ -589,4 +593,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

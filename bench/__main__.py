@@ -55,4 +55,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from hmm_strategy.cli import run_cli
+
+    sys.exit(run_cli(main))

@@ -86,6 +86,12 @@ class BacktestVenue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fee_model: Literal["maker_taker", "none"] = "maker_taker"
     fill_model: FillModelSettings = msgspec.field(default_factory=FillModelSettings)
 
+    def __post_init__(self) -> None:
+        from venues.settings import parse_balance
+
+        for balance in self.starting_balances:  # "1e999 USDT", "100000 USDTT" fail here
+            parse_balance(balance)
+
 
 class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data: list[DataSource]
@@ -101,10 +107,26 @@ class BacktestSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the live node's Prometheus exporter listens (127.0.0.1 unless you open it up)."""
+    """Where the live node's Prometheus exporter listens (127.0.0.1 unless you open it up).
+
+    The one source for the exporter in a live/paper node; another interface than loopback needs
+    ``allow_remote: true`` (metrics reveal positions and PnL).
+    """
 
     host: str = "127.0.0.1"
     port: int = 9464
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        from actors.metrics import is_loopback
+
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"live.metrics.port {self.port} is outside 0..65535")
+        if not is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(
+                f"live.metrics.host {self.host!r} is not loopback: set live.metrics.allow_remote: "
+                "true to serve metrics to other machines on purpose"
+            )
 
 
 class CacheDatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -327,6 +349,7 @@ def load_node_settings(
     except ValueError as exc:  # raised by a __post_init__ check
         raise ConfigError(f"{label}: {exc}") from None
     _validate_components(settings, label)
+    _validate_for_rust(settings, label)
     if settings.live is not None:
         if settings.live.venue not in settings.live.venues:
             raise ConfigError(
@@ -471,6 +494,23 @@ def trading_node_config(
         flush_on_start=db.flush_on_start,
     )
     return msgspec.structs.replace(config, cache=cache, load_state=True, save_state=True)
+
+
+def _validate_for_rust(settings: NodeSettings, label: str) -> None:
+    """Values NautilusTrader hands to its Rust core, which aborts the process (exit 134, no
+    message) on a malformed one: check them here so the user gets a ConfigError instead."""
+    import argparse as _argparse
+
+    from hmm_strategy.cli import check_log_level, check_trader_id
+
+    try:
+        check_trader_id(settings.trader_id)
+        if settings.backtest is not None:
+            check_log_level(settings.backtest.log_level, "backtest.log_level")
+        if settings.live is not None:
+            check_log_level(settings.live.log_level, "live.log_level")
+    except (ValueError, _argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 def _validate_components(settings: NodeSettings, label: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import msgspec
 from nautilus_trader.common.config import resolve_config_path
 
+from hmm_strategy import cli
 from hmm_strategy.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, set_aside
 from hmm_strategy.config import (
     ConfigError,
@@ -34,11 +35,13 @@ from hmm_strategy.flags import FlagError, trading_enabled
 
 EXIT_CONFIG = 2
 EXIT_START = 3
-EXIT_STATE = 4  # stopped (positions closed) but the strategies' state could not be saved
+EXIT_RUN = 4
+EXIT_STATE = 5  # stopped (positions closed) but the strategies' state could not be saved
+METRICS_ACTOR = "actors.metrics:MetricsExporter"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m hmm_strategy.live",
         description="Run the HMM regime node: paper (default, offline replay) or live.",
         epilog="Environment: TRADING_ENABLED, TRADE_SYMBOLS, MAX_POSITION_NOTIONAL, "
@@ -56,14 +59,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="paper = simulated fills (default); live = real orders, also needs "
         "TRADING_ENABLED=true",
     )
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument("--duration", type=cli.positive_float, help="stop after this many seconds")
     parser.add_argument(
         "--exit-when-replayed",
         action="store_true",
         help="replay venue: stop once the feed has replayed every bar",
     )
-    parser.add_argument("--metrics-port", type=int, help="Prometheus exporter port (0 = off)")
-    parser.add_argument("--log-level", help="console log level (DEBUG, INFO, WARNING, ERROR)")
+    parser.add_argument("--metrics-port", type=cli.port, help="Prometheus exporter port (0 = off)")
+    parser.add_argument(
+        "--log-level", type=cli.log_level, help="console log level (DEBUG, INFO, WARNING, ERROR)"
+    )
     parser.add_argument("--run-dir", help="run folder (default: <live.output_dir>/live-<UTC>)")
     parser.add_argument(
         "--fresh",
@@ -86,20 +91,41 @@ def resolve_settings(args: argparse.Namespace, environ: dict[str, str]) -> tuple
     settings = apply_env_overrides(base, environ)
     if args.metrics_port is not None:
         settings = with_metrics_port(settings, args.metrics_port)
-    return settings, venue
+    return with_metrics_endpoint(settings), venue
 
 
 def with_metrics_port(settings: NodeSettings, port: int) -> NodeSettings:
-    actors = [
-        msgspec.structs.replace(a, config={**a.config, "port": port})
-        if a.path == "actors.metrics:MetricsExporter"
-        else a
-        for a in settings.actors
-    ]
     live = msgspec.structs.replace(
         settings.live, metrics=msgspec.structs.replace(settings.live.metrics, port=port)
     )
-    return msgspec.structs.replace(settings, actors=actors, live=live)
+    actors = [
+        msgspec.structs.replace(a, config={**a.config, "port": port})
+        if a.path == METRICS_ACTOR
+        else a
+        for a in settings.actors
+    ]
+    return msgspec.structs.replace(settings, live=live, actors=actors)
+
+
+def with_metrics_endpoint(settings: NodeSettings) -> NodeSettings:
+    """``live.metrics`` is the ONE source of where the exporter listens: its host, port and
+    ``allow_remote`` go into the exporter actor's config (what the banner shows is what binds).
+    An actor config that names another host or port is refused rather than silently overridden.
+    """
+    metrics = settings.live.metrics
+    wanted = {"host": metrics.host, "port": metrics.port, "allow_remote": metrics.allow_remote}
+    actors = []
+    for i, actor in enumerate(settings.actors):
+        if actor.path == METRICS_ACTOR:
+            for key, value in wanted.items():
+                if key in actor.config and actor.config[key] != value:
+                    raise ConfigError(
+                        f"actors[{i}].config.{key} is {actor.config[key]!r} but live.metrics.{key} "
+                        f"is {value!r}: set it once, in live.metrics"
+                    )
+            actor = msgspec.structs.replace(actor, config={**actor.config, **wanted})
+        actors.append(actor)
+    return msgspec.structs.replace(settings, actors=actors)
 
 
 def check_trading_enabled(mode: str, environ: dict[str, str]) -> None:
@@ -175,6 +201,8 @@ def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> lis
     ]
     metrics = settings.live.metrics
     serving = f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
+    if metrics.port and metrics.allow_remote:
+        serving += "  ** reachable from other machines (allow_remote) **"
     return [
         "Nautilus HMM node",
         f"  venue       {venue_name} ({venue.kind}, {'testnet' if venue.testnet else 'mainnet'})",
@@ -190,7 +218,7 @@ def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     environ = dict(os.environ)
-    from venues.errors import NodeStartError, VenueConfigError
+    from venues.errors import NodeRunError, NodeStartError, VenueConfigError
 
     try:
         enabled = trading_enabled(environ)  # refuses a value that is not a boolean
@@ -206,14 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         require_secrets(venue)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = Path(args.run_dir or Path(settings.live.output_dir) / f"live-{stamp}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        Path(settings.live.log_dir).mkdir(parents=True, exist_ok=True)
+        for folder in (run_dir, Path(settings.live.log_dir)):
+            cli.ensure_writable_dir(folder)
         config = trading_node_config(settings, venue, run_dir, log_level=args.log_level)
         from venues.builders import build_trading_node
 
         node = build_trading_node(config, venue)
-    except (ConfigError, VenueConfigError, FlagError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, VenueConfigError, FlagError, cli.CLIError) as exc:
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG
 
     lines = banner(settings, venue_name, venue, run_dir)
@@ -221,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines), flush=True)
     for line in lines:
         node.kernel.logger.info(line)
+    metrics = settings.live.metrics
+    if metrics.port and metrics.allow_remote:
+        warning = (
+            f"warning: metrics served on {metrics.host}, reachable from other machines "
+            "(live.metrics.allow_remote is true)"
+        )
+        print(warning, file=sys.stderr, flush=True)
+        node.kernel.logger.warning(warning)
     if enabled is False:
         from nautilus_trader.model.enums import TradingState
 
@@ -250,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             before_dispose=write_reports,
         )
     except NodeStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_START
+    except NodeRunError as exc:
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
+        return EXIT_RUN
     if unsaved:
         print(
             f"error: stopped with positions closed, but the state of {', '.join(unsaved)} could "
@@ -264,4 +303,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

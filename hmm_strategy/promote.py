@@ -36,6 +36,7 @@ from actors.model_lifecycle import (
     read_lifecycle,
     submit_request,
 )
+from hmm_strategy import cli
 from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
 from hmm_strategy.config import (
     ConfigError,
@@ -112,7 +113,10 @@ def _events(target: Target) -> list[LifecycleEvent]:
 
 def _check_artifact(path: Path, target: Target) -> str:
     """Version of a valid artifact made for the target strategy (instrument, bars, features)."""
-    _, meta = load_model(path, expected=target.expected)
+    try:
+        _, meta = load_model(path, expected=target.expected)
+    except RecursionError:  # deeply nested JSON: not an artifact, and not a traceback either
+        raise ValueError(f"{path}: nested too deeply to be a model artifact") from None
     return meta.model_version
 
 
@@ -134,7 +138,7 @@ def status_text(events: list[LifecycleEvent], last: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m hmm_strategy.promote",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         path = submit_request(target.requests_dir, request)
     except (ConfigError, ModelArtifactError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(cli.describe(exc), file=sys.stderr)
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
     print(
@@ -198,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

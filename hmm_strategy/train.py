@@ -36,6 +36,7 @@ import pandas as pd
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from hmm_strategy import cli
 from hmm_strategy.artifacts import Expected, save_model
 from hmm_strategy.config import (
     ComponentSpec,
@@ -525,14 +526,18 @@ def _grid(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m hmm_strategy.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser)
-    parser.add_argument("--start", required=True, help="first bar close (ISO, UTC), inclusive")
-    parser.add_argument("--end", required=True, help="last bar close (ISO, UTC), inclusive")
+    parser.add_argument(
+        "--start", required=True, type=cli.iso_time, help="first bar close (ISO, UTC), inclusive"
+    )
+    parser.add_argument(
+        "--end", required=True, type=cli.iso_time, help="last bar close (ISO, UTC), inclusive"
+    )
     parser.add_argument("--out", default="models", help="output folder (default: models/)")
     parser.add_argument("--data", help="read bars from this file instead of the catalog")
     parser.add_argument("--format", help="format of --data (detected when omitted)")
@@ -544,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        cli.check_time_order(args.start, args.end)
+        cli.ensure_writable_dir(args.out, "--out")
         settings = load_node_settings(args.config, args.override)
         target = strategy_target(settings, args.strategy)
         frame = load_frame(
@@ -552,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         if frame.height == 0:
             raise ValueError(f"no {target.bar_type} bars close in [{args.start}, {args.end}]")
         result = train(target, frame, args.out, bic_grid=args.bic_grid)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, ValueError, OSError, cli.CLIError) as exc:
+        print(cli.describe(exc), file=sys.stderr)
         return 2
     r = result.report
     print(
@@ -566,4 +573,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

@@ -454,7 +454,10 @@ def test_cli_rejects_mismatched_bar_type(data_dir, tmp_path, capsys):
          "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL"]
     )  # fmt: skip
     assert code == 2
-    assert "1m apart (most common step) but --bar-type says 15m" in capsys.readouterr().err
+    assert (
+        "1m apart (most common step) but the bar type BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL "
+        "says 15m" in capsys.readouterr().err
+    )
     code = ingest.main(
         [*base, "--instrument", "ETHUSDT.BINANCE", "--bar-type",
          "BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL"]

@@ -186,7 +186,7 @@ def test_stop_with_an_unwritable_state_folder_closes_the_position(tmp_path: Path
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 4, out
+    assert proc.returncode == 5, out
     assert "could not be saved" in out and "Traceback" not in out
     fills_df = pl.read_csv(run_dir / "fills.csv")
     signed = fills_df.select(

@@ -11,6 +11,7 @@ except IB, whose adapter connects inside ``build()`` (see ``IBSettings.max_conne
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ from venues.secrets import (
     binance_credentials,
     bybit_credentials,
     ib_connection,
+    masked_key_factory,
     require_secrets,
     tws_login,
 )
@@ -204,10 +206,10 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         BinanceAccountType,
         BinanceDataClientConfig,
         BinanceExecClientConfig,
-        BinanceLiveDataClientFactory,
-        BinanceLiveExecClientFactory,
     )
     from nautilus_trader.adapters.binance.common.enums import BinanceEnvironment
+
+    BinanceLiveDataClientFactory, BinanceLiveExecClientFactory = binance_factories()  # noqa: N806
 
     futures = settings.kind == "binance_futures"
     account_type = BinanceAccountType.USDT_FUTURES if futures else BinanceAccountType.SPOT
@@ -241,13 +243,42 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
     )
 
 
-def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
-    from nautilus_trader.adapters.bybit.config import BybitDataClientConfig, BybitExecClientConfig
+@functools.cache
+def binance_factories() -> tuple[DataFactory, ExecFactory]:
+    """NautilusTrader's Binance factories with the API key masked fully in the log."""
+    from nautilus_trader.adapters.binance import (
+        BinanceLiveDataClientFactory,
+        BinanceLiveExecClientFactory,
+    )
+
+    mod, getter = "nautilus_trader.adapters.binance.factories", "get_cached_binance_http_client"
+    return (
+        masked_key_factory(BinanceLiveDataClientFactory, mod, getter),
+        masked_key_factory(BinanceLiveExecClientFactory, mod, getter),
+    )
+
+
+@functools.cache
+def bybit_factories() -> tuple[DataFactory, ExecFactory]:
+    """NautilusTrader's Bybit factories, except that the API key is masked fully in the log
+    (the adapter logs 8 of its characters otherwise; see ``venues.secrets.MaskedKeyHttpClient``)."""
     from nautilus_trader.adapters.bybit.factories import (
         BybitLiveDataClientFactory,
         BybitLiveExecClientFactory,
     )
+
+    mod, getter = "nautilus_trader.adapters.bybit.factories", "get_cached_bybit_http_client"
+    return (
+        masked_key_factory(BybitLiveDataClientFactory, mod, getter),
+        masked_key_factory(BybitLiveExecClientFactory, mod, getter),
+    )
+
+
+def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
+    from nautilus_trader.adapters.bybit.config import BybitDataClientConfig, BybitExecClientConfig
     from nautilus_trader.core.nautilus_pyo3 import BybitEnvironment, BybitProductType
+
+    BybitLiveDataClientFactory, BybitLiveExecClientFactory = bybit_factories()  # noqa: N806
 
     if not settings.testnet:
         environment = BybitEnvironment.MAINNET
@@ -545,21 +576,12 @@ def venue_factories(
     entries: list[FactoryEntry] = []
     for s in _as_list(settings):
         if s.kind in ("binance_spot", "binance_futures"):
-            from nautilus_trader.adapters.binance import (
-                BinanceLiveDataClientFactory,
-                BinanceLiveExecClientFactory,
-            )
-
-            exe = BinanceLiveExecClientFactory if s.mode == "live" else None
-            entries.append((s.venue or "", BinanceLiveDataClientFactory, exe))
+            data_factory, exec_factory = binance_factories()
+            exe = exec_factory if s.mode == "live" else None
+            entries.append((s.venue or "", data_factory, exe))
         elif s.kind == "bybit_linear":
-            from nautilus_trader.adapters.bybit.factories import (
-                BybitLiveDataClientFactory,
-                BybitLiveExecClientFactory,
-            )
-
-            exe = BybitLiveExecClientFactory if s.mode == "live" else None
-            entries.append(("BYBIT", BybitLiveDataClientFactory, exe))
+            data_factory, exec_factory = bybit_factories()
+            entries.append(("BYBIT", data_factory, exec_factory if s.mode == "live" else None))
         elif s.kind == "ib":
             from nautilus_trader.adapters.interactive_brokers.factories import (
                 InteractiveBrokersLiveDataClientFactory,

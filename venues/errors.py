@@ -9,3 +9,7 @@ class VenueConfigError(ValueError):
 
 class NodeStartError(RuntimeError):
     """The trading node is RUNNING but its trader never started (a client did not connect)."""
+
+
+class NodeRunError(RuntimeError):
+    """The trading node stopped on an error after it had started (the cause is the message)."""

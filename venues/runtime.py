@@ -16,7 +16,7 @@ from collections.abc import Callable
 from nautilus_trader.common.enums import ComponentState
 from nautilus_trader.live.node import TradingNode
 
-from venues.errors import NodeStartError
+from venues.errors import NodeRunError, NodeStartError
 
 START_GRACE_SECS = 5.0  # beyond the node's own connection/reconciliation/portfolio timeouts
 
@@ -26,10 +26,34 @@ def _disconnected(engine: object) -> list[str]:
     return sorted(str(cid) for cid, c in clients.items() if not c.is_connected)
 
 
+# A trader whose start failed (a strategy's on_start raised) stays STARTING for good: that is
+# not started, whatever the node's own state says.
+_NOT_STARTED = (
+    ComponentState.PRE_INITIALIZED,
+    ComponentState.READY,
+    ComponentState.STARTING,
+    ComponentState.FAULTING,
+    ComponentState.FAULTED,
+)
+
+
 def trader_has_started(node: TradingNode) -> bool:
-    """True once the trader has left its initial states (running, or stopped after running)."""
-    state = node.kernel.trader.state
-    return state not in (ComponentState.PRE_INITIALIZED, ComponentState.READY)
+    """True once the trader runs (or has stopped after running); False while it is starting or
+    stuck in STARTING after a strategy or actor failed to start."""
+    return node.kernel.trader.state not in _NOT_STARTED
+
+
+def task_failure(task: asyncio.Task | None) -> BaseException | None:
+    """The exception a finished task ended with (reading it also silences asyncio's
+    "exception was never retrieved")."""
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
+
+
+def _cause(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def check_node_started(node: TradingNode) -> None:
@@ -81,7 +105,6 @@ async def wait_until_started(
     kernel = node.kernel
     while not trader_has_started(node):
         if run_task is not None and run_task.done():
-            run_task.result()  # surface an exception from run_async
             break
         now = loop.time()
         if now >= deadline:
@@ -90,6 +113,9 @@ async def wait_until_started(
         if now >= connect_deadline and not connected:
             break
         await asyncio.sleep(0.05)
+    failure = task_failure(run_task)
+    if failure is not None and not trader_has_started(node):
+        raise NodeStartError(f"trading node failed to start: {_cause(failure)}") from failure
     check_node_started(node)
 
 
@@ -104,7 +130,8 @@ def run_node(
 ) -> None:
     """Run a built node until ``stop_when()`` is true, ``max_runtime_secs`` pass, or a signal
     stops it; then stop it, call ``before_dispose()`` (e.g. to write reports) and dispose it.
-    Raises :class:`NodeStartError` if it never starts.
+    Raises :class:`NodeStartError` if it never starts (with the cause when a strategy or actor
+    raised) and :class:`NodeRunError` if the node's run task ended on an exception later.
 
     The node's event loop must not be running (call from synchronous code).
     """
@@ -133,6 +160,11 @@ def run_node(
                     run_task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await run_task
+                except Exception:  # noqa: BLE001, S110 - read below via task_failure
+                    pass
+        failure = task_failure(run_task)
+        if failure is not None:
+            raise NodeRunError(f"trading node stopped on an error: {_cause(failure)}") from failure
 
     try:
         loop.run_until_complete(drive())

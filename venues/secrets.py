@@ -158,3 +158,48 @@ def require_secrets(settings: VenueSettings) -> None:
             binance_credentials(futures=settings.kind == "binance_futures")
         elif settings.kind == "bybit_linear":
             bybit_credentials()
+
+
+# ---------------------------------------------------------------------- API keys in the logs
+MASKED_KEY = "***"
+
+
+class MaskedKeyHttpClient:
+    """Wraps an adapter's HTTP client so ``api_key_masked`` shows no character of the key.
+
+    NautilusTrader 1.231.0's Bybit (and Binance) clients log ``REST API key SNTL...eyQ7`` at
+    start: 8 of the key's characters in every log file. Everything else is delegated.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    @property
+    def api_key_masked(self) -> str | None:
+        return MASKED_KEY if getattr(self._inner, "api_key_masked", None) else None
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+
+def masked_key_factory(factory: type, module: str, getter: str) -> type:
+    """A subclass of an adapter client factory whose clients get a :class:`MaskedKeyHttpClient`.
+
+    The factory looks up ``module.getter`` (the cached HTTP client constructor) at call time; it
+    is swapped only for the duration of ``create`` (node builds run in one thread).
+    """
+    import importlib
+
+    mod = importlib.import_module(module)
+
+    def create(*args, **kwargs):
+        original = getattr(mod, getter)
+        setattr(mod, getter, lambda *a, **k: MaskedKeyHttpClient(original(*a, **k)))
+        try:
+            return factory.create(*args, **kwargs)
+        finally:
+            setattr(mod, getter, original)
+
+    return type(factory.__name__, (factory,), {"create": staticmethod(create)})

@@ -63,6 +63,13 @@ def parse_balance(text: str) -> tuple[Decimal, str]:
         raise VenueConfigError(f"starting balance {text!r}: amount is not a number") from None
     if not amount.is_finite() or amount <= 0:
         raise VenueConfigError(f"starting balance {text!r}: amount must be positive")
+    from nautilus_trader.model.objects import MONEY_MAX, Currency
+
+    if amount > Decimal(str(MONEY_MAX)):  # NautilusTrader's Money cannot hold more
+        raise VenueConfigError(f"starting balance {text!r}: amount is above {MONEY_MAX:,.0f}")
+
+    if Currency.from_str(match["ccy"], strict=True) is None:  # else a new, empty currency
+        raise VenueConfigError(f"starting balance {text!r}: unknown currency {match['ccy']!r}")
     return amount, match["ccy"]
 
 

@@ -1,0 +1,134 @@
+"""A node that fails to start exits non-zero and names the cause (issue 11).
+
+It used to print "stopped cleanly" and exit 0: ``runtime.py`` counted a trader stuck in STARTING
+(a strategy's or actor's ``on_start`` raised) as started and never read the run task's exception.
+Each case starts the real paper node (``python -m hmm_strategy.live``, offline replay) with one
+thing broken and checks the exit code, the last stderr line and the absence of "stopped cleanly".
+Also: the metrics address shown in the banner is the one the exporter binds (one source).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hmm_strategy.config import REPO_ROOT
+from hmm_strategy.live import EXIT_START, banner, parse_args, resolve_settings
+
+
+def _override(tmp: Path, strategy: dict | None = None, actors: list | None = None) -> Path:
+    doc: dict = {
+        "live": {
+            "output_dir": str(tmp / "runs"),
+            "log_dir": str(tmp / "logs"),
+            "state_dir": str(tmp / "state"),
+            "venues": {"replay": {"replay": {"n_bars": 600, "speed": 0}}},
+        },
+        "strategies": [
+            {"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}, **(strategy or {})}}
+        ],
+    }
+    if actors:
+        doc["actors"] = actors
+    path = tmp / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _broken(tmp: Path, case: str) -> Path:
+    a_file = tmp / "a_file"
+    a_file.write_text("not a folder\n")
+    if case == "missing-model":
+        return _override(tmp, strategy={"model_path": str(tmp / "missing.json")})
+    if case == "checkpoint-dir-is-a-file":
+        return _override(tmp, strategy={"checkpoint_dir": str(a_file / "state")})
+    if case == "unwritable-decisions-csv":
+        recorder = {"name": "decisions", "config": {"output_path": str(a_file / "d.csv")}}
+        return _override(tmp, actors=[recorder])
+    if case == "corrupt-registry":
+        registry = tmp / "registry.json"
+        registry.write_text('{"schema": ')  # truncated JSON
+        governance = {"name": "governance", "config": {"registry_path": str(registry)}}
+        return _override(tmp, actors=[governance])
+    raise AssertionError(case)
+
+
+# case -> what the error line must name
+CASES = {
+    "missing-model": r"ModelArtifactError: .*missing\.json",
+    "checkpoint-dir-is-a-file": r"a_file",
+    "unwritable-decisions-csv": r"a_file",
+    "corrupt-registry": r"registry",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_node_that_fails_to_start_exits_non_zero_with_the_cause(case: str, tmp_path: Path):
+    cmd = [
+        sys.executable, "-m", "hmm_strategy.live", "--override", str(_broken(tmp_path, case)),
+        "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", "--duration", "60",
+        "--exit-when-replayed", "--log-level", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("TRADING_ENABLED", None)
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )  # fmt: skip
+    assert proc.returncode == EXIT_START, (proc.returncode, proc.stderr[-3000:])
+    assert "stopped cleanly" not in proc.stdout
+    # NautilusTrader's own log lines (written by its Rust logger) may interleave; ours is the one
+    # line that starts with "error:"
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: trading node failed to start: "), line
+    assert re.search(CASES[case], line), line
+    assert "never retrieved" not in proc.stderr  # the run task's exception was read
+
+
+def _settings(tmp_path: Path, metrics: dict, argv: tuple[str, ...] = ()):
+    path = tmp_path / "metrics.yaml"
+    path.write_text(yaml.safe_dump({"live": {"metrics": metrics}}))
+    args = parse_args(["--override", str(path), *argv])
+    return resolve_settings(args, {})
+
+
+def _exporter_config(settings) -> dict:
+    (spec,) = [
+        a for a in settings.actor_configs("run") if a.actor_path.startswith("actors.metrics")
+    ]
+    return spec.config
+
+
+def test_banner_shows_what_the_exporter_binds(tmp_path: Path) -> None:
+    settings, venue_name = _settings(tmp_path, {"host": "127.0.0.5", "port": 9999})
+    exporter = _exporter_config(settings)
+    assert (exporter["host"], exporter["port"]) == ("127.0.0.5", 9999)
+    from hmm_strategy.config import venue_settings
+
+    lines = banner(settings, venue_name, venue_settings(settings, venue_name), tmp_path)
+    assert any("http://127.0.0.5:9999/metrics" in line for line in lines)
+    # --metrics-port moves both
+    settings, _ = _settings(tmp_path, {"host": "127.0.0.5"}, ("--metrics-port", "9100"))
+    assert _exporter_config(settings)["port"] == settings.live.metrics.port == 9100
+
+
+def test_non_loopback_metrics_need_an_opt_in_and_are_flagged(tmp_path: Path) -> None:
+    from hmm_strategy.config import ConfigError, venue_settings
+
+    with pytest.raises(ConfigError, match="allow_remote"):
+        _settings(tmp_path, {"host": "0.0.0.0"})
+    settings, venue_name = _settings(tmp_path, {"host": "0.0.0.0", "allow_remote": True})
+    assert _exporter_config(settings)["allow_remote"] is True
+    lines = banner(settings, venue_name, venue_settings(settings, venue_name), tmp_path)
+    assert any("0.0.0.0" in line and "other machines" in line for line in lines)
+    # the exporter itself refuses a non-loopback host without the opt-in
+    from actors.metrics import MetricsExporter, MetricsExporterConfig
+
+    with pytest.raises(ValueError, match="allow_remote"):
+        MetricsExporter(MetricsExporterConfig(host="0.0.0.0"))
+    MetricsExporter(MetricsExporterConfig(host="0.0.0.0", allow_remote=True, port=0))
