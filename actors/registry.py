@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             return _submit(args, path)
         doc = read_registry(path)
     except (RegistryError, ValueError, OSError, msgspec.ValidationError) as exc:
-        print(cli.describe(exc), file=sys.stderr)
+        print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     if args.command == "show":
         print(_show(doc))

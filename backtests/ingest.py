@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_bar_type(bar_type, result.report, args.source)
         written = write_catalog(args.catalog, instrument, bar_type, result.frame)
     except (ValueError, OSError) as e:
-        print(cli.describe(e), file=sys.stderr)
+        print(cli.describe(e, known=True), file=sys.stderr)
         return 2
     print(f"wrote {written:,} bars of {bar_type} to {args.catalog}")
     return 0

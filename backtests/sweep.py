@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=sys.stderr.isatty(),
         )
     except (ConfigError, ValueError, OSError, cli.CLIError) as exc:
-        print(cli.describe(exc), file=sys.stderr)
+        print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     print(markdown_table(result["table"]))
     print(

@@ -60,13 +60,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def describe(exc: BaseException) -> str:
-    """``error: <cause>`` for a known error; the exception type first for an unexpected one."""
+def describe(exc: BaseException, *, known: bool = False) -> str:
+    """``error: <cause>`` for a known error (``known``: the caller says so, e.g. its own error
+    class); the exception type first for an unexpected one."""
     if isinstance(exc, RecursionError):
         return "error: input nested too deeply (RecursionError)"
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return one_line(f"error: {exc.filename}: {exc.strerror}")
-    if isinstance(exc, _known_errors()):
+    if known or isinstance(exc, _known_errors()):
         return one_line(f"error: {exc}")
     return one_line(f"error: unexpected {type(exc).__name__}: {exc}")
 

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         path = submit_request(target.requests_dir, request)
     except (ConfigError, ModelArtifactError, ValueError, OSError) as exc:
-        print(cli.describe(exc), file=sys.stderr)
+        print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
     print(

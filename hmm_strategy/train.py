@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"no {target.bar_type} bars close in [{args.start}, {args.end}]")
         result = train(target, frame, args.out, bic_grid=args.bic_grid)
     except (ConfigError, ValueError, OSError, cli.CLIError) as exc:
-        print(cli.describe(exc), file=sys.stderr)
+        print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     r = result.report
     print(

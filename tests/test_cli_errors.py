@@ -192,7 +192,9 @@ CASES: list = [
      ["promote", "--model", "{deep.json}", "--requests-dir", "{dir}/req"], r"needs --reason"),
     # ---- actors.registry
     ("registry-json-list", "actors.registry", ["--registry", "{registry_list.json}", "show"],
-     r"registry_list\.json"),
+     r"registry_list\.json: must hold a JSON object, not a list"),
+    ("registry-missing", "actors.registry", ["--registry", "{dir}/none.json", "show"],
+     r"no governance registry at .*none\.json"),
     ("registry-deep-json", "actors.registry", ["--registry", "{deep.json}", "show"],
      r"deep\.json: not a valid registry JSON \(RecursionError\)"),
     ("registry-scale-nan", "actors.registry",
@@ -252,6 +254,7 @@ def check_one_line(code: int, out: str, err: str, pattern: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {lines[:5]}"
     assert lines[0].startswith("error: "), lines[0]
+    assert not lines[0].startswith("error: unexpected"), f"a user error reported as a bug: {lines}"
     assert re.search(pattern, lines[0]), f"{lines[0]!r} does not match {pattern!r}"
 
 
