@@ -9,6 +9,7 @@ the strategy starts fresh, flat, and says so.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +25,18 @@ class CheckpointError(ValueError):
 def checkpoint_path(directory: str | Path, trader_id: str, strategy_id: str) -> Path:
     safe = f"{trader_id}-{strategy_id}".replace("/", "_")
     return Path(directory) / f"{safe}.checkpoint.json"
+
+
+def ensure_checkpoint_dir(path: Path) -> None:
+    """Create the checkpoint folder; ``CheckpointError`` if it cannot hold files, so a node with a
+    misconfigured state folder fails at start instead of trading without saved state."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint folder {folder} cannot be created: {exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(f"checkpoint folder {folder} is not writable")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

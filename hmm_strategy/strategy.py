@@ -31,6 +31,7 @@ from hmm_strategy.artifacts import Expected, load_model, save_model
 from hmm_strategy.checkpoint import (
     CheckpointError,
     checkpoint_path,
+    ensure_checkpoint_dir,
     load_checkpoint,
     save_checkpoint,
     set_aside,
@@ -162,6 +163,7 @@ class HMMRegimeStrategy(Strategy):
             self.engine = self._new_engine()
             if cfg.checkpoint_dir and isinstance(self.clock, LiveClock):
                 self._checkpoint = checkpoint_path(cfg.checkpoint_dir, self.trader_id, self.id)
+                ensure_checkpoint_dir(self._checkpoint)  # a bad folder fails the start
                 self._resume_from_checkpoint()
         sid = str(self.id)
         self._sid = sid  # strings built once here, not on every bar

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,13 +146,12 @@ def _metric(body: str, name: str) -> float:
 
 
 def test_stop_with_an_unwritable_state_folder_closes_the_position(tmp_path: Path) -> None:
-    """Checkpoints cannot be written (the state folder path runs through a regular file, which
-    even root cannot write into): the node keeps trading, counts the failures, fails /readyz;
-    Ctrl-C still closes the position, then exits non-zero naming the unsaved state."""
-    blocker = tmp_path / "blocker"
-    blocker.write_text("not a folder")
+    """The checkpoint folder becomes unwritable while the node runs (replaced by a regular file,
+    which even root cannot write into): the node keeps trading, counts the failures, fails
+    /readyz; Ctrl-C still closes the position, then exits 5 naming the unsaved state."""
+    folder = tmp_path / "ckpt"
     override = write_override(
-        tmp_path, speed=200, n_bars=20_000, checkpoint_dir=str(blocker / "state"), governed=False
+        tmp_path, speed=200, n_bars=20_000, checkpoint_dir=str(folder), governed=False
     )
     port = free_port()
     run_dir = tmp_path / "run"
@@ -164,11 +164,15 @@ def test_stop_with_an_unwritable_state_folder_closes_the_position(tmp_path: Path
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )  # fmt: skip
     try:
-        failures, fills, exposure, ready = 0.0, 0.0, 0.0, None
-        deadline = time.monotonic() + 120
+        failures, fills, exposure, ready, broken = 0.0, 0.0, 0.0, None, False
+        deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not (failures >= 1 and fills >= 1 and exposure):
             time.sleep(0.5)
             assert proc.poll() is None, proc.stdout.read()
+            if not broken and list(folder.glob("*.checkpoint.json")):
+                shutil.move(folder, tmp_path / "ckpt-moved")  # the disk "goes away"
+                folder.write_text("not a folder any more")
+                broken = True
             try:
                 _, body = _get(f"http://127.0.0.1:{port}/metrics")
                 ready, _ = _get(f"http://127.0.0.1:{port}/readyz")
@@ -177,9 +181,10 @@ def test_stop_with_an_unwritable_state_folder_closes_the_position(tmp_path: Path
             failures = _metric(body, "checkpoint_write_failures_total")
             fills = _metric(body, "order_fills_total")
             exposure = _metric(body, "exposure_usd")
-        assert exposure, "no open position to close at the stop"
+        assert broken, "no checkpoint was ever written"
         assert failures >= 1, "checkpoint failures were not counted"
         assert fills >= 1, "the strategy never traded"
+        assert exposure, "no open position to close at the stop"
         assert ready == 503
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
