@@ -22,9 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import yaml
 
-from backtests.metrics import METRIC_ROWS, day_returns, probabilistic_sharpe, sharpe_moments
+from backtests.baselines import baseline_notional
+from backtests.metrics import (
+    METRIC_ROWS,
+    NS_PER_YEAR,
+    day_returns,
+    probabilistic_sharpe,
+    sharpe_moments,
+)
 from backtests.sweep import SweepSpec, markdown_table, nested, sweep
 from backtests.walk_forward import WalkForwardSpec, stitch, walk_forward
 from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, NodeSettings, load_node_settings
@@ -183,6 +191,37 @@ def _start(first_test: str, train: str) -> str:
     return (pd.Timestamp(first_test) - pd.Timedelta(days=days)).isoformat()
 
 
+def deployed_turnover(folds: list[dict[str, Any]], name: str, notional: float) -> dict[str, float]:
+    """Traded notional per year in units of the deployed notional (1.0 = one full switch of the
+    position a year), for the curve as if run without folds: each fold's run starts flat and
+    flattens at its end, which the measured figure counts (buy-and-hold then trades twice a
+    fold); here the position is carried across fold boundaries."""
+    ordered = sorted(folds, key=lambda r: r["fold"])
+    pos_key = f"{name}_position"
+    pos = np.concatenate([np.asarray(r["curve"][pos_key], dtype=np.float64) for r in ordered])
+    close = np.concatenate([np.asarray(r["curve"]["close"], dtype=np.float64) for r in ordered])
+    ts = np.concatenate([np.asarray(r["curve"]["ts"], dtype=np.int64) for r in ordered])
+    years = (ts[-1] - ts[0]) / NS_PER_YEAR if ts.size > 1 else 0.0
+    traded = float((np.abs(np.diff(np.r_[0.0, pos])) * close).sum())
+    return {"continuous": traded / notional / years if years > 0 else float("nan")}
+
+
+def goal_check(comparison: dict[str, dict], turnover: dict[str, float]) -> dict[str, Any]:
+    """Issue 12's equity-index goal, evaluated as stated (for every market, descriptive):
+    Sharpe >= buy-and-hold's, max drawdown <= 0.6 x buy-and-hold's, turnover < 300% a year."""
+    mine, bh = comparison["strategy"], comparison.get("buy_and_hold")
+    if bh is None or mine.get("sharpe") is None or bh.get("sharpe") is None:
+        return {}
+    dd_ratio = mine["max_drawdown_pct"] / bh["max_drawdown_pct"] if bh["max_drawdown_pct"] else None
+    return {
+        "sharpe_at_least_buy_and_hold": mine["sharpe"] >= bh["sharpe"],
+        "drawdown_ratio": dd_ratio,
+        "drawdown_at_most_0.6x": dd_ratio is not None and dd_ratio <= 0.6,
+        "turnover_measured_under_3": turnover.get("measured", np.inf) < 3.0,
+        "turnover_continuous_under_3": turnover.get("continuous", np.inf) < 3.0,
+    }
+
+
 def _comparison_rows(comparison: dict[str, dict]) -> list[dict[str, Any]]:
     names = [n for n in ("strategy", "buy_and_hold", "ema_cross") if n in comparison]
     rows = []
@@ -230,6 +269,11 @@ def research(market_name: str, out_dir: Path, *, workers: int = 1) -> dict[str, 
             **m,
             "psr": probabilistic_sharpe(m["sharpe"], m["n"], m["skew"], m["kurtosis"]),
         }
+    notional = baseline_notional(settings)  # the strategy's full exposure = the baselines'
+    turnover = {name: deployed_turnover(folds, name, notional) for name in comparison}
+    for name, t in turnover.items():
+        t["measured"] = comparison[name]["turnover_per_year"] * capital / notional
+    goal = goal_check(comparison, turnover.get("strategy", {}))
     sel_best_bh = best.get("buy_and_hold_return_pct")
     doc = {
         "market": market_name,
@@ -271,6 +315,9 @@ def research(market_name: str, out_dir: Path, *, workers: int = 1) -> dict[str, 
             "last_test_bar": summary["last_test_bar"],
             "comparison": comparison,
             "daily": held_stats,
+            "deployed_notional": notional,
+            "turnover_per_deployed_year": turnover,
+            "goal": goal,
         },
     }
     (out_dir / "research.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -308,6 +355,16 @@ def render(doc: dict[str, Any]) -> str:
         "chosen configuration frozen, models refitted on each fold's trailing train window):",
         "",
         markdown_table(pl.DataFrame(_comparison_rows(held["comparison"]))),
+        "Turnover per deployed notional per year (1.0 = one full switch of the position):"
+        " measured (each fold starts and ends flat) / continuous (position carried across"
+        " folds): "
+        + ", ".join(
+            f"{n} {t['measured']:.2f} / {t['continuous']:.2f}"
+            for n, t in held["turnover_per_deployed_year"].items()
+        ),
+        "",
+        f"Goal (issue 12, stated for equity index data): `{json.dumps(held['goal'])}`",
+        "",
         "Daily-return Sharpe (per day, not annualised) and PSR (P[true Sharpe > 0]): "
         + ", ".join(
             f"{n} {v['sharpe']:.4f} / {v['psr']:.3f} (n={v['n']})" for n, v in held["daily"].items()
