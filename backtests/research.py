@@ -203,7 +203,7 @@ def deployed_turnover(folds: list[dict[str, Any]], name: str, notional: float) -
     ts = np.concatenate([np.asarray(r["curve"]["ts"], dtype=np.int64) for r in ordered])
     years = (ts[-1] - ts[0]) / NS_PER_YEAR if ts.size > 1 else 0.0
     traded = float((np.abs(np.diff(np.r_[0.0, pos])) * close).sum())
-    return {"continuous": traded / notional / years if years > 0 else float("nan")}
+    return {"continuous": float(traded / notional / years) if years > 0 else float("nan")}
 
 
 def goal_check(comparison: dict[str, dict], turnover: dict[str, float]) -> dict[str, Any]:
@@ -214,11 +214,11 @@ def goal_check(comparison: dict[str, dict], turnover: dict[str, float]) -> dict[
         return {}
     dd_ratio = mine["max_drawdown_pct"] / bh["max_drawdown_pct"] if bh["max_drawdown_pct"] else None
     return {
-        "sharpe_at_least_buy_and_hold": mine["sharpe"] >= bh["sharpe"],
+        "sharpe_at_least_buy_and_hold": bool(mine["sharpe"] >= bh["sharpe"]),
         "drawdown_ratio": dd_ratio,
-        "drawdown_at_most_0.6x": dd_ratio is not None and dd_ratio <= 0.6,
-        "turnover_measured_under_3": turnover.get("measured", np.inf) < 3.0,
-        "turnover_continuous_under_3": turnover.get("continuous", np.inf) < 3.0,
+        "drawdown_at_most_0.6x": bool(dd_ratio is not None and dd_ratio <= 0.6),
+        "turnover_measured_under_3": bool(turnover.get("measured", np.inf) < 3.0),
+        "turnover_continuous_under_3": bool(turnover.get("continuous", np.inf) < 3.0),
     }
 
 

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from backtests.research import MARKETS, _start, candidates, market_settings, override
+from backtests.research import (
+    MARKETS,
+    _start,
+    candidates,
+    deployed_turnover,
+    goal_check,
+    market_settings,
+    override,
+)
 from backtests.sweep import combinations
 
 
@@ -33,3 +41,26 @@ def test_held_out_tests_start_after_the_selection(name: str) -> None:
     first_test = pd.Timestamp(_start(market.held_out[0], market.train)) + pd.Timedelta(market.train)
     assert first_test == pd.Timestamp(market.held_out[0])
     assert len(combinations(candidates(market))) == 16
+
+
+def test_turnover_carries_the_position_across_folds() -> None:
+    day = 86_400 * 10**9
+    year = 365 * day
+    folds = [  # buy 1 unit at 100 and hold through two folds: one entry, nothing at the seam
+        {"fold": 0, "curve": {"ts": [0, day], "close": [100.0, 100.0], "x_position": [1.0, 1.0]}},
+        {"fold": 1, "curve": {"ts": [year - day, year], "close": [100.0, 100.0],
+                              "x_position": [1.0, 0.0]}},
+    ]  # fmt: skip
+    # bought 100 and sold 100 in one year on a deployed notional of 100
+    assert deployed_turnover(folds, "x", 100.0)["continuous"] == pytest.approx(2.0)
+
+
+def test_goal_check_states_each_criterion() -> None:
+    comparison = {
+        "strategy": {"sharpe": 0.9, "max_drawdown_pct": 1.2},
+        "buy_and_hold": {"sharpe": 0.8, "max_drawdown_pct": 3.0},
+    }
+    goal = goal_check(comparison, {"measured": 3.2, "continuous": 1.1})
+    assert goal["sharpe_at_least_buy_and_hold"] and goal["drawdown_at_most_0.6x"]
+    assert goal["drawdown_ratio"] == pytest.approx(0.4)
+    assert not goal["turnover_measured_under_3"] and goal["turnover_continuous_under_3"]
