@@ -34,8 +34,9 @@ from backtests.metrics import (
     sharpe_moments,
 )
 from backtests.sweep import SweepSpec, markdown_table, nested, sweep
-from backtests.walk_forward import WalkForwardSpec, stitch, walk_forward
+from backtests.walk_forward import WalkForwardSpec, fold_settings, stitch, walk_forward
 from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, NodeSettings, load_node_settings
+from hmm_strategy.train import strategy_target
 
 DATA = "${HMM_DATA_DIR}"
 LEAN = f"{DATA}/fx_or_equity/lean"
@@ -195,10 +196,17 @@ def deployed_turnover(folds: list[dict[str, Any]], name: str, notional: float) -
     """Traded notional per year in units of the deployed notional (1.0 = one full switch of the
     position a year), for the curve as if run without folds: each fold's run starts flat and
     flattens at its end, which the measured figure counts (buy-and-hold then trades twice a
-    fold); here the position is carried across fold boundaries."""
+    fold); here the position is carried across fold boundaries (a run flattens on its last bar,
+    which is dropped; the units bought anew at a seam still count)."""
     ordered = sorted(folds, key=lambda r: r["fold"])
     pos_key = f"{name}_position"
-    pos = np.concatenate([np.asarray(r["curve"][pos_key], dtype=np.float64) for r in ordered])
+    parts = []
+    for r in ordered:
+        p = np.asarray(r["curve"][pos_key], dtype=np.float64).copy()
+        if p.size > 1:
+            p[-1] = p[-2]  # the run's flattening on stop, on its last bar, is not a decision
+        parts.append(p)
+    pos = np.concatenate(parts)
     close = np.concatenate([np.asarray(r["curve"]["close"], dtype=np.float64) for r in ordered])
     ts = np.concatenate([np.asarray(r["curve"]["ts"], dtype=np.int64) for r in ordered])
     years = (ts[-1] - ts[0]) / NS_PER_YEAR if ts.size > 1 else 0.0
@@ -269,7 +277,8 @@ def research(market_name: str, out_dir: Path, *, workers: int = 1) -> dict[str, 
             **m,
             "psr": probabilistic_sharpe(m["sharpe"], m["n"], m["skew"], m["kurtosis"]),
         }
-    notional = baseline_notional(settings)  # the strategy's full exposure = the baselines'
+    # the folds' full exposure, what the baselines trade (the folds run without the allocator)
+    notional = baseline_notional(fold_settings(settings, strategy_target(settings, None), {}))
     turnover = {name: deployed_turnover(folds, name, notional) for name in comparison}
     for name, t in turnover.items():
         t["measured"] = comparison[name]["turnover_per_year"] * capital / notional

@@ -47,11 +47,11 @@ def test_turnover_carries_the_position_across_folds() -> None:
     day = 86_400 * 10**9
     year = 365 * day
     folds = [  # buy 1 unit at 100 and hold through two folds: one entry, nothing at the seam
-        {"fold": 0, "curve": {"ts": [0, day], "close": [100.0, 100.0], "x_position": [1.0, 1.0]}},
-        {"fold": 1, "curve": {"ts": [year - day, year], "close": [100.0, 100.0],
-                              "x_position": [1.0, 0.0]}},
+        {"fold": 0, "curve": {"ts": [0, day], "close": [100.0, 100.0], "x_position": [1.0, 0.0]}},
+        {"fold": 1, "curve": {"ts": [year - 2 * day, year - day, year],
+                              "close": [100.0, 100.0, 100.0], "x_position": [1.0, 0.0, 0.0]}},
     ]  # fmt: skip
-    # bought 100 and sold 100 in one year on a deployed notional of 100
+    # fold 0's flattening on its last bar is dropped: bought 100 and sold 100 in one year
     assert deployed_turnover(folds, "x", 100.0)["continuous"] == pytest.approx(2.0)
 
 
