@@ -53,6 +53,10 @@ def test_turnover_carries_the_position_across_folds() -> None:
     ]  # fmt: skip
     # fold 0's flattening on its last bar is dropped: bought 100 and sold 100 in one year
     assert deployed_turnover(folds, "x", 100.0)["continuous"] == pytest.approx(2.0)
+    # fold 1 starts flat for a bar, then re-enters long (held to the end): bridged, one entry
+    folds[1]["curve"]["x_position"] = [0.0, 1.0, 0.0]
+    t = deployed_turnover(folds, "x", 100.0)
+    assert t["continuous"] == pytest.approx(3.0) and t["bridged"] == pytest.approx(1.0)
 
 
 def test_goal_check_states_each_criterion() -> None:
