@@ -72,6 +72,17 @@ def instrument_for(instrument_id: str) -> Instrument:
     )
 
 
+def with_fee_rate(instrument: Instrument, rate: float | None) -> Instrument:
+    """``instrument`` with maker and taker fee ``rate`` (None: unchanged), so that costs a test-kit
+    definition lacks (e.g. 10 bp on US equities) are paid by the strategy and its baselines."""
+    if rate is None:
+        return instrument
+    cls = type(instrument)
+    return cls.from_dict(
+        {**cls.to_dict(instrument), "maker_fee": str(rate), "taker_fee": str(rate)}
+    )
+
+
 def _contiguous(values: np.ndarray, dtype: type) -> np.ndarray:
     # Own, writable, C-contiguous buffers: typed memoryviews reject read-only arrow-backed views.
     return np.array(values, dtype=dtype, copy=True, order="C")

@@ -334,3 +334,91 @@ def starting_balance(settings) -> tuple[float, str]:
         raise ConfigError("the node config has no backtest venue")
     amount, currency = settings.backtest.venues[0].starting_balances[0].split()
     return float(amount), currency
+
+
+# ------------------------------------------------------------- selection bias (Bailey & LdP)
+EULER_GAMMA = 0.5772156649015329
+
+
+def day_returns(bar_ts: np.ndarray, pnl: np.ndarray, capital: float) -> np.ndarray:
+    """Returns of the equity between the last bars of consecutive UTC days that HAVE bars.
+
+    Unlike ``daily_returns`` no weekend or holiday is filled with a zero return, which would
+    shrink the variance and inflate the per-day Sharpe of a market that closes.
+    """
+    ts = np.asarray(bar_ts, dtype=np.int64)
+    if ts.size == 0:
+        return np.zeros(0)
+    equity = capital + np.asarray(pnl, dtype=np.float64)
+    day = ts // NS_PER_DAY
+    last = np.flatnonzero(np.r_[day[1:] != day[:-1], True])
+    closes = np.r_[capital, equity[last]]
+    return closes[1:] / closes[:-1] - 1.0
+
+
+def sharpe_moments(returns: np.ndarray) -> dict[str, float]:
+    """Per-period (not annualised) Sharpe, skewness and kurtosis (3 = normal) of ``returns``."""
+    r = np.asarray(returns, dtype=np.float64)
+    sd = float(r.std(ddof=1)) if r.size > 1 else 0.0
+    if sd == 0.0 or not math.isfinite(sd):
+        return {"sharpe": 0.0, "skew": 0.0, "kurtosis": 3.0, "n": int(r.size)}
+    z = (r - r.mean()) / r.std()
+    return {
+        "sharpe": float(r.mean() / sd),
+        "skew": float((z**3).mean()),
+        "kurtosis": float((z**4).mean()),
+        "n": int(r.size),
+    }
+
+
+def probabilistic_sharpe(
+    sharpe: float, n: int, skew: float = 0.0, kurtosis: float = 3.0, benchmark: float = 0.0
+) -> float:
+    """P(true Sharpe > ``benchmark``) given an observed per-period ``sharpe`` over ``n`` returns.
+
+    Bailey & López de Prado (2012): the standard error of a Sharpe estimate grows with negative
+    skew and fat tails, so a high Sharpe from few, skewed returns is weak evidence.
+    """
+    from statistics import NormalDist
+
+    if n < 2:
+        return float("nan")
+    var = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if var <= 0:
+        return float("nan")
+    return NormalDist().cdf((sharpe - benchmark) * math.sqrt(n - 1) / math.sqrt(var))
+
+
+def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
+    """Expected maximum of ``n_trials`` Sharpe estimates whose true Sharpe is 0 (per period).
+
+    Bailey & López de Prado (2014), eq. for SR_0: the bar a selected configuration must clear
+    before its Sharpe says more than "the best of N lucky draws".
+    """
+    from statistics import NormalDist
+
+    if n_trials < 2 or sharpe_variance <= 0:
+        return 0.0
+    q = NormalDist().inv_cdf
+    return math.sqrt(sharpe_variance) * (
+        (1.0 - EULER_GAMMA) * q(1.0 - 1.0 / n_trials)
+        + EULER_GAMMA * q(1.0 - 1.0 / (n_trials * math.e))
+    )
+
+
+def deflated_sharpe(returns: np.ndarray, trial_sharpes: Sequence[float]) -> dict[str, float]:
+    """Deflated Sharpe ratio of the chosen configuration's ``returns`` (per period, e.g. daily)
+    against the expected maximum Sharpe of all trials (their per-period Sharpes, this one
+    included): PSR with benchmark SR_0 = E[max of N], N = ``len(trial_sharpes)``."""
+    m = sharpe_moments(returns)
+    trials = np.asarray([s for s in trial_sharpes if s is not None and math.isfinite(s)])
+    var = float(trials.var(ddof=1)) if trials.size > 1 else 0.0
+    sr0 = expected_max_sharpe(int(trials.size), var)
+    return {
+        **m,
+        "n_trials": int(trials.size),
+        "trial_sharpe_var": var,
+        "expected_max_sharpe": sr0,
+        "psr": probabilistic_sharpe(m["sharpe"], m["n"], m["skew"], m["kurtosis"]),
+        "dsr": probabilistic_sharpe(m["sharpe"], m["n"], m["skew"], m["kurtosis"], sr0),
+    }

@@ -23,7 +23,7 @@ from nautilus_trader.common.config import ImportableActorConfig
 from nautilus_trader.model.data import BarType
 
 from backtests.baselines import BASELINES, baseline_notional, baseline_run_configs
-from backtests.catalog import instrument_for, write_catalog
+from backtests.catalog import instrument_for, with_fee_rate, write_catalog
 from backtests.data import load_bars, typical_spacing
 from backtests.ingest import check_bar_type
 from backtests.metrics import (
@@ -71,13 +71,15 @@ def ensure_catalog(bt: BacktestSettings) -> dict[str, dict]:
             raise ConfigError(f"backtest.data: source file not found: {path}")
         stat = path.stat()
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{source.bar_type}"
+        if source.fee_rate is not None:  # a fee change re-imports (the instrument changes)
+            key += f"|fee={source.fee_rate}"
         marker = marker_dir / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
         if marker.exists():
             summary[source.bar_type] = json.loads(marker.read_text())
             continue
         loaded = load_bars(path, source.format)
         check_bar_type(BarType.from_str(source.bar_type), loaded.report, str(path))
-        instrument = instrument_for(source.instrument_id)
+        instrument = with_fee_rate(instrument_for(source.instrument_id), source.fee_rate)
         written = write_catalog(catalog, instrument, source.bar_type, loaded.frame)
         ts = loaded.frame["ts_event"]
         info = {

@@ -46,6 +46,7 @@ import numpy as np
 import polars as pl
 import yaml
 
+from backtests.metrics import day_returns, deflated_sharpe, sharpe_moments
 from backtests.walk_forward import (
     Fold,
     WalkForwardSpec,
@@ -285,6 +286,8 @@ def aggregate(rows: Iterable[dict[str, Any]], rank_by: str) -> list[dict[str, An
             out.append({**base, "error": errors[0]})
             continue
         s = summarize(rs)
+        curve = stitch(rs)
+        daily = day_returns(curve["ts_event"].to_numpy(), curve["pnl"].to_numpy(), rs[0]["capital"])
         out.append(
             {
                 **base,
@@ -297,9 +300,19 @@ def aggregate(rows: Iterable[dict[str, Any]], rank_by: str) -> list[dict[str, An
                     if name in s["comparison"]
                 },
                 "positive_folds": s["positive_folds"],
+                "turnover_per_year": s["comparison"]["strategy"]["turnover_per_year"],
+                "daily_returns": daily.tolist(),
+                "daily_sharpe": sharpe_moments(daily)["sharpe"],
                 "error": None,
             }
         )
+    # selection bias: every combination's Sharpe is deflated for the N combinations tried
+    trials = [r["daily_sharpe"] for r in out if r.get("error") is None]
+    for r in out:
+        if r.get("error") is None:
+            d = deflated_sharpe(np.asarray(r.pop("daily_returns")), trials)
+            r.update(psr=d["psr"], dsr=d["dsr"], n_trials=d["n_trials"])
+            r["expected_max_daily_sharpe"] = d["expected_max_sharpe"]
     sign = 1.0 if rank_by == "max_drawdown_pct" else -1.0  # drawdown: lower is better
 
     def key(r: dict[str, Any]) -> tuple:
@@ -320,7 +333,10 @@ def results_table(ranked: Sequence[dict[str, Any]], keys: Sequence[str]) -> pl.D
         "buy_and_hold_return_pct",
         "ema_cross_return_pct",
         "sharpe",
+        "psr",
+        "dsr",
         "max_drawdown_pct",
+        "turnover_per_year",
         "mean_loglik",
         "orders",
     )
@@ -496,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result['folds'])} folds x {len(result['results'])} combinations; "
         f"ranked by out-of-sample {spec.rank_by}; reports in {out}/"
     )
+    best = next((r for r in result["results"] if r.get("error") is None), None)
+    if best is not None:
+        print(
+            f"deflated Sharpe of the top combination: DSR {best['dsr']:.3f} (PSR vs 0 "
+            f"{best['psr']:.3f}; N = {best['n_trials']} trials, expected max daily Sharpe of "
+            f"N null trials {best['expected_max_daily_sharpe']:.4f})"
+        )
     return 0
 
 

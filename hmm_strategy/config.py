@@ -66,6 +66,13 @@ class DataSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instrument_id: str
     bar_type: str
     format: str | None = None
+    # maker and taker fee rate written into the instrument (e.g. 0.001 = 10 bp); None keeps the
+    # test kit's (0.1% for Binance BTCUSDT, 0.2 bp for FX, 0 for US equities)
+    fee_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fee_rate is not None and not 0.0 <= self.fee_rate < 0.1:
+            raise ValueError(f"fee_rate must be in [0, 0.1), was {self.fee_rate}")
 
 
 class FillModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

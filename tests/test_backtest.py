@@ -50,7 +50,7 @@ def test_btcusdt_15m_backtest_trades_and_writes_every_report(btc_runs: dict[str,
     fills = pl.read_csv(run / "fills.csv")
     assert fills.height == stats["total_orders"]
     decisions = pl.read_csv(run / "decisions.csv")
-    probs = decisions.select("p0", "p1", "p2").to_numpy()
+    probs = decisions.select(pl.col("p0", "p1", "p2").cast(pl.Float64).fill_null(0.0)).to_numpy()
     assert abs(probs.sum(axis=1) - 1.0).max() < 1e-9
     assert "plotly" in (run / "regimes.html").read_text()[:5_000_000].lower()
     # a full year, compared with buy-and-hold and EMACross on the same capital
