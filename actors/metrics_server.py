@@ -30,9 +30,10 @@ class BoundedHTTPServer(HTTPServer):
     """``HTTPServer`` whose requests run on a fixed thread pool with a bounded backlog."""
 
     def __init__(self, address, handler, *, workers: int, max_queued: int) -> None:
-        super().__init__(address, handler)
+        # before binding: a failed bind calls server_close(), which shuts the pool down
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics-http")
         self._slots = threading.BoundedSemaphore(workers + max_queued)
+        super().__init__(address, handler)
         self.accepted = 0  # connections handed to the pool (written by the serving thread only)
         self.refused = 0  # connections closed at once because the pool and queue were full
 
@@ -148,9 +149,18 @@ class MetricsHTTPServer:
             def log_message(self, format: str, *args) -> None:
                 return  # scrapes every few seconds would flood the node's log
 
-        httpd = BoundedHTTPServer(
-            (self._host, self._port), Handler, workers=self._workers, max_queued=self._max_queued
-        )
+        try:
+            httpd = BoundedHTTPServer(
+                (self._host, self._port),
+                Handler,
+                workers=self._workers,
+                max_queued=self._max_queued,
+            )
+        except OSError as exc:  # port taken, address not local, no permission
+            raise OSError(
+                f"metrics server cannot listen on {self._host}:{self._port}: {exc.strerror or exc} "
+                "(another process on that port? set live.metrics.port or --metrics-port)"
+            ) from None
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, name=f"metrics-http-{self.port}", daemon=True

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.check_time_order(args.start, args.end)
         if args.run_dir:
-            cli.ensure_writable_dir(args.run_dir, "--run-dir")
+            cli.ensure_new_run_dir(args.run_dir)
         settings = load_node_settings(args.config, args.override)
         run_dir = run_backtest(
             settings,

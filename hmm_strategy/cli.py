@@ -169,6 +169,15 @@ def check_trader_id(value: object, key: str = "trader_id") -> None:
         raise ValueError(f"{key} {value!r} must look like NAME-TAG, e.g. HMM-001")
 
 
+def ensure_new_run_dir(path: str | Path, what: str = "--run-dir") -> Path:
+    """A run folder must be new or empty: reports of two runs in one folder contradict each
+    other (one run's fills beside another's statistics)."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()):
+        raise CLIError(f"{what} {path} already holds files of another run: pick a new folder")
+    return ensure_writable_dir(path, what)
+
+
 def ensure_writable_dir(path: str | Path, what: str = "folder") -> Path:
     """Create ``path`` and prove it writable now (not when the first report is due)."""
     path = Path(path)

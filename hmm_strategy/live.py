@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         require_secrets(venue)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         run_dir = Path(args.run_dir or Path(settings.live.output_dir) / f"live-{stamp}")
-        for folder in (run_dir, Path(settings.live.log_dir)):
-            cli.ensure_writable_dir(folder)
+        cli.ensure_new_run_dir(run_dir)
+        cli.ensure_writable_dir(settings.live.log_dir, "live.log_dir")
         config = trading_node_config(settings, venue, run_dir, log_level=args.log_level)
         from venues.builders import build_trading_node
 

@@ -36,6 +36,7 @@ from hmm_strategy.checkpoint import (
     save_checkpoint,
     set_aside,
 )
+from hmm_strategy.config import ConfigError
 from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
@@ -123,6 +124,14 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
                 f"fit.warmup_bars must be >= {need} (the fit's minimum for n_states={states} on "
                 f"{len(self.features.names)} features), was {self.fit.warmup_bars}"
             )
+        if self.model_path is not None:  # a bad artifact fails when the config loads
+            expected = Expected.strategy(
+                self.features, self.instrument_id, self.bar_type, self.slow
+            )
+            try:
+                load_model(self.model_path, expected=expected)
+            except ValueError as exc:  # same type, the key named
+                raise type(exc)(f"model_path: {exc}") from None
         for name in ("notional", "max_notional", "checkpoint_interval_secs"):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
@@ -155,10 +164,11 @@ class HMMRegimeStrategy(Strategy):
     def on_start(self) -> None:
         cfg = self.config
         self.instrument = self.cache.instrument(cfg.instrument_id)
-        if self.instrument is None:
-            self.log.error(f"Could not find instrument for {cfg.instrument_id}")
-            self.stop()
-            return
+        if self.instrument is None:  # fail the start: a strategy that cannot trade is no run
+            raise ConfigError(
+                f"instrument {cfg.instrument_id} is not known to the node (not in the backtest "
+                "data or the venue's instruments): check the strategy's instrument_id"
+            )
         if self.engine is None:  # not already restored by on_load (Redis)
             self.engine = self._new_engine()
             if cfg.checkpoint_dir and isinstance(self.clock, LiveClock):

@@ -464,10 +464,11 @@ def test_strategy_refuses_an_artifact_for_another_instrument_or_windows(
             )
         )
 
-    with pytest.raises(ModelArtifactError, match="instrument_id is ETHUSDT.BINANCE"):
-        strategy(eth)._new_engine()
+    # refused when the strategy config is made (the node config loads), before any engine
+    with pytest.raises(ModelArtifactError, match="model_path: .*instrument_id is ETHUSDT.BINANCE"):
+        strategy(eth)
     with pytest.raises(ModelArtifactError, match="feature_spec.vol_window is 30, expected 20"):
-        strategy(wide)._new_engine()
+        strategy(wide)
     running = strategy(good)
     running.engine = running._new_engine()
     before = running.engine.model_version

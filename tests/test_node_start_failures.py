@@ -61,7 +61,6 @@ def _broken(tmp: Path, case: str) -> Path:
 
 # case -> what the error line must name
 CASES = {
-    "missing-model": r"ModelArtifactError: .*missing\.json",
     "checkpoint-dir-is-a-file": r"a_file",
     "unwritable-decisions-csv": r"a_file",
     "corrupt-registry": r"registry",
@@ -132,3 +131,18 @@ def test_non_loopback_metrics_need_an_opt_in_and_are_flagged(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="allow_remote"):
         MetricsExporter(MetricsExporterConfig(host="0.0.0.0"))
     MetricsExporter(MetricsExporterConfig(host="0.0.0.0", allow_remote=True, port=0))
+
+
+def test_a_missing_model_fails_when_the_config_loads(tmp_path: Path) -> None:
+    """A bad ``model_path`` is found when the node config loads, before any node is built."""
+    cmd = [
+        sys.executable, "-m", "hmm_strategy.live", "--override",
+        str(_broken(tmp_path, "missing-model")), "--run-dir", str(tmp_path / "run"),
+        "--metrics-port", "0", "--duration", "60",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Nautilus HMM node" not in proc.stdout  # refused before the banner
+    (line,) = proc.stderr.strip().splitlines()
+    assert re.search(r"model_path.*missing\.json.*file not found", line), line
