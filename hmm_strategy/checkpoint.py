@@ -67,6 +67,10 @@ def load_checkpoint(path: Path) -> dict | None:
 def set_aside(path: Path, tag: str = "bad") -> Path:
     """Rename a checkpoint (unusable, or not wanted: ``--fresh``) so it is kept for inspection
     and not read again."""
-    target = path.with_name(f"{path.name}.{tag}-{time.time_ns()}")
+    stamp = time.time_ns()
+    target = path.with_name(f"{path.name}.{tag}-{stamp}")
     path.rename(target)
+    model = path.with_suffix(".model.json")  # the active model saved beside it
+    if model.exists():
+        model.rename(model.with_name(f"{model.name}.{tag}-{stamp}"))
     return target

@@ -19,6 +19,7 @@ import msgspec
 from nautilus_trader.common.config import resolve_config_path
 
 from hmm_strategy import cli
+from hmm_strategy.atomic import atomic_write
 from hmm_strategy.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, set_aside
 from hmm_strategy.config import (
     ConfigError,
@@ -164,16 +165,52 @@ def strategy_checkpoints(settings: NodeSettings) -> list[tuple[str, Path]]:
     return out
 
 
+SOURCE_FILE = "DATA_SOURCE"  # in live.state_dir: the data source its saved state belongs to
+
+
+def kill_switch_files(settings: NodeSettings) -> set[Path]:
+    """The kill switch files the node watches (``--fresh`` never moves them)."""
+    return {
+        Path(_fill_dirs(a.config, "run", settings.live.state_dir).get("path", "")).resolve()
+        for a in settings.actors
+        if a.path == "actors.kill_switch:KillSwitchActor" and "path" in a.config
+    }
+
+
 def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[str]:
-    """Refuse to resume state written on another data source (or set it all aside with
-    ``--fresh``); return one line per strategy saying what it will resume."""
+    """Key the saved state to its data source: refuse a state folder (strategy checkpoints,
+    governance registry, model lifecycle) written on other data, or, with ``--fresh``, move it
+    all aside first (kept; the kill switch file stays). Returns the banner's state lines."""
+    state_dir = Path(settings.live.state_dir)
     lines = []
+    if fresh and state_dir.is_dir():
+        keep = kill_switch_files(settings)
+        moved = [
+            e
+            for e in state_dir.iterdir()
+            if e.resolve() not in keep and not e.name.startswith("old-")
+        ]
+        if moved:
+            aside = state_dir / f"old-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            aside.mkdir()
+            for entry in moved:
+                entry.rename(aside / entry.name)
+            lines.append(f"--fresh: earlier state moved to {aside}/ (kept)")
+    marker = state_dir / SOURCE_FILE
+    recorded = marker.read_text().strip() if marker.is_file() else None
+    if recorded is not None and recorded != source:
+        raise ConfigError(
+            f"{state_dir}/ holds saved state (checkpoints, governance registry) of data source "
+            f"{recorded!r}, but this node reads {source!r}: start with --fresh to move it aside "
+            "(it is kept), or use another live.state_dir"
+        )
     for sid, path in strategy_checkpoints(settings):
         if not path.exists():
             lines.append(f"{sid}: fresh (no checkpoint)")
             continue
-        if fresh:
-            lines.append(f"{sid}: fresh (--fresh; old checkpoint kept as {set_aside(path, 'old')})")
+        if fresh:  # a checkpoint folder outside live.state_dir
+            kept = set_aside(path, "old")
+            lines.append(f"{sid}: fresh (--fresh; old checkpoint kept as {kept})")
             continue
         try:
             state = load_checkpoint(path) or {}
@@ -188,7 +225,14 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
                 "live.state_dir"
             )
         bars = state.get("engine", {}).get("bars_seen", "?")
-        lines.append(f"{sid}: resumes {path} (after bar {bars})")
+        lines.append(
+            f"{sid}: resumes {path} (after bar {bars}; replayed bars up to it are skipped)"
+        )
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, f"{source}\n".encode())
+    except OSError as exc:
+        raise ConfigError(f"live.state_dir {state_dir} is not writable: {exc}") from None
     return lines
 
 

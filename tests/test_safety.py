@@ -368,10 +368,31 @@ def test_state_of_another_data_source_is_refused_and_fresh_sets_it_aside(tmp_pat
         prepare_state(settings, "replay:REPLAY:testnet:paper:csv:/bars.csv:::seed=7", fresh=False)
     assert path.exists()
     lines = prepare_state(settings, state["data_source"], fresh=False)
-    assert lines == [f"{SID}: resumes {path} (after bar 0)"]
+    assert lines == [f"{SID}: resumes {path} (after bar 0; replayed bars up to it are skipped)"]
     lines = prepare_state(settings, "anything", fresh=True)
     assert not path.exists() and "--fresh" in lines[0]
-    assert len(list(path.parent.glob(f"{path.name}.old-*"))) == 1
+    assert len(list(path.parent.glob(f"old-*/{path.name}"))) == 1
+
+
+def test_fresh_moves_every_saved_state_aside_but_keeps_the_kill_switch(tmp_path: Path) -> None:
+    """The governance registry is keyed to the data source like the checkpoints: a state folder
+    of other data is refused as a whole; --fresh moves it aside, the kill switch file stays."""
+    settings = load_node_settings(DEFAULT_CONFIG, [write_override(tmp_path)])
+    state = tmp_path / "state"
+    (state / "governance").mkdir(parents=True)
+    (state / "governance" / "registry.json").write_text('{"nav": 4.03}')
+    (state / "KILL_SWITCH").write_text("halt\n")
+    (state / "DATA_SOURCE").write_text("replay:REPLAY:testnet:paper:synthetic:gen:::seed=7\n")
+    with pytest.raises(ConfigError, match="governance registry.*--fresh"):
+        prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=False)
+    lines = prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=True)
+    assert "--fresh" in lines[0]
+    assert (state / "KILL_SWITCH").read_text() == "halt\n"
+    assert not (state / "governance").exists()
+    (aside,) = state.glob("old-*")
+    assert (aside / "governance" / "registry.json").read_text() == '{"nav": 4.03}'
+    assert (state / "DATA_SOURCE").read_text().strip() == "binance_spot:BINANCE:testnet:live"
+    prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=False)  # same source: ok
 
 
 def test_the_node_refuses_foreign_state_with_one_line(tmp_path: Path, capsys) -> None:
