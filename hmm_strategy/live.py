@@ -346,5 +346,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_process(code: int) -> None:
+    """Exit with ``code``. After a node that failed to start or run, the adapters' Rust worker
+    threads may still be alive and panic (abort, exit 134) while the interpreter finalizes, which
+    would replace the honest exit code: leave without finalizing, streams flushed."""
+    if code in (EXIT_START, EXIT_RUN):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_cli(main))
+    exit_process(cli.run_cli(main))
