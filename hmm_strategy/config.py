@@ -240,7 +240,7 @@ def _fill_dirs(value: Any, run_dir: str | Path, state_dir: str | Path | None) ->
 
 
 def default_data_dir() -> str:
-    return os.environ.get("HMM_DATA_DIR", str((REPO_ROOT.parent / "shared" / "data").resolve()))
+    return os.environ.get("HMM_DATA_DIR") or str((REPO_ROOT.parent / "shared" / "data").resolve())
 
 
 def _expand_env(value: Any, source: str, key: str = "$", *, config_dir: str = ".") -> Any:
@@ -415,7 +415,7 @@ def apply_env_overrides(settings: NodeSettings, environ: dict[str, str]) -> Node
                 f"TRADE_SYMBOLS names {unknown}, which no strategy trades (known: {sorted(traded)})"
             )
         strategies = [s for s in strategies if s.config.get("instrument_id") in wanted]
-    if "MAX_POSITION_NOTIONAL" in environ:
+    if environ.get("MAX_POSITION_NOTIONAL", "").strip():  # empty (as in .env.example) = unset
         cap = _positive_number(environ, "MAX_POSITION_NOTIONAL")
         strategies = [
             msgspec.structs.replace(
@@ -423,7 +423,7 @@ def apply_env_overrides(settings: NodeSettings, environ: dict[str, str]) -> Node
             )
             for s in strategies
         ]
-    if "MAX_ORDER_NOTIONAL" in environ:
+    if environ.get("MAX_ORDER_NOTIONAL", "").strip():  # empty (as in .env.example) = unset
         cap = int(_positive_number(environ, "MAX_ORDER_NOTIONAL"))
         limits = {str(s.config.get("instrument_id")): cap for s in strategies}
         risk = msgspec.structs.replace(risk, max_notional_per_order=limits)

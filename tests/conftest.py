@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def shared_data_dir() -> Path:
     """``$HMM_DATA_DIR`` or ``<repo>/../shared/data``."""
-    return Path(os.environ.get("HMM_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+    return Path(os.environ.get("HMM_DATA_DIR") or REPO_ROOT.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")

@@ -466,3 +466,21 @@ def test_every_breaker_reason_is_exported_under_its_own_name() -> None:
     }
     assert {r: counts[r] for r in BREAKER_REASONS} == dict.fromkeys(BREAKER_REASONS, 1.0)
     assert counts["other"] == 1.0
+
+
+def test_the_env_example_as_documented_leaves_the_defaults_alone(monkeypatch) -> None:
+    """`set -a; . ./.env.example`: its empty values mean "unset", not "" (an empty data folder or
+    a notional cap of '')."""
+    from hmm_strategy.config import apply_env_overrides
+
+    for line in (REPO_ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            monkeypatch.setenv(key.strip(), value.strip())
+    settings = apply_env_overrides(load_node_settings(DEFAULT_CONFIG), dict(os.environ))
+    assert Path(settings.backtest.data[0].source).exists()
+    default = load_node_settings(DEFAULT_CONFIG)
+    assert settings.strategies[0].config["max_notional"] == default.strategies[0].config[
+        "max_notional"
+    ]
+    assert trading_enabled(os.environ) is False  # the example ships with trading off
