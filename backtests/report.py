@@ -481,7 +481,7 @@ def write_regime_plot(
         fig.update_yaxes(title_text="P(regime)", range=[0, 1], row=3, col=1)
         fig.update_yaxes(title_text="exposure", range=[-1.1, 1.1], row=4, col=1)
     fig.update_layout(
-        title="Price, fills, filtered regimes (states named by mean return), "
+        title="Price, fills, filtered regimes (states named by their mean trend feature), "
         "target exposure and governance events",
         height=950,
     )

@@ -9,8 +9,9 @@ All HMM maths of the strategy lives here and in :mod:`hmm_strategy.filter`:
   transition matrix, and every M-step adds ``min_covar`` to the covariance diagonal so that no
   covariance becomes singular (see ``_RidgeGaussianHMM``);
 * states are relabelled into a canonical order after every fit -- ascending by the state's mean
-  of feature 0 (log return, raw units), ties by feature 1 (volatility) -- so that state 0 is the
-  most bearish and state K-1 the most bullish across refits (hmmlearn's labels are arbitrary).
+  of feature 0 (``trend``, the mean log return over its window), ties by feature 1
+  (volatility) -- so that state 0 is the most bearish and state K-1 the most bullish across
+  refits (hmmlearn's labels are arbitrary).
 
 Parameters (``means_``, ``covars_``) are in the standardised space; likelihoods (``score``,
 ``bic``, ``log_likelihood_``) are those of the standardised features.
@@ -102,7 +103,7 @@ class _RidgeGaussianHMM(GaussianHMM):
 
 
 def canonical_order(means_raw: np.ndarray) -> np.ndarray:
-    """Permutation sorting states by mean of feature 0 (log return), ties by feature 1 (vol).
+    """Permutation sorting states by mean of feature 0 (trend), ties by feature 1 (vol).
 
     ``canonical[i] = fitted[order[i]]``: state 0 is the most bearish, state K-1 the most bullish.
     """
