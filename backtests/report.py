@@ -352,6 +352,15 @@ def write_comparison_plot(curves: dict[str, dict], events: list[dict], output: P
     title = "Mark-to-market PnL: strategy vs baselines (same bars, fees and capital)"
     if retired is not None:
         title += f"<br><sub>retired by governance on {_day(retired['ts'])} UTC (shaded)</sub>"
+    # a ruined baseline (PnL below -capital) would squash every other line flat: the axis spans
+    # the strategy and buy-and-hold, and the ruined line runs off the chart (it is in the table)
+    spans = [np.asarray(c["pnl"], dtype=float) for n, c in curves.items() if n != "ema_cross"]
+    spans = [v[np.isfinite(v)] for v in spans if len(v)]
+    if spans and any(len(v) for v in spans):
+        lo = min(float(v.min()) for v in spans if len(v))
+        hi = max(float(v.max()) for v in spans if len(v))
+        pad = 0.1 * (hi - lo or 1.0)
+        fig.update_yaxes(range=[lo - pad, hi + pad])
     fig.update_layout(title=title, height=600, yaxis_title="PnL (quote currency)")
     fig.write_html(output, include_plotlyjs=True)
 

@@ -315,15 +315,24 @@ def main(argv: list[str] | None = None) -> int:
         f"{stats['total_positions']:,} positions in {stats['wall_seconds']:.1f}s"
     )
     print(comparison_table(stats["comparison"], stats.get("baseline_notional")))
+    print(
+        "  (mark-to-market at every bar close; NautilusTrader's tearsheet computes its ratios "
+        "from account balance changes, so its figures differ)"
+    )
+    if stats["total_orders"] == 0:
+        print(
+            "  !! the strategy placed no order: is the period shorter than its warm-up "
+            "(fit.warmup_bars), or did a breaker or governance block it? see events.csv"
+        )
     for line in [
         *period_lines(stats["period"], stats["events"]),
         *regime_lines(stats.get("regime_diagnostics")),
     ]:
         print(line)
-    print(
-        f"reports in {run_dir}/ (tearsheet.html, comparison.html, regimes.html, stats.json, "
-        "equity.csv, *.csv)"
-    )
+    reports = [
+        f for f in ("tearsheet.html", "comparison.html", "regimes.html") if (run_dir / f).exists()
+    ]
+    print(f"reports in {run_dir}/ ({', '.join([*reports, 'stats.json', 'equity.csv', '*.csv'])})")
     return 0
 
 
