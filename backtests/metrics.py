@@ -111,6 +111,8 @@ def marked_curve(
         while j < len(fts) and (last or fts[j] <= bar_ts[i]):
             cash -= fq[j] * fpx[j] + ffee[j]
             pos += fq[j]
+            if abs(pos) < 1e-9:  # float residue of a closed position (e.g. -2.2e-16) is flat
+                pos = 0.0
             j += 1
         pnl[i] = cash + pos * close[i]
         position[i] = pos
