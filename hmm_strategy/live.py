@@ -290,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = banner(settings, venue_name, venue, run_dir)
     lines[-1:-1] = [f"  state       {line}" for line in state_lines]
+    lines[-1:-1] = [
+        f"  KILL SWITCH ON ({path} exists): no new risk until it is removed"
+        for path in sorted(kill_switch_files(settings))
+        if path.exists()
+    ]
+    if args.duration is not None:
+        lines[-1] = f"  stop        after {args.duration:g} s, or Ctrl-C"
     print("\n".join(lines), flush=True)
     for line in lines:
         node.kernel.logger.info(line)

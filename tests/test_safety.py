@@ -89,7 +89,7 @@ def n_fills(run_dir: Path) -> int:
 
 @pytest.mark.parametrize("how", ["file", "env"])
 def test_kill_switch_present_at_start_blocks_the_first_order(
-    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """The switch was on before the node started (file created while it was down, or
     TRADING_ENABLED=off): not one order, while the strategy keeps deciding and every order it
@@ -102,6 +102,8 @@ def test_kill_switch_present_at_start_blocks_the_first_order(
         monkeypatch.setenv("TRADING_ENABLED", "off")
     code, run_dir = run_paper(tmp_path, override, "run")
     assert code == 0
+    if how == "file":  # the banner says so before anything trades
+        assert "KILL SWITCH ON" in capsys.readouterr().out
     assert pl.read_csv(run_dir / "decisions.csv").height > 1_000
     assert n_fills(run_dir) == 0
     assert kill_switch_blocks(run_dir) > 0
