@@ -27,19 +27,25 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--mode", choices=sorted(MODES), help="full (default), quick or tiny")
     parser.add_argument(
         "--output",
-        default=str(root / "bench" / "results" / "latest.json"),
-        help="result JSON (default bench/results/latest.json)",
+        help="result JSON (default: bench/results/latest.json for a full run, "
+        "bench/results/<mode>.json otherwise)",
     )
     parser.add_argument(
         "--doc",
-        default=str(root / "docs" / "PERFORMANCE.md"),
-        help="Markdown file whose results block is replaced ('' to skip)",
+        help="Markdown file whose results block is replaced (default: docs/PERFORMANCE.md for a "
+        "full run only: the figures in the docs come from full runs, never --quick; '' to skip)",
     )
     parser.add_argument("--work-dir", help="scratch folder (default: a new temp folder)")
     args = parser.parse_args(argv)
     mode = args.mode or ("quick" if args.quick else "full")
     command = "python -m bench" + {"full": "", "quick": " --quick"}.get(mode, f" --mode {mode}")
 
+    full = mode == "full"
+    results = root / "bench" / "results"
+    if args.output is None:
+        args.output = str(results / ("latest.json" if full else f"{mode}.json"))
+    if args.doc is None:
+        args.doc = str(root / "docs" / "PERFORMANCE.md") if full else ""
     result = run(mode, command, Path(args.work_dir) if args.work_dir else None)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
