@@ -60,7 +60,7 @@ class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class DataSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A bar file to import into the catalog (see ``backtests.data`` for the formats)."""
+    """A bar file to import into the catalog (see ``marketdata.bars`` for the formats)."""
 
     source: str
     instrument_id: str

@@ -189,14 +189,14 @@ def load_frame(
     if start_ns is not None and end_ns is not None and start_ns > end_ns:
         raise ValueError(f"start {iso(start_ns)} is after end {iso(end_ns)}")
     if data is not None:
-        from backtests.data import load_bars
+        from marketdata.bars import load_bars
 
         frame = load_bars(data, fmt).frame.select(
             "ts_event", "open", "high", "low", "close", "volume"
         )
     else:
-        from backtests.catalog import load_catalog_bars
-        from backtests.run import ensure_catalog
+        from marketdata.catalog import load_catalog_bars
+        from marketdata.ingest import ensure_catalog
 
         if settings.backtest is None:
             raise ConfigError("the node config has no 'backtest' section (catalog); use --data")
