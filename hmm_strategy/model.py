@@ -29,7 +29,7 @@ from hmmlearn.hmm import GaussianHMM
 from sklearn.cluster import kmeans_plusplus
 from threadpoolctl import threadpool_limits
 
-from hmm_strategy.filter import ForwardFilter
+from hmm_strategy.filter import ForwardFilter, cholesky_factors, validate_params
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 MIN_ROWS_PER_PARAMETER = 10
@@ -369,16 +369,19 @@ class RegimeHMM:
 
         Used to load artifacts. The states are taken in the given order (already canonical).
         """
-        flt = ForwardFilter(startprob, transmat, means, covars, scaler_mean, scaler_std)
-        k, d = flt.n_states, flt.n_features
+        pi, a, mu, cov, sm, ss = validate_params(
+            startprob, transmat, means, covars, scaler_mean, scaler_std
+        )
+        cholesky_factors(cov)  # the filter needs them: refuse a covariance it could not use
+        k, d = mu.shape
         model = cls(n_states=k, covariance_type=covariance_type, min_covar=min_covar)
         _check_covariance_structure(np.asarray(covars, dtype=np.float64), covariance_type)
-        model.startprob_ = flt._startprob.copy()
-        model.transmat_ = flt._transmat.copy()
-        model.means_ = flt._means.copy()
+        model.startprob_ = pi
+        model.transmat_ = a
+        model.means_ = mu
         model.covars_ = np.array(covars, dtype=np.float64)
-        model.scaler_mean_ = flt._scaler_mean.copy()
-        model.scaler_std_ = flt._scaler_std.copy()
+        model.scaler_mean_ = sm
+        model.scaler_std_ = ss
         model.n_states_ = k
         model.n_features_ = d
         diag = dict(diagnostics or {})
@@ -405,7 +408,7 @@ class RegimeHMM:
 
     def transform(self, X: Any) -> np.ndarray:
         """Standardise with the training-window scaler."""
-        self._check_fitted()
+        self.check_fitted()
         return (self._check_features(X) - self.scaler_mean_) / self.scaler_std_
 
     def _check_features(self, X: Any) -> np.ndarray:
@@ -418,7 +421,7 @@ class RegimeHMM:
 
     def to_hmmlearn(self) -> GaussianHMM:
         """An hmmlearn ``GaussianHMM`` with these parameters, operating on ``transform(X)``."""
-        self._check_fitted()
+        self.check_fitted()
         hmm = GaussianHMM(
             n_components=self.n_states_,
             covariance_type=self.covariance_type,
@@ -446,7 +449,7 @@ class RegimeHMM:
 
     def filter_proba(self, X: Any, lengths: Any = None) -> np.ndarray:
         """Causal P(state_t | x_1..t): row t uses only X[:t+1] (each sequence starts afresh)."""
-        self._check_fitted()
+        self.check_fitted()
         raw = self._check_features(X)  # the filter standardises raw rows itself
         lens = _check_lengths(lengths, len(raw)) or [len(raw)]
         flt = ForwardFilter.from_model(self)
@@ -469,7 +472,7 @@ class RegimeHMM:
 
     def expected_durations(self) -> np.ndarray:
         """Expected regime length in bars, 1 / (1 - A_kk) (inf for an absorbing state)."""
-        self._check_fitted()
+        self.check_fitted()
         with np.errstate(divide="ignore"):
             return 1.0 / (1.0 - np.diag(self.transmat_))
 
@@ -479,17 +482,18 @@ class RegimeHMM:
         For ``realized_vol`` (an RMS of returns) this is each state's expected squared per-bar
         return, which ``vol_target`` propagates one step to forecast the next bar's volatility.
         """
-        self._check_fitted()
+        self.check_fitted()
         std = self.scaler_std_[j]
         mean = self.means_[:, j] * std + self.scaler_mean_[j]
         return mean * mean + self.covars_[:, j, j] * std * std
 
     def means_raw(self) -> np.ndarray:
         """State means in raw feature units (K, D)."""
-        self._check_fitted()
+        self.check_fitted()
         return self.means_ * self.scaler_std_ + self.scaler_mean_
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """``RuntimeError`` unless fitted or loaded (the filter asks before reading parameters)."""
         if not hasattr(self, "transmat_"):
             raise RuntimeError("RegimeHMM is not fitted: call fit() or load a model artifact")
 
