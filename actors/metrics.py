@@ -371,11 +371,6 @@ class MetricsExporter(Actor):
     def registry(self) -> CollectorRegistry:
         return self._registry
 
-    @property
-    def http_port(self) -> int | None:
-        """The bound HTTP port while serving, else None."""
-        return self._server.port if self._server is not None and self._server.running else None
-
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)``: running and a ``RegimeUpdate`` within ``stale_after_secs``."""
         if not self.is_running:

@@ -50,7 +50,7 @@ import math
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1041,8 +1041,3 @@ class ModelLifecycle:
                 reason=f"{event}: {reason}",
             )
         ]
-
-
-def events_of(path: str | os.PathLike[str], kinds: Iterable[str]) -> list[LifecycleEvent]:
-    wanted = set(kinds)
-    return [e for e in read_lifecycle(path) if e.event in wanted]

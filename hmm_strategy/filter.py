@@ -164,12 +164,6 @@ class ForwardFilter:
         """Last filtered probabilities (None before the first update)."""
         return self._alpha
 
-    def predict_next(self) -> np.ndarray:
-        """One-step-ahead state distribution P(state_t+1 | x_1..t)."""
-        if self._alpha is None:
-            return self._startprob.copy()
-        return np.asarray(self._alpha) @ self._transmat
-
     # ----------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         """Plain JSON-able checkpoint: resuming from it continues bit-identically."""
