@@ -51,7 +51,7 @@ class RegistryError(RuntimeError):
     """The registry cannot be used as it is; the message says what to do."""
 
 
-class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class GovernanceDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One governance decision: what changed, why, when (node clock) and who (policy/operator)."""
 
     seq: int
@@ -123,7 +123,7 @@ class StrategyRecord(msgspec.Struct, forbid_unknown_fields=True):
     perf: dict[str, float] = {}
     rules: dict[str, RuleStatus] = {}
     manual: ManualState | None = None
-    decisions: list[Decision] = []
+    decisions: list[GovernanceDecision] = []
     model_decisions: list[ModelDecision] = []
 
 
@@ -208,10 +208,7 @@ class Registry:
             record = self.doc.strategies[strategy_id] = StrategyRecord()
         return record
 
-    def has_decision(self, decision_id: str) -> bool:
-        return decision_id in self._ids
-
-    def decisions(self, strategy_id: str | None = None) -> list[Decision]:
+    def decisions(self, strategy_id: str | None = None) -> list[GovernanceDecision]:
         if strategy_id is not None:
             return list(self.doc.strategies.get(strategy_id, StrategyRecord()).decisions)
         out = [d for rec in self.doc.strategies.values() for d in rec.decisions]
@@ -232,9 +229,9 @@ class Registry:
 
     def record(
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
-    ) -> Decision | None:
+    ) -> GovernanceDecision | None:
         """Append a decision and save; a known ``decision_id`` is ignored (returns None)."""
-        decision = self._append(Decision, decision_id, ts_event, strategy_id, fields)
+        decision = self._append(GovernanceDecision, decision_id, ts_event, strategy_id, fields)
         if decision is not None:
             record = self.doc.strategies[strategy_id]
             record.state, record.scale = decision.state, decision.scale
@@ -256,7 +253,7 @@ class Registry:
         return decision
 
     def _append(self, kind: type, decision_id: str, ts_event: int, strategy_id: str, fields):
-        """Number and append a ``Decision`` or ``ModelDecision`` (one sequence for both)."""
+        """Number and append a governance or model decision (one sequence for both)."""
         if decision_id in self._ids:
             return None
         decision = kind(
@@ -268,7 +265,9 @@ class Registry:
             **fields,
         )
         record = self.strategy(strategy_id)
-        (record.decisions if kind is Decision else record.model_decisions).append(decision)
+        (record.decisions if kind is GovernanceDecision else record.model_decisions).append(
+            decision
+        )
         self.doc.next_seq += 1
         self._ids.add(decision_id)
         return decision
@@ -430,8 +429,8 @@ def _show(doc: RegistryDocument) -> str:
     return "\n".join(lines)
 
 
-def _history_line(d: Decision | ModelDecision, evidence: bool = False) -> str:
-    if isinstance(d, Decision):
+def _history_line(d: GovernanceDecision | ModelDecision, evidence: bool = False) -> str:
+    if isinstance(d, GovernanceDecision):
         return (
             f"#{d.seq} {d.time_utc} {d.strategy_id} {d.action} -> {d.state} "
             f"scale={d.scale:g}{' flatten' if d.flatten else ''} [{d.source}] {d.reason}"
