@@ -98,16 +98,7 @@ class ForwardFilter:
     @classmethod
     def from_model(cls, model: RegimeHMM, *, backend: Backend = "auto") -> ForwardFilter:
         """Filter for a fitted :class:`~hmm_strategy.model.RegimeHMM` (canonical state order)."""
-        model.check_fitted()
-        return cls(
-            model.startprob_,
-            model.transmat_,
-            model.means_,
-            model.covars_,
-            model.scaler_mean_,
-            model.scaler_std_,
-            backend=backend,
-        )
+        return cls(*model.fitted_arrays(), backend=backend)
 
     @classmethod
     def from_state(

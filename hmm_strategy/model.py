@@ -393,6 +393,19 @@ class RegimeHMM:
         return model
 
     # ------------------------------------------------------------------------------ inference
+    def fitted_arrays(self) -> tuple[np.ndarray, ...]:
+        """``(startprob, transmat, means, covars, scaler_mean, scaler_std)``: what the model
+        computes with, in the order ``ForwardFilter`` takes them."""
+        self.check_fitted()
+        return (
+            self.startprob_,
+            self.transmat_,
+            self.means_,
+            self.covars_,
+            self.scaler_mean_,
+            self.scaler_std_,
+        )
+
     def fitted_params(self) -> dict[str, Any]:
         """The fitted parameters as plain lists: ``RegimeHMM.from_params(**p)`` rebuilds it."""
         return {

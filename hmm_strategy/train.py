@@ -253,14 +253,7 @@ def fit_slow_model(frame: pl.DataFrame, slow: SlowLevel, fit: FitSettings) -> Re
 def model_digest(model: RegimeHMM) -> str:
     """Short sha256 of the fitted parameters (what the model computes), for version names."""
     h = hashlib.sha256()
-    for arr in (
-        model.startprob_,
-        model.transmat_,
-        model.means_,
-        model.covars_,
-        model.scaler_mean_,
-        model.scaler_std_,
-    ):
+    for arr in model.fitted_arrays():
         h.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
     return h.hexdigest()[:10]
 
