@@ -384,19 +384,12 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         )
     if not bar_types:
         raise VenueConfigError("replay needs a bar type (bar_types or replay.bar_type)")
+    # the client config mirrors the settings field by field, by name
+    mirrored = set(ReplayDataClientConfig.__struct_fields__) & set(replay.__struct_fields__)
     data = ReplayDataClientConfig(
         instrument_ids=tuple(ids),
         bar_types=tuple(bar_types),
-        source=replay.source,
-        path=replay.path,
-        fmt=replay.format,
-        generator=replay.generator,
-        seed=replay.seed,
-        n_bars=replay.n_bars,
-        max_bars=replay.max_bars,
-        speed=replay.speed,
-        start_delay_secs=replay.start_delay_secs,
-        trade_ticks=replay.trade_ticks,
+        **{name: getattr(replay, name) for name in mirrored},
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
     )
     exec_clients = _sandboxes(settings, ids)

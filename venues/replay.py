@@ -104,7 +104,7 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     bar_types: tuple[str, ...] = ()
     source: str = "synthetic"
     path: str | None = None
-    fmt: str | None = None
+    format: str | None = None
     generator: str = "hmm_strategy.synthetic:generate_regime_bars"
     seed: int = 7
     n_bars: int = 2_000
@@ -283,7 +283,7 @@ def _load_frame_bars(
             raise VenueConfigError(f"replay CSV not found: {path}")
         from marketdata.bars import load_bars  # imported when used: polars only for CSV replays
 
-        frame = load_bars(path, fmt=config.fmt).frame
+        frame = load_bars(path, fmt=config.format).frame
         series[bar_types[0]] = frame_to_bars(
             frame, bar_types[0], instruments[bar_types[0].instrument_id]
         )
