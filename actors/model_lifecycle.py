@@ -723,16 +723,7 @@ class ModelLifecycle:
             if self.shadow is None:
                 return self._refuse(ts, request, "no candidate is in shadow")
             s = self.shadow
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                source="operator",
-                reason=reason,
-                evidence={**ev, **self._evidence(s)},
-            )
+            self._reject_shadow(ts, s, reason, source="operator", context=ev)
             return True, f"rejected {s.version}", []
         path = request.model_path
         if request.action == "promote" and path is None:
@@ -757,16 +748,11 @@ class ModelLifecycle:
         if self.shadow is not None:
             s = self.shadow
             ev.update(self._evidence(s))
-            self._end_shadow()
             if s.path != path:
-                self._record(
-                    ts,
-                    "rejected",
-                    version=s.version,
-                    path=s.path,
-                    source="operator",
-                    reason=f"superseded by operator {request.action} of {meta.model_version}",
-                )
+                superseded = f"superseded by operator {request.action} of {meta.model_version}"
+                self._reject_shadow(ts, s, superseded, source="operator", evidence={})
+            else:
+                self._end_shadow()
         event = "promoted" if request.action == "promote" else "rolled_back"
         actions = self._promote(ts, meta.model_version, path, event, "operator", reason, ev)
         return True, f"{event} {meta.model_version}", actions
@@ -928,15 +914,7 @@ class ModelLifecycle:
         try:
             probs = s.filter.update(x)
         except ValueError as exc:
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                reason=f"shadow filter failed: {exc}",
-                evidence=self._evidence(s),
-            )
+            self._reject_shadow(ts, s, f"shadow filter failed: {exc}")
             return []
         target = s.policy.update(probs)
         ll = s.filter.last_log_likelihood
@@ -949,6 +927,26 @@ class ModelLifecycle:
         self.shadow = None
         self.champion_track = None
         self.bars_since_fit = 0
+
+    def _reject_shadow(
+        self,
+        ts: int,
+        s: Shadow,
+        reason: str,
+        *,
+        source: str = "policy",
+        evidence: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """End the shadow and record the rejection of its candidate: the one way a shadow fails.
+
+        ``evidence`` is what the caller measured before; without it, ``context`` plus what is
+        known once the shadow has ended (its own track; the champion's is gone)."""
+        self._end_shadow()
+        if evidence is None:
+            evidence = {**(context or {}), **self._evidence(s)}
+        fields = {"version": s.version, "path": s.path, "source": source, "reason": reason}
+        self._record(ts, "rejected", **fields, evidence=evidence)
 
     def _evidence(self, s: Shadow) -> dict[str, Any]:
         champ = self.champion_track
@@ -971,16 +969,8 @@ class ModelLifecycle:
         if champ.n < n:
             if s.track.n < 2 * n:
                 return []  # the champion's update for this bar may still come
-            evidence = self._evidence(s)
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                evidence=evidence,
-                reason=f"the champion published only {champ.n} decisions in {s.track.n} bars",
-            )
+            reason = f"the champion published only {champ.n} decisions in {s.track.n} bars"
+            self._reject_shadow(ts, s, reason, evidence=self._evidence(s))
             return []
         return self._decide(ts, s, champ)
 
@@ -995,9 +985,7 @@ class ModelLifecycle:
         self._end_shadow()
         if shadow_score is None or champ_score is None:
             reason = "champion log-likelihood unknown (its artifact is not known to the trainer)"
-            self._record(
-                ts, "rejected", version=s.version, path=s.path, reason=reason, evidence=evidence
-            )
+            self._reject_shadow(ts, s, reason, evidence=evidence)
             return []
         improvement = shadow_score - champ_score
         evidence["improvement"] = improvement
@@ -1009,7 +997,7 @@ class ModelLifecycle:
         )
         if improvement > st.margin and within_dd:
             return self._promote(ts, s.version, s.path, "promoted", "policy", text, evidence)
-        self._record(ts, "rejected", version=s.version, path=s.path, reason=text, evidence=evidence)
+        self._reject_shadow(ts, s, text, evidence=evidence)
         return []
 
     def _promote(
