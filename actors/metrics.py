@@ -37,7 +37,6 @@ from pathlib import Path
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
-from nautilus_trader.model.enums import AccountType, PriceType
 from nautilus_trader.model.events import (
     OrderAccepted,
     OrderCanceled,
@@ -54,6 +53,7 @@ from prometheus_client import values as prom_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.metrics_server import MetricsHTTPServer
+from actors.valuation import account_equity, convert, last_price
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -631,29 +631,13 @@ class MetricsExporter(Actor):
             if refreshed:
                 self.portfolio_refresh.labels(self._venue).set(now)
 
-    def _price(self, instrument_id):
-        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
-            price = self.cache.price(instrument_id, price_type)
-            if price is not None:
-                return price
-        return None
-
     def _to_usd(self, money) -> float | None:
         """Money -> USD float; USD/USDT/USDC are USD, others priced against a USD-like quote."""
-        if money is None:
-            return None
-        code = money.currency.code
-        if code in USD_LIKE:
-            return money.as_double()
-        for instrument in self.cache.instruments(venue=Venue(self._venue)):
-            base = getattr(instrument, "base_currency", None)
-            quote = instrument.quote_currency.code
-            if base is not None and base.code == code and quote in USD_LIKE:
-                price = self._price(instrument.id)
-                if price is not None:
-                    return money.as_double() * price.as_double()
-        self._warn_once(f"ccy:{code}", f"No USD price for {code}; its amounts are left out")
-        return None
+        usd = convert(self.cache, money, USD_LIKE, Venue(self._venue))
+        if usd is None and money is not None:
+            code = money.currency.code
+            self._warn_once(f"ccy:{code}", f"No USD price for {code}; its amounts are left out")
+        return usd
 
     def _refresh_positions(self, venue: Venue) -> None:
         totals: dict[tuple[str, str], list[float]] = {}  # -> [unrealized, exposure]
@@ -663,7 +647,7 @@ class MetricsExporter(Actor):
                 self._instrument_label(position.instrument_id.value),
             )
             acc = totals.setdefault(key, [0.0, 0.0])
-            price = self._price(position.instrument_id)
+            price = last_price(self.cache, position.instrument_id)
             if price is None:
                 self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                 continue
@@ -681,19 +665,9 @@ class MetricsExporter(Actor):
         self._exposure_keys |= totals.keys()
 
     def _refresh_equity(self, venue: Venue) -> bool:
-        account = self.portfolio.account(venue)
-        if account is None:
+        equity = account_equity(self.portfolio, self.cache, venue, self._to_usd)
+        if equity is None:
             return False
-        equity = 0.0
-        for money in account.balances_total().values():
-            usd = self._to_usd(money)
-            if usd is not None:
-                equity += usd
-        if account.type == AccountType.MARGIN:
-            for position in self.cache.positions_open(venue=venue):
-                price = self._price(position.instrument_id)
-                if price is not None:
-                    equity += self._to_usd(position.unrealized_pnl(price)) or 0.0
         self.equity.labels(self._venue).set(equity)
         return True
 

@@ -508,45 +508,35 @@ class PerformanceBook:
         """Close a sample period for every strategy at node time ``ts``."""
         from nautilus_trader.model.identifiers import StrategyId
 
+        from actors.valuation import last_price
+
         cache = self._actor.cache
         for sid, perf in self.perf.items():
             unrealized = 0.0
             for position in cache.positions_open(strategy_id=StrategyId(sid)):
-                price = self._price(position.instrument_id)
+                price = last_price(cache, position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
                 unrealized += self.to_currency(position.unrealized_pnl(price)) or 0.0
             perf.sample(ts, unrealized)
 
-    def _price(self, instrument_id):
-        from nautilus_trader.model.enums import PriceType
-
-        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
-            price = self._actor.cache.price(instrument_id, price_type)
-            if price is not None:
-                return price
-        return None
-
     def to_currency(self, money) -> float | None:
         """Money -> float in ``currency``; None when no conversion exists."""
-        if money is None:
-            return None
-        code = money.currency.code
-        if code == self.currency:
-            return money.as_double()
-        for instrument in self._actor.cache.instruments():
-            base = getattr(instrument, "base_currency", None)
-            if (
-                base is not None
-                and base.code == code
-                and instrument.quote_currency.code == self.currency
-            ):
-                price = self._price(instrument.id)
-                if price is not None:
-                    return money.as_double() * price.as_double()
-        self._warn_once(f"ccy:{code}", f"No {self.currency} price for {code}; amount left out")
-        return None
+        from actors.valuation import convert
+
+        value = convert(self._actor.cache, money, (self.currency,))
+        if value is None and money is not None:
+            code = money.currency.code
+            self._warn_once(f"ccy:{code}", f"No {self.currency} price for {code}; amount left out")
+        return value
+
+    def account_equity(self, venue) -> float | None:
+        """The venue account's equity in ``currency`` (None without an account)."""
+        from actors.valuation import account_equity
+
+        actor = self._actor
+        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
