@@ -60,8 +60,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from actors import operator_queue
 from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
-from hmm_strategy.atomic import atomic_write
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
@@ -241,38 +241,21 @@ def new_request(strategy_id: str, action: str, reason: str, **fields: Any) -> Li
     )
 
 
-def submit_request(directory: str | os.PathLike[str], request: LifecycleRequest) -> Path:
-    """Write the request file atomically (a poller never sees half a file)."""
-    stamp = request.created_utc.replace(":", "").replace("-", "") or "0"
-    path = Path(directory) / f"{stamp}-{request.id}.json"
-    atomic_write(path, msgspec.json.encode(request))
-    return path
+submit_request = operator_queue.submit
+archive_request = operator_queue.archive
 
 
 def pending_requests(
     directory: str | os.PathLike[str], strategy_id: str
 ) -> list[tuple[Path, LifecycleRequest | str]]:
     """Requests for ``strategy_id`` waiting in ``directory``, oldest first; bad files as errors."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
     out: list[tuple[Path, LifecycleRequest | str]] = []
-    for path in sorted(d.glob("*.json")):
-        try:
-            req = msgspec.json.decode(path.read_bytes(), type=LifecycleRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            out.append((path, f"invalid request file: {exc}"))
-            continue
-        if req.strategy_id == strategy_id:
+    for path, req in operator_queue.pending(directory, LifecycleRequest):
+        if isinstance(req, Exception):
+            out.append((path, f"invalid request file: {req}"))
+        elif req.strategy_id == strategy_id:
             out.append((path, req))
     return out
-
-
-def archive_request(path: Path, applied: bool) -> Path:
-    target = path.parent / ("applied" if applied else "rejected") / path.name
-    target.parent.mkdir(exist_ok=True)
-    os.replace(path, target)
-    return target
 
 
 # ------------------------------------------------------------------------------ candidate fits

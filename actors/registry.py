@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from actors import operator_queue
 from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write, leftover_temp_files
 
@@ -323,34 +324,16 @@ def overrides_dir_for(registry_path: str | os.PathLike[str]) -> Path:
     return Path(registry_path).parent / "overrides"
 
 
-def submit_override(directory: str | os.PathLike[str], override: Override) -> Path:
-    directory = Path(directory)
-    stamp = override.created_utc.replace(":", "").replace("-", "") or "0"
-    path = directory / f"{stamp}-{override.id}.json"
-    atomic_write(path, msgspec.json.encode(override))
-    return path
+submit_override = operator_queue.submit
+archive_override = operator_queue.archive
 
 
 def pending_overrides(directory: str | os.PathLike[str]) -> list[tuple[Path, Override | str]]:
     """Override files waiting in ``directory`` (oldest first); an invalid one comes as its error."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    out: list[tuple[Path, Override | str]] = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            out.append((path, msgspec.json.decode(path.read_bytes(), type=Override)))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            out.append((path, f"{type(exc).__name__}: {exc}"))
-    return out
-
-
-def archive_override(path: Path, applied: bool) -> Path:
-    target_dir = path.parent / ("applied" if applied else "rejected")
-    target_dir.mkdir(exist_ok=True)
-    target = target_dir / path.name
-    os.replace(path, target)
-    return target
+    return [
+        (path, f"{type(o).__name__}: {o}" if isinstance(o, Exception) else o)
+        for path, o in operator_queue.pending(directory, Override)
+    ]
 
 
 # -- CLI -------------------------------------------------------------------------------------------
