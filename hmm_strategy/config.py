@@ -58,6 +58,17 @@ class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_order_modify_rate: str = "100/00:00:01"
     max_notional_per_order: dict[str, int] = {}
 
+    def engine_config(self, cls: type, **extra: Any) -> Any:
+        """``cls`` (``RiskEngineConfig`` or ``LiveRiskEngineConfig``) with these settings: the
+        one place the backtest and the live node turn them into NautilusTrader's config."""
+        return cls(
+            bypass=self.bypass,
+            max_order_submit_rate=self.max_order_submit_rate,
+            max_order_modify_rate=self.max_order_modify_rate,
+            max_notional_per_order=self.max_notional_per_order,
+            **extra,
+        )
+
 
 class DataSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A bar file to import into the catalog (see ``marketdata.bars`` for the formats)."""
@@ -465,11 +476,9 @@ def trading_node_config(
         bar_types=bar_types,
         strategies=settings.strategy_configs(run_dir, live.state_dir),
         actors=settings.actor_configs(run_dir, live.state_dir),
-        risk_engine=LiveRiskEngineConfig(
-            bypass=settings.risk.bypass,
-            max_order_submit_rate=settings.risk.max_order_submit_rate,
-            max_order_modify_rate=settings.risk.max_order_modify_rate,
-            max_notional_per_order=settings.risk.max_notional_per_order,
+        # like every live engine: an exception in its queue stops the node cleanly
+        risk_engine=settings.risk.engine_config(
+            LiveRiskEngineConfig, graceful_shutdown_on_exception=True
         ),
         log_dir=live.log_dir,
         log_level=log_level or live.log_level,
@@ -605,12 +614,7 @@ def backtest_run_config(
         strategies=settings.strategy_configs(run_dir, state_dir),
         actors=[*settings.actor_configs(run_dir, state_dir), *extra_actors],
         logging=LoggingConfig(log_level=bt.log_level, bypass_logging=False),
-        risk_engine=RiskEngineConfig(
-            bypass=settings.risk.bypass,
-            max_order_submit_rate=settings.risk.max_order_submit_rate,
-            max_order_modify_rate=settings.risk.max_order_modify_rate,
-            max_notional_per_order=settings.risk.max_notional_per_order,
-        ),
+        risk_engine=settings.risk.engine_config(RiskEngineConfig),
     )
     return BacktestRunConfig(
         engine=engine,

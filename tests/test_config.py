@@ -92,3 +92,21 @@ def test_overrides_layer_deeply(tmp_path: Path) -> None:
     settings = load_node_settings(DEFAULT_CONFIG, [path])
     assert settings.backtest.start == "2024-03-01"
     assert settings.backtest.catalog_path == "catalog"  # untouched keys survive the layering
+
+
+def test_risk_settings_reach_both_nodes_and_live_keeps_graceful_shutdown(tmp_path: Path) -> None:
+    """One conversion of ``risk:`` for the backtest and the live node; the live RiskEngine stops
+    the node on an exception in its queue like the data and execution engines do."""
+    from hmm_strategy.config import backtest_run_config, trading_node_config, venue_settings
+
+    settings = load_node_settings(DEFAULT_CONFIG)
+    live = trading_node_config(settings, venue_settings(settings, "replay"), tmp_path / "run")
+    backtest = backtest_run_config(settings, tmp_path / "bt")
+    for risk in (live.risk_engine, backtest.engine.risk_engine):
+        assert risk.bypass == settings.risk.bypass
+        assert risk.max_order_submit_rate == settings.risk.max_order_submit_rate
+        assert risk.max_order_modify_rate == settings.risk.max_order_modify_rate
+        assert risk.max_notional_per_order == settings.risk.max_notional_per_order
+    assert live.risk_engine.graceful_shutdown_on_exception is True
+    assert live.data_engine.graceful_shutdown_on_exception is True
+    assert live.exec_engine.graceful_shutdown_on_exception is True
