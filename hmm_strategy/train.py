@@ -221,14 +221,7 @@ def fit_model(
             f"{frame.height} bars give no feature row (the features need "
             f"{features.warmup_bars + 1} bars)"
         )
-    k: int | str = n_states or ("bic" if fit.select_states_by_bic else fit.n_states)
-    model = RegimeHMM(
-        n_states=k,
-        n_restarts=fit.n_restarts,
-        n_iter=fit.n_iter,
-        random_state=fit.seed,
-        sticky=fit.sticky,
-    )
+    model = fit.model(n_states)
     # One BLAS/OpenMP thread: on these small matrices threads only add synchronisation (KMeans
     # init was ~10x slower with 2 threads on a busy 2-core machine), and single-threaded
     # arithmetic is the same in every process, which keeps sweeps reproducible.
