@@ -19,13 +19,16 @@ Parameters (``means_``, ``covars_``) are in the standardised space; likelihoods 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import sklearn.exceptions
 from hmmlearn.hmm import GaussianHMM
+from sklearn.base import BaseEstimator
 from sklearn.cluster import kmeans_plusplus
 from threadpoolctl import threadpool_limits
 
@@ -111,8 +114,13 @@ def canonical_order(means_raw: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)  # the last key is the primary one
 
 
-class RegimeHMM:
-    """Gaussian HMM over standardised features with estimator-style ``fit``/``predict_proba``.
+class NotFittedError(sklearn.exceptions.NotFittedError, RuntimeError):
+    """scikit-learn's error for an unfitted estimator; a ``RuntimeError`` as it always was here."""
+
+
+class RegimeHMM(BaseEstimator):
+    """Gaussian HMM over standardised features, a scikit-learn estimator as hmmlearn's are
+    (``get_params``/``set_params``/``clone`` from ``BaseEstimator``, ``check_is_fitted``).
 
     ``n_states="bic"`` fits every K in ``n_states_grid`` and keeps the lowest BIC.
     ``sticky`` > 0 is a persistence prior: hmmlearn's Dirichlet ``transmat_prior`` with
@@ -165,23 +173,13 @@ class RegimeHMM:
         self.min_covar = min_covar
         self.sticky = sticky
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (estimator convention)."""
-        return {
-            "n_states": self.n_states,
-            "n_states_grid": self.n_states_grid,
-            "covariance_type": self.covariance_type,
-            "n_restarts": self.n_restarts,
-            "n_iter": self.n_iter,
-            "tol": self.tol,
-            "random_state": self.random_state,
-            "min_covar": self.min_covar,
-            "sticky": self.sticky,
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+    def __repr__(self) -> str:  # every parameter, in the constructor's order
+        names = inspect.signature(type(self).__init__).parameters
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names if k != "self")
         return f"RegimeHMM({args})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "transmat_")
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, X: Any, lengths: Any = None) -> RegimeHMM:
@@ -506,9 +504,9 @@ class RegimeHMM:
         return self.means_ * self.scaler_std_ + self.scaler_mean_
 
     def check_fitted(self) -> None:
-        """``RuntimeError`` unless fitted or loaded (the filter asks before reading parameters)."""
-        if not hasattr(self, "transmat_"):
-            raise RuntimeError("RegimeHMM is not fitted: call fit() or load a model artifact")
+        """:class:`NotFittedError` unless fitted or loaded (the filter asks before reading)."""
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError("RegimeHMM is not fitted: call fit() or load a model artifact")
 
 
 # ------------------------------------------------------------------------------------ helpers
