@@ -124,6 +124,25 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
     max_pending_orders: int = 10_000
     max_label_values: int = 64
 
+    def __post_init__(self) -> None:  # when the node config loads, not when the node starts
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, was {self.port}")
+        if not is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: metrics would be reachable from "
+                "other machines; set allow_remote: true to do that on purpose"
+            )
+        if self.serve not in ("auto", "always", "never"):
+            raise ValueError(f"serve must be auto, always or never, was {self.serve!r}")
+        if not self.stale_after_secs > 0:
+            raise ValueError(f"stale_after_secs must be > 0, was {self.stale_after_secs}")
+        if not self.refresh_interval_secs > 0:
+            raise ValueError(f"refresh_interval_secs must be > 0, was {self.refresh_interval_secs}")
+        if self.max_pending_orders < 1 or self.max_label_values < 1:
+            raise ValueError("max_pending_orders and max_label_values must be >= 1")
+        if not _SAFE_LABEL.match(self.venue):
+            raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {self.venue!r}")
+
 
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
@@ -208,25 +227,6 @@ class MetricsExporter(Actor):
     def __init__(self, config: MetricsExporterConfig | None = None) -> None:
         config = config or MetricsExporterConfig()
         super().__init__(config)
-        if not 0 <= config.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, was {config.port}")
-        if not is_loopback(config.host) and not config.allow_remote:
-            raise ValueError(
-                f"host {config.host!r} is not a loopback address: metrics would be reachable from "
-                "other machines; set allow_remote: true to do that on purpose"
-            )
-        if config.serve not in ("auto", "always", "never"):
-            raise ValueError(f"serve must be auto, always or never, was {config.serve!r}")
-        if not config.stale_after_secs > 0:
-            raise ValueError(f"stale_after_secs must be > 0, was {config.stale_after_secs}")
-        if not config.refresh_interval_secs > 0:
-            raise ValueError(
-                f"refresh_interval_secs must be > 0, was {config.refresh_interval_secs}"
-            )
-        if config.max_pending_orders < 1 or config.max_label_values < 1:
-            raise ValueError("max_pending_orders and max_label_values must be >= 1")
-        if not _SAFE_LABEL.match(config.venue):
-            raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {config.venue!r}")
 
         self._mp_dir = config.multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if self._mp_dir:

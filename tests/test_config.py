@@ -110,3 +110,19 @@ def test_risk_settings_reach_both_nodes_and_live_keeps_graceful_shutdown(tmp_pat
     assert live.risk_engine.graceful_shutdown_on_exception is True
     assert live.data_engine.graceful_shutdown_on_exception is True
     assert live.exec_engine.graceful_shutdown_on_exception is True
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "expected"),
+    [
+        ("metrics", {"venue": "BINANCE", "stale_after_secs": 0}, "stale_after_secs must be > 0"),
+        ("metrics", {"venue": "bad venue{}"}, "venue must match"),
+        ("kill_switch", {"poll_secs": 0}, "poll_secs must be > 0"),
+    ],
+)
+def test_actor_configs_are_validated_when_the_config_loads(
+    tmp_path: Path, name: str, config: dict, expected: str
+) -> None:
+    override = write(tmp_path, {"actors": [{"name": name, "config": config}]})
+    with pytest.raises(ConfigError, match=rf"actors\[\d+\]\.config: {expected}"):
+        load_node_settings(DEFAULT_CONFIG, [override])
