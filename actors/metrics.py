@@ -53,7 +53,7 @@ from prometheus_client import values as prom_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.metrics_server import MetricsHTTPServer
-from actors.valuation import account_equity, convert, last_price
+from actors.valuation import PositionCycles, account_equity, convert, last_price
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -244,7 +244,7 @@ class MetricsExporter(Actor):
         self._hmm_strategies: set[str] = set()
         self._n_states: dict[tuple[str, str], int] = {}
         self._model: dict[tuple[str, str], tuple[str, float]] = {}  # -> (version, created s)
-        self._cycle_pnl: dict[str, float] = {}  # position id -> realized USD of its current cycle
+        self._cycles = PositionCycles()  # realized USD per position cycle
         self._realized: dict[tuple[str, str, str], float] = {}  # (venue, strategy, instr) -> USD
         self._exposure_keys: set[tuple[str, str]] = set()
         self._last_update_mono: float | None = None
@@ -507,10 +507,7 @@ class MetricsExporter(Actor):
             self._strategy_label(event.strategy_id.value),
             self._instrument_label(event.instrument_id.value),
         )
-        if isinstance(event, PositionOpened):
-            self._cycle_pnl[pid] = 0.0  # a new cycle: the previous one stays banked in the total
-        delta = usd - self._cycle_pnl.get(pid, 0.0)
-        self._cycle_pnl[pid] = usd
+        delta = self._cycles.increment(pid, usd, opened=isinstance(event, PositionOpened))
         self._realized[key] = self._realized.get(key, 0.0) + delta
         self.pnl_realized.labels(*key).set(self._realized[key])
 

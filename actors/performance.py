@@ -415,7 +415,9 @@ class PerformanceBook:
             )
             for sid in strategy_ids
         }
-        self._cycle: dict[str, float] = {}  # position id -> realized PnL of its current cycle
+        from actors.valuation import PositionCycles
+
+        self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
 
     def subscribe(self) -> None:
@@ -449,7 +451,7 @@ class PerformanceBook:
 
         for sid in self.perf:
             for position in self._actor.cache.positions_open(strategy_id=StrategyId(sid)):
-                self._cycle[position.id.value] = self.to_currency(position.realized_pnl) or 0.0
+                self._cycles.seed(position.id.value, self.to_currency(position.realized_pnl) or 0.0)
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -463,10 +465,9 @@ class PerformanceBook:
         if realized is None:
             return
         pid = event.position_id.value
-        if isinstance(event, PositionOpened):
-            self._cycle[pid] = 0.0  # NETTING reuses the id: a new cycle starts from zero
-        perf.add_realized(realized - self._cycle.get(pid, 0.0))
-        self._cycle[pid] = realized
+        perf.add_realized(
+            self._cycles.increment(pid, realized, opened=isinstance(event, PositionOpened))
+        )
         if isinstance(event, PositionClosed):
             perf.close_trade(realized)
 

@@ -61,3 +61,26 @@ def account_equity(portfolio: Any, cache: Any, venue: Venue, to_float: Any) -> f
             if price is not None:
                 equity += to_float(position.unrealized_pnl(price)) or 0.0
     return equity
+
+
+class PositionCycles:
+    """Realized PnL per position cycle, as increments.
+
+    A position event carries the realized PnL of the position's current cycle so far, and a
+    NETTING position reopens under the same id (``PositionOpened`` starts a new cycle from
+    zero); ``increment`` turns those running totals into what each event adds.
+    """
+
+    def __init__(self) -> None:
+        self._realized: dict[str, float] = {}  # position id -> realized PnL of its current cycle
+
+    def seed(self, position_id: str, realized: float) -> None:
+        """A position already open at start: what it realized before is not new."""
+        self._realized[position_id] = realized
+
+    def increment(self, position_id: str, realized: float, opened: bool) -> float:
+        if opened:
+            self._realized[position_id] = 0.0  # the previous cycle stays banked in the totals
+        delta = realized - self._realized.get(position_id, 0.0)
+        self._realized[position_id] = realized
+        return delta
