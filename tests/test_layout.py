@@ -31,7 +31,7 @@ CORE = (
     "synthetic",
     "flags",
 )
-WIRING = ("cli", "config", "live", "promote", "train", "strategy")
+WIRING = ("cli", "config", "live", "promote", "train", "strategy", "persistence")
 FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench")
 
 
