@@ -66,7 +66,7 @@ from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.messages import ModelUpdate, RegimeUpdate
-from hmm_strategy.model import MIN_ROWS_PER_PARAMETER, RegimeHMM, n_free_parameters
+from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
 from hmm_strategy.policy import PolicyConfig, RegimePolicy
 
 EVENTS = (
@@ -129,8 +129,8 @@ class LifecycleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 def check_train_rows(settings: LifecycleSettings, features: FeatureSpec, fit: FitSettings) -> None:
     """Fail at configuration time if ``min_train_bars`` cannot fit the configured model."""
     rows = settings.min_train_bars - features.warmup_bars
-    k = max(RegimeHMM().n_states_grid) if fit.select_states_by_bic else fit.n_states
-    need = MIN_ROWS_PER_PARAMETER * n_free_parameters(k, len(features.names))
+    k = max(BIC_STATES_GRID) if fit.select_states_by_bic else fit.n_states
+    need = fit.min_warmup_bars(len(features.names))  # the fit's own minimum (min_fit_rows)
     if rows < need:
         raise ValueError(
             f"lifecycle.min_train_bars={settings.min_train_bars} gives {rows} feature rows; "
