@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import msgspec
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
-from nautilus_trader.model.enums import AccountType
 from nautilus_trader.model.identifiers import Venue
 
 from actors.governance import governed_strategy_ids
@@ -360,18 +359,7 @@ class CapitalAllocator(Actor):
     # -- allocation ------------------------------------------------------------------------------
 
     def account_equity(self) -> float | None:
-        account = self.portfolio.account(Venue(self.config.venue))
-        if account is None:
-            return None
-        equity = 0.0
-        for money in account.balances_total().values():
-            equity += self.book.to_currency(money) or 0.0
-        if account.type == AccountType.MARGIN:
-            for position in self.cache.positions_open(venue=Venue(self.config.venue)):
-                price = self.book._price(position.instrument_id)
-                if price is not None:
-                    equity += self.book.to_currency(position.unrealized_pnl(price)) or 0.0
-        return equity
+        return self.book.account_equity(Venue(self.config.venue))
 
     def candidates(self) -> list[Candidate]:
         out = []

@@ -324,9 +324,6 @@ class PolicyEngine:
                 del record.rules[name]
         self.records[strategy_id] = record
 
-    def rules_for(self, strategy_id: str) -> list[Rule]:
-        return self._rules[strategy_id]
-
     def _status(self, record: StrategyRecord, rule: Rule) -> RuleStatus:
         status = record.rules.get(rule.name)
         if status is None:

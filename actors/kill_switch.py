@@ -47,14 +47,16 @@ class KillSwitchActorConfig(ActorConfig, frozen=True):
     path: str = "state/KILL_SWITCH"
     poll_secs: float = 1.0
 
+    def __post_init__(self) -> None:  # when the node config loads, not when the node starts
+        if not self.poll_secs > 0:
+            raise ValueError(f"poll_secs must be > 0, was {self.poll_secs}")
+
 
 class KillSwitchActor(Actor):
     """Broadcasts the kill switch from ``TRADING_ENABLED`` and a watched file."""
 
     def __init__(self, config: KillSwitchActorConfig) -> None:
         super().__init__(config)
-        if not config.poll_secs > 0:
-            raise ValueError(f"poll_secs must be > 0, was {config.poll_secs}")
         self.halted = False
         self._env_halt = False
 

@@ -37,7 +37,6 @@ from pathlib import Path
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
-from nautilus_trader.model.enums import AccountType, PriceType
 from nautilus_trader.model.events import (
     OrderAccepted,
     OrderCanceled,
@@ -54,6 +53,7 @@ from prometheus_client import values as prom_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.metrics_server import MetricsHTTPServer
+from actors.valuation import PositionCycles, account_equity, convert, last_price
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -123,6 +123,25 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
     multiprocess_dir: str | None = None
     max_pending_orders: int = 10_000
     max_label_values: int = 64
+
+    def __post_init__(self) -> None:  # when the node config loads, not when the node starts
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, was {self.port}")
+        if not is_loopback(self.host) and not self.allow_remote:
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: metrics would be reachable from "
+                "other machines; set allow_remote: true to do that on purpose"
+            )
+        if self.serve not in ("auto", "always", "never"):
+            raise ValueError(f"serve must be auto, always or never, was {self.serve!r}")
+        if not self.stale_after_secs > 0:
+            raise ValueError(f"stale_after_secs must be > 0, was {self.stale_after_secs}")
+        if not self.refresh_interval_secs > 0:
+            raise ValueError(f"refresh_interval_secs must be > 0, was {self.refresh_interval_secs}")
+        if self.max_pending_orders < 1 or self.max_label_values < 1:
+            raise ValueError("max_pending_orders and max_label_values must be >= 1")
+        if not _SAFE_LABEL.match(self.venue):
+            raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {self.venue!r}")
 
 
 def is_loopback(host: str) -> bool:
@@ -208,25 +227,6 @@ class MetricsExporter(Actor):
     def __init__(self, config: MetricsExporterConfig | None = None) -> None:
         config = config or MetricsExporterConfig()
         super().__init__(config)
-        if not 0 <= config.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, was {config.port}")
-        if not is_loopback(config.host) and not config.allow_remote:
-            raise ValueError(
-                f"host {config.host!r} is not a loopback address: metrics would be reachable from "
-                "other machines; set allow_remote: true to do that on purpose"
-            )
-        if config.serve not in ("auto", "always", "never"):
-            raise ValueError(f"serve must be auto, always or never, was {config.serve!r}")
-        if not config.stale_after_secs > 0:
-            raise ValueError(f"stale_after_secs must be > 0, was {config.stale_after_secs}")
-        if not config.refresh_interval_secs > 0:
-            raise ValueError(
-                f"refresh_interval_secs must be > 0, was {config.refresh_interval_secs}"
-            )
-        if config.max_pending_orders < 1 or config.max_label_values < 1:
-            raise ValueError("max_pending_orders and max_label_values must be >= 1")
-        if not _SAFE_LABEL.match(config.venue):
-            raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {config.venue!r}")
 
         self._mp_dir = config.multiprocess_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if self._mp_dir:
@@ -244,7 +244,7 @@ class MetricsExporter(Actor):
         self._hmm_strategies: set[str] = set()
         self._n_states: dict[tuple[str, str], int] = {}
         self._model: dict[tuple[str, str], tuple[str, float]] = {}  # -> (version, created s)
-        self._cycle_pnl: dict[str, float] = {}  # position id -> realized USD of its current cycle
+        self._cycles = PositionCycles()  # realized USD per position cycle
         self._realized: dict[tuple[str, str, str], float] = {}  # (venue, strategy, instr) -> USD
         self._exposure_keys: set[tuple[str, str]] = set()
         self._last_update_mono: float | None = None
@@ -370,11 +370,6 @@ class MetricsExporter(Actor):
     @property
     def registry(self) -> CollectorRegistry:
         return self._registry
-
-    @property
-    def http_port(self) -> int | None:
-        """The bound HTTP port while serving, else None."""
-        return self._server.port if self._server is not None and self._server.running else None
 
     def readiness(self) -> tuple[bool, str]:
         """``(ready, reason)``: running and a ``RegimeUpdate`` within ``stale_after_secs``."""
@@ -512,10 +507,7 @@ class MetricsExporter(Actor):
             self._strategy_label(event.strategy_id.value),
             self._instrument_label(event.instrument_id.value),
         )
-        if isinstance(event, PositionOpened):
-            self._cycle_pnl[pid] = 0.0  # a new cycle: the previous one stays banked in the total
-        delta = usd - self._cycle_pnl.get(pid, 0.0)
-        self._cycle_pnl[pid] = usd
+        delta = self._cycles.increment(pid, usd, opened=isinstance(event, PositionOpened))
         self._realized[key] = self._realized.get(key, 0.0) + delta
         self.pnl_realized.labels(*key).set(self._realized[key])
 
@@ -636,29 +628,13 @@ class MetricsExporter(Actor):
             if refreshed:
                 self.portfolio_refresh.labels(self._venue).set(now)
 
-    def _price(self, instrument_id):
-        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
-            price = self.cache.price(instrument_id, price_type)
-            if price is not None:
-                return price
-        return None
-
     def _to_usd(self, money) -> float | None:
         """Money -> USD float; USD/USDT/USDC are USD, others priced against a USD-like quote."""
-        if money is None:
-            return None
-        code = money.currency.code
-        if code in USD_LIKE:
-            return money.as_double()
-        for instrument in self.cache.instruments(venue=Venue(self._venue)):
-            base = getattr(instrument, "base_currency", None)
-            quote = instrument.quote_currency.code
-            if base is not None and base.code == code and quote in USD_LIKE:
-                price = self._price(instrument.id)
-                if price is not None:
-                    return money.as_double() * price.as_double()
-        self._warn_once(f"ccy:{code}", f"No USD price for {code}; its amounts are left out")
-        return None
+        usd = convert(self.cache, money, USD_LIKE, Venue(self._venue))
+        if usd is None and money is not None:
+            code = money.currency.code
+            self._warn_once(f"ccy:{code}", f"No USD price for {code}; its amounts are left out")
+        return usd
 
     def _refresh_positions(self, venue: Venue) -> None:
         totals: dict[tuple[str, str], list[float]] = {}  # -> [unrealized, exposure]
@@ -668,7 +644,7 @@ class MetricsExporter(Actor):
                 self._instrument_label(position.instrument_id.value),
             )
             acc = totals.setdefault(key, [0.0, 0.0])
-            price = self._price(position.instrument_id)
+            price = last_price(self.cache, position.instrument_id)
             if price is None:
                 self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                 continue
@@ -686,19 +662,9 @@ class MetricsExporter(Actor):
         self._exposure_keys |= totals.keys()
 
     def _refresh_equity(self, venue: Venue) -> bool:
-        account = self.portfolio.account(venue)
-        if account is None:
+        equity = account_equity(self.portfolio, self.cache, venue, self._to_usd)
+        if equity is None:
             return False
-        equity = 0.0
-        for money in account.balances_total().values():
-            usd = self._to_usd(money)
-            if usd is not None:
-                equity += usd
-        if account.type == AccountType.MARGIN:
-            for position in self.cache.positions_open(venue=venue):
-                price = self._price(position.instrument_id)
-                if price is not None:
-                    equity += self._to_usd(position.unrealized_pnl(price)) or 0.0
         self.equity.labels(self._venue).set(equity)
         return True
 

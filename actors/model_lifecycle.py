@@ -50,7 +50,7 @@ import math
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,13 +60,13 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from actors import operator_queue
 from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
-from hmm_strategy.atomic import atomic_write
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.messages import ModelUpdate, RegimeUpdate
-from hmm_strategy.model import MIN_ROWS_PER_PARAMETER, RegimeHMM, n_free_parameters
+from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
 from hmm_strategy.policy import PolicyConfig, RegimePolicy
 
 EVENTS = (
@@ -129,8 +129,8 @@ class LifecycleSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 def check_train_rows(settings: LifecycleSettings, features: FeatureSpec, fit: FitSettings) -> None:
     """Fail at configuration time if ``min_train_bars`` cannot fit the configured model."""
     rows = settings.min_train_bars - features.warmup_bars
-    k = max(RegimeHMM().n_states_grid) if fit.select_states_by_bic else fit.n_states
-    need = MIN_ROWS_PER_PARAMETER * n_free_parameters(k, len(features.names))
+    k = max(BIC_STATES_GRID) if fit.select_states_by_bic else fit.n_states
+    need = fit.min_warmup_bars(len(features.names))  # the fit's own minimum (min_fit_rows)
     if rows < need:
         raise ValueError(
             f"lifecycle.min_train_bars={settings.min_train_bars} gives {rows} feature rows; "
@@ -241,38 +241,21 @@ def new_request(strategy_id: str, action: str, reason: str, **fields: Any) -> Li
     )
 
 
-def submit_request(directory: str | os.PathLike[str], request: LifecycleRequest) -> Path:
-    """Write the request file atomically (a poller never sees half a file)."""
-    stamp = request.created_utc.replace(":", "").replace("-", "") or "0"
-    path = Path(directory) / f"{stamp}-{request.id}.json"
-    atomic_write(path, msgspec.json.encode(request))
-    return path
+submit_request = operator_queue.submit
+archive_request = operator_queue.archive
 
 
 def pending_requests(
     directory: str | os.PathLike[str], strategy_id: str
 ) -> list[tuple[Path, LifecycleRequest | str]]:
     """Requests for ``strategy_id`` waiting in ``directory``, oldest first; bad files as errors."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
     out: list[tuple[Path, LifecycleRequest | str]] = []
-    for path in sorted(d.glob("*.json")):
-        try:
-            req = msgspec.json.decode(path.read_bytes(), type=LifecycleRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            out.append((path, f"invalid request file: {exc}"))
-            continue
-        if req.strategy_id == strategy_id:
+    for path, req in operator_queue.pending(directory, LifecycleRequest):
+        if isinstance(req, Exception):
+            out.append((path, f"invalid request file: {req}"))
+        elif req.strategy_id == strategy_id:
             out.append((path, req))
     return out
-
-
-def archive_request(path: Path, applied: bool) -> Path:
-    target = path.parent / ("applied" if applied else "rejected") / path.name
-    target.parent.mkdir(exist_ok=True)
-    os.replace(path, target)
-    return target
 
 
 # ------------------------------------------------------------------------------ candidate fits
@@ -723,16 +706,7 @@ class ModelLifecycle:
             if self.shadow is None:
                 return self._refuse(ts, request, "no candidate is in shadow")
             s = self.shadow
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                source="operator",
-                reason=reason,
-                evidence={**ev, **self._evidence(s)},
-            )
+            self._reject_shadow(ts, s, reason, source="operator", context=ev)
             return True, f"rejected {s.version}", []
         path = request.model_path
         if request.action == "promote" and path is None:
@@ -757,16 +731,11 @@ class ModelLifecycle:
         if self.shadow is not None:
             s = self.shadow
             ev.update(self._evidence(s))
-            self._end_shadow()
             if s.path != path:
-                self._record(
-                    ts,
-                    "rejected",
-                    version=s.version,
-                    path=s.path,
-                    source="operator",
-                    reason=f"superseded by operator {request.action} of {meta.model_version}",
-                )
+                superseded = f"superseded by operator {request.action} of {meta.model_version}"
+                self._reject_shadow(ts, s, superseded, source="operator", evidence={})
+            else:
+                self._end_shadow()
         event = "promoted" if request.action == "promote" else "rolled_back"
         actions = self._promote(ts, meta.model_version, path, event, "operator", reason, ev)
         return True, f"{event} {meta.model_version}", actions
@@ -928,15 +897,7 @@ class ModelLifecycle:
         try:
             probs = s.filter.update(x)
         except ValueError as exc:
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                reason=f"shadow filter failed: {exc}",
-                evidence=self._evidence(s),
-            )
+            self._reject_shadow(ts, s, f"shadow filter failed: {exc}")
             return []
         target = s.policy.update(probs)
         ll = s.filter.last_log_likelihood
@@ -949,6 +910,26 @@ class ModelLifecycle:
         self.shadow = None
         self.champion_track = None
         self.bars_since_fit = 0
+
+    def _reject_shadow(
+        self,
+        ts: int,
+        s: Shadow,
+        reason: str,
+        *,
+        source: str = "policy",
+        evidence: dict[str, Any] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        """End the shadow and record the rejection of its candidate: the one way a shadow fails.
+
+        ``evidence`` is what the caller measured before; without it, ``context`` plus what is
+        known once the shadow has ended (its own track; the champion's is gone)."""
+        self._end_shadow()
+        if evidence is None:
+            evidence = {**(context or {}), **self._evidence(s)}
+        fields = {"version": s.version, "path": s.path, "source": source, "reason": reason}
+        self._record(ts, "rejected", **fields, evidence=evidence)
 
     def _evidence(self, s: Shadow) -> dict[str, Any]:
         champ = self.champion_track
@@ -971,16 +952,8 @@ class ModelLifecycle:
         if champ.n < n:
             if s.track.n < 2 * n:
                 return []  # the champion's update for this bar may still come
-            evidence = self._evidence(s)
-            self._end_shadow()
-            self._record(
-                ts,
-                "rejected",
-                version=s.version,
-                path=s.path,
-                evidence=evidence,
-                reason=f"the champion published only {champ.n} decisions in {s.track.n} bars",
-            )
+            reason = f"the champion published only {champ.n} decisions in {s.track.n} bars"
+            self._reject_shadow(ts, s, reason, evidence=self._evidence(s))
             return []
         return self._decide(ts, s, champ)
 
@@ -995,9 +968,7 @@ class ModelLifecycle:
         self._end_shadow()
         if shadow_score is None or champ_score is None:
             reason = "champion log-likelihood unknown (its artifact is not known to the trainer)"
-            self._record(
-                ts, "rejected", version=s.version, path=s.path, reason=reason, evidence=evidence
-            )
+            self._reject_shadow(ts, s, reason, evidence=evidence)
             return []
         improvement = shadow_score - champ_score
         evidence["improvement"] = improvement
@@ -1009,7 +980,7 @@ class ModelLifecycle:
         )
         if improvement > st.margin and within_dd:
             return self._promote(ts, s.version, s.path, "promoted", "policy", text, evidence)
-        self._record(ts, "rejected", version=s.version, path=s.path, reason=text, evidence=evidence)
+        self._reject_shadow(ts, s, text, evidence=evidence)
         return []
 
     def _promote(
@@ -1041,8 +1012,3 @@ class ModelLifecycle:
                 reason=f"{event}: {reason}",
             )
         ]
-
-
-def events_of(path: str | os.PathLike[str], kinds: Iterable[str]) -> list[LifecycleEvent]:
-    wanted = set(kinds)
-    return [e for e in read_lifecycle(path) if e.event in wanted]

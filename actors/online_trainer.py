@@ -20,8 +20,9 @@ Operator requests (``python -m hmm_strategy.promote promote|reject|rollback``) a
 ``requests_dir``; a live node polls them every ``poll_interval_secs`` (timer), a backtest checks
 them on every bar. See docs/SYSTEM_DESIGN.md "Model lifecycle".
 
-The ``features``, ``policy`` and ``fit`` settings must be the strategy's (use YAML anchors in the
-node config); the starting champion's artifact is checked against ``features``.
+The ``features``, ``policy`` and ``fit`` settings must be the strategy's: in the node config the
+actor names its strategy (``strategy: hmm_btc``) and the loader copies them from there; the
+starting champion's artifact is checked against ``features``.
 """
 
 from __future__ import annotations

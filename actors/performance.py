@@ -415,7 +415,9 @@ class PerformanceBook:
             )
             for sid in strategy_ids
         }
-        self._cycle: dict[str, float] = {}  # position id -> realized PnL of its current cycle
+        from actors.valuation import PositionCycles
+
+        self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
 
     def subscribe(self) -> None:
@@ -449,7 +451,7 @@ class PerformanceBook:
 
         for sid in self.perf:
             for position in self._actor.cache.positions_open(strategy_id=StrategyId(sid)):
-                self._cycle[position.id.value] = self.to_currency(position.realized_pnl) or 0.0
+                self._cycles.seed(position.id.value, self.to_currency(position.realized_pnl) or 0.0)
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -463,10 +465,9 @@ class PerformanceBook:
         if realized is None:
             return
         pid = event.position_id.value
-        if isinstance(event, PositionOpened):
-            self._cycle[pid] = 0.0  # NETTING reuses the id: a new cycle starts from zero
-        perf.add_realized(realized - self._cycle.get(pid, 0.0))
-        self._cycle[pid] = realized
+        perf.add_realized(
+            self._cycles.increment(pid, realized, opened=isinstance(event, PositionOpened))
+        )
         if isinstance(event, PositionClosed):
             perf.close_trade(realized)
 
@@ -508,45 +509,35 @@ class PerformanceBook:
         """Close a sample period for every strategy at node time ``ts``."""
         from nautilus_trader.model.identifiers import StrategyId
 
+        from actors.valuation import last_price
+
         cache = self._actor.cache
         for sid, perf in self.perf.items():
             unrealized = 0.0
             for position in cache.positions_open(strategy_id=StrategyId(sid)):
-                price = self._price(position.instrument_id)
+                price = last_price(cache, position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
                 unrealized += self.to_currency(position.unrealized_pnl(price)) or 0.0
             perf.sample(ts, unrealized)
 
-    def _price(self, instrument_id):
-        from nautilus_trader.model.enums import PriceType
-
-        for price_type in (PriceType.LAST, PriceType.MID, PriceType.MARK):
-            price = self._actor.cache.price(instrument_id, price_type)
-            if price is not None:
-                return price
-        return None
-
     def to_currency(self, money) -> float | None:
         """Money -> float in ``currency``; None when no conversion exists."""
-        if money is None:
-            return None
-        code = money.currency.code
-        if code == self.currency:
-            return money.as_double()
-        for instrument in self._actor.cache.instruments():
-            base = getattr(instrument, "base_currency", None)
-            if (
-                base is not None
-                and base.code == code
-                and instrument.quote_currency.code == self.currency
-            ):
-                price = self._price(instrument.id)
-                if price is not None:
-                    return money.as_double() * price.as_double()
-        self._warn_once(f"ccy:{code}", f"No {self.currency} price for {code}; amount left out")
-        return None
+        from actors.valuation import convert
+
+        value = convert(self._actor.cache, money, (self.currency,))
+        if value is None and money is not None:
+            code = money.currency.code
+            self._warn_once(f"ccy:{code}", f"No {self.currency} price for {code}; amount left out")
+        return value
+
+    def account_equity(self, venue) -> float | None:
+        """The venue account's equity in ``currency`` (None without an account)."""
+        from actors.valuation import account_equity
+
+        actor = self._actor
+        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

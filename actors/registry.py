@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from actors import operator_queue
 from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write, leftover_temp_files
 
@@ -51,7 +52,7 @@ class RegistryError(RuntimeError):
     """The registry cannot be used as it is; the message says what to do."""
 
 
-class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class GovernanceDecision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One governance decision: what changed, why, when (node clock) and who (policy/operator)."""
 
     seq: int
@@ -123,7 +124,7 @@ class StrategyRecord(msgspec.Struct, forbid_unknown_fields=True):
     perf: dict[str, float] = {}
     rules: dict[str, RuleStatus] = {}
     manual: ManualState | None = None
-    decisions: list[Decision] = []
+    decisions: list[GovernanceDecision] = []
     model_decisions: list[ModelDecision] = []
 
 
@@ -208,10 +209,7 @@ class Registry:
             record = self.doc.strategies[strategy_id] = StrategyRecord()
         return record
 
-    def has_decision(self, decision_id: str) -> bool:
-        return decision_id in self._ids
-
-    def decisions(self, strategy_id: str | None = None) -> list[Decision]:
+    def decisions(self, strategy_id: str | None = None) -> list[GovernanceDecision]:
         if strategy_id is not None:
             return list(self.doc.strategies.get(strategy_id, StrategyRecord()).decisions)
         out = [d for rec in self.doc.strategies.values() for d in rec.decisions]
@@ -232,9 +230,9 @@ class Registry:
 
     def record(
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
-    ) -> Decision | None:
+    ) -> GovernanceDecision | None:
         """Append a decision and save; a known ``decision_id`` is ignored (returns None)."""
-        decision = self._append(Decision, decision_id, ts_event, strategy_id, fields)
+        decision = self._append(GovernanceDecision, decision_id, ts_event, strategy_id, fields)
         if decision is not None:
             record = self.doc.strategies[strategy_id]
             record.state, record.scale = decision.state, decision.scale
@@ -256,7 +254,7 @@ class Registry:
         return decision
 
     def _append(self, kind: type, decision_id: str, ts_event: int, strategy_id: str, fields):
-        """Number and append a ``Decision`` or ``ModelDecision`` (one sequence for both)."""
+        """Number and append a governance or model decision (one sequence for both)."""
         if decision_id in self._ids:
             return None
         decision = kind(
@@ -268,7 +266,9 @@ class Registry:
             **fields,
         )
         record = self.strategy(strategy_id)
-        (record.decisions if kind is Decision else record.model_decisions).append(decision)
+        (record.decisions if kind is GovernanceDecision else record.model_decisions).append(
+            decision
+        )
         self.doc.next_seq += 1
         self._ids.add(decision_id)
         return decision
@@ -324,34 +324,16 @@ def overrides_dir_for(registry_path: str | os.PathLike[str]) -> Path:
     return Path(registry_path).parent / "overrides"
 
 
-def submit_override(directory: str | os.PathLike[str], override: Override) -> Path:
-    directory = Path(directory)
-    stamp = override.created_utc.replace(":", "").replace("-", "") or "0"
-    path = directory / f"{stamp}-{override.id}.json"
-    atomic_write(path, msgspec.json.encode(override))
-    return path
+submit_override = operator_queue.submit
+archive_override = operator_queue.archive
 
 
 def pending_overrides(directory: str | os.PathLike[str]) -> list[tuple[Path, Override | str]]:
     """Override files waiting in ``directory`` (oldest first); an invalid one comes as its error."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    out: list[tuple[Path, Override | str]] = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            out.append((path, msgspec.json.decode(path.read_bytes(), type=Override)))
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            out.append((path, f"{type(exc).__name__}: {exc}"))
-    return out
-
-
-def archive_override(path: Path, applied: bool) -> Path:
-    target_dir = path.parent / ("applied" if applied else "rejected")
-    target_dir.mkdir(exist_ok=True)
-    target = target_dir / path.name
-    os.replace(path, target)
-    return target
+    return [
+        (path, f"{type(o).__name__}: {o}" if isinstance(o, Exception) else o)
+        for path, o in operator_queue.pending(directory, Override)
+    ]
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -430,8 +412,8 @@ def _show(doc: RegistryDocument) -> str:
     return "\n".join(lines)
 
 
-def _history_line(d: Decision | ModelDecision, evidence: bool = False) -> str:
-    if isinstance(d, Decision):
+def _history_line(d: GovernanceDecision | ModelDecision, evidence: bool = False) -> str:
+    if isinstance(d, GovernanceDecision):
         return (
             f"#{d.seq} {d.time_utc} {d.strategy_id} {d.action} -> {d.state} "
             f"scale={d.scale:g}{' flatten' if d.flatten else ''} [{d.source}] {d.reason}"

@@ -138,7 +138,7 @@ def baseline_strategy(
             },
         )
     if name == "ema_cross":
-        from backtests.catalog import instrument_for
+        from marketdata.catalog import instrument_for
 
         size = units_for_notional(notional, first_close, instrument_for(instrument_id))
         return ImportableStrategyConfig(

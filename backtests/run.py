@@ -7,7 +7,6 @@ statistics, orders/fills/positions, the tearsheet and the regime plot.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -20,12 +19,8 @@ import polars as pl
 from nautilus_trader.analysis import MaxDrawdown
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.common.config import ImportableActorConfig
-from nautilus_trader.model.data import BarType
 
 from backtests.baselines import BASELINES, baseline_notional, baseline_run_configs
-from backtests.catalog import instrument_for, with_fee_rate, write_catalog
-from backtests.data import load_bars, typical_spacing
-from backtests.ingest import check_bar_type
 from backtests.metrics import (
     daily_returns,
     evaluate,
@@ -57,40 +52,8 @@ from hmm_strategy.config import (
     load_node_settings,
 )
 from hmm_strategy.train import load_frame, strategy_target
-
-
-def ensure_catalog(bt: BacktestSettings) -> dict[str, dict]:
-    """Import each data source into the catalog unless this exact file was imported before."""
-    catalog = Path(bt.catalog_path)
-    marker_dir = catalog / ".imported"
-    marker_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, dict] = {}
-    for source in bt.data:
-        path = Path(source.source)
-        if not path.exists():
-            raise ConfigError(f"backtest.data: source file not found: {path}")
-        stat = path.stat()
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{source.bar_type}"
-        if source.fee_rate is not None:  # a fee change re-imports (the instrument changes)
-            key += f"|fee={source.fee_rate}"
-        marker = marker_dir / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
-        if marker.exists():
-            summary[source.bar_type] = json.loads(marker.read_text())
-            continue
-        loaded = load_bars(path, source.format)
-        check_bar_type(BarType.from_str(source.bar_type), loaded.report, str(path))
-        instrument = with_fee_rate(instrument_for(source.instrument_id), source.fee_rate)
-        written = write_catalog(catalog, instrument, source.bar_type, loaded.frame)
-        ts = loaded.frame["ts_event"]
-        info = {
-            "source": str(path),
-            "bars": written,
-            "range_ns": [int(ts.min()), int(ts.max())],
-            "quality": str(loaded.report),
-        }
-        marker.write_text(json.dumps(info, indent=2))
-        summary[source.bar_type] = info
-    return summary
+from marketdata.bars import typical_spacing
+from marketdata.ingest import ensure_catalog
 
 
 def check_period_has_data(imported: dict[str, dict], start: str | None, end: str | None) -> None:

@@ -362,7 +362,7 @@ def sweep(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run the sweep; write results.csv/.md, folds.csv, sweep.json; return the ranked results."""
-    from backtests.run import ensure_catalog
+    from marketdata.ingest import ensure_catalog
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,6 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from backtests.data import parse_interval, typical_spacing
 from backtests.metrics import METRIC_KEYS, performance, read_fills, starting_balance
 from hmm_strategy import cli
 from hmm_strategy.config import (
@@ -60,6 +59,7 @@ from hmm_strategy.train import (
     to_ns,
     train,
 )
+from marketdata.bars import parse_interval, typical_spacing
 
 RECORDER_PATH = "actors.decision_recorder:DecisionRecorder"
 TABLE_COLUMNS = (

@@ -19,9 +19,9 @@ from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.instruments import Instrument
 from scipy.signal import lfilter
 
-from backtests.catalog import bars_to_nautilus, instrument_for
 from hmm_strategy.features import FeatureSpec, feature_matrix
 from hmm_strategy.synthetic import RegimeProcess, generate_regime_bars
+from marketdata.catalog import bars_to_nautilus, instrument_for
 
 INSTRUMENT_ID = "BTCUSDT.BINANCE"
 BAR_TYPE = "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL"

@@ -219,7 +219,7 @@ def _level_doc(
     model: RegimeHMM, feature_spec: Mapping[str, Any] | msgspec.Struct, what: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The feature spec and params sections of one level (fast or slow)."""
-    model._check_fitted()
+    model.check_fitted()
     spec = _plain_feature_spec(feature_spec)
     names = spec.get("names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

@@ -58,9 +58,20 @@ class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_order_modify_rate: str = "100/00:00:01"
     max_notional_per_order: dict[str, int] = {}
 
+    def engine_config(self, cls: type, **extra: Any) -> Any:
+        """``cls`` (``RiskEngineConfig`` or ``LiveRiskEngineConfig``) with these settings: the
+        one place the backtest and the live node turn them into NautilusTrader's config."""
+        return cls(
+            bypass=self.bypass,
+            max_order_submit_rate=self.max_order_submit_rate,
+            max_order_modify_rate=self.max_order_modify_rate,
+            max_notional_per_order=self.max_notional_per_order,
+            **extra,
+        )
+
 
 class DataSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A bar file to import into the catalog (see ``backtests.data`` for the formats)."""
+    """A bar file to import into the catalog (see ``marketdata.bars`` for the formats)."""
 
     source: str
     instrument_id: str
@@ -355,7 +366,9 @@ def load_node_settings(
         raise ConfigError(f"{label}: {exc}") from None
     except ValueError as exc:  # raised by a __post_init__ check
         raise ConfigError(f"{label}: {exc}") from None
-    _validate_components(settings, label)
+    _validate_components(settings, label, "strategies")
+    settings = _inherit_strategy_settings(settings, label)
+    _validate_components(settings, label, "actors")
     _validate_for_rust(settings, label)
     if settings.live is not None:
         if settings.live.venue not in settings.live.venues:
@@ -472,11 +485,9 @@ def trading_node_config(
         bar_types=bar_types,
         strategies=settings.strategy_configs(run_dir, live.state_dir),
         actors=settings.actor_configs(run_dir, live.state_dir),
-        risk_engine=LiveRiskEngineConfig(
-            bypass=settings.risk.bypass,
-            max_order_submit_rate=settings.risk.max_order_submit_rate,
-            max_order_modify_rate=settings.risk.max_order_modify_rate,
-            max_notional_per_order=settings.risk.max_notional_per_order,
+        # like every live engine: an exception in its queue stops the node cleanly
+        risk_engine=settings.risk.engine_config(
+            LiveRiskEngineConfig, graceful_shutdown_on_exception=True
         ),
         log_dir=live.log_dir,
         log_level=log_level or live.log_level,
@@ -520,28 +531,67 @@ def _validate_for_rust(settings: NodeSettings, label: str) -> None:
         raise ConfigError(f"{label}: {exc}") from None
 
 
-def _validate_components(settings: NodeSettings, label: str) -> None:
-    """Decode every strategy/actor config with its own class now, so errors come before start."""
-    for kind, specs in (("strategies", settings.strategies), ("actors", settings.actors)):
-        for i, spec in enumerate(specs):
-            key = f"{kind}[{i}]"
-            try:
-                config_cls = resolve_config_path(spec.resolved_config_path)
-            except (ImportError, AttributeError, ValueError, TypeError) as exc:
-                msg = f"{label}: {key}.path: cannot import {spec.path!r}: {exc}"
-                raise ConfigError(msg) from None
-            try:
-                config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
-            except (
-                msgspec.ValidationError,
-                msgspec.DecodeError,
-                ValueError,
-                TypeError,
-                OSError,  # a config may read a file (the governance policy)
-                RecursionError,
-            ) as exc:
-                msg = str(exc).replace("`$", f"`{key}.config")
-                raise ConfigError(f"{label}: {key}.config: {msg}") from None
+INHERITED_FROM_STRATEGY = ("strategy_id", "instrument_id", "bar_type", "features", "fit", "policy")
+
+
+def _inherit_strategy_settings(settings: NodeSettings, label: str) -> NodeSettings:
+    """An actor config with ``strategy: <name>`` (the online trainer) gets that strategy's id,
+    instrument, bar type, features, fit and policy settings: one source, no copy that can drift.
+    A value the actor sets as well must be the strategy's (a mismatch fails here)."""
+    from hmm_strategy.train import strategy_target
+
+    actors = []
+    for i, spec in enumerate(settings.actors):
+        name = spec.config.get("strategy")
+        if name is None:
+            actors.append(spec)
+            continue
+        key = f"actors[{i}].config"
+        try:
+            target = strategy_target(settings, str(name))
+        except ConfigError as exc:
+            raise ConfigError(f"{label}: {key}.strategy: {exc}") from None
+        config = {k: v for k, v in spec.config.items() if k != "strategy"}
+        for field in INHERITED_FROM_STRATEGY:
+            value = getattr(target, field)
+            if field in config:
+                try:
+                    same = msgspec.convert(config[field], type(value)) == value
+                except (msgspec.ValidationError, ValueError, TypeError):
+                    same = False
+                if not same:
+                    raise ConfigError(
+                        f"{label}: {key}.{field} differs from strategy {name!r}'s; remove it "
+                        "(it is taken from the strategy)"
+                    )
+            config[field] = msgspec.to_builtins(value)
+        actors.append(msgspec.structs.replace(spec, config=config))
+    return msgspec.structs.replace(settings, actors=actors)
+
+
+def _validate_components(settings: NodeSettings, label: str, kind: str) -> None:
+    """Decode every strategy (or actor) config with its own class now, so errors come before
+    start."""
+    specs = settings.strategies if kind == "strategies" else settings.actors
+    for i, spec in enumerate(specs):
+        key = f"{kind}[{i}]"
+        try:
+            config_cls = resolve_config_path(spec.resolved_config_path)
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            msg = f"{label}: {key}.path: cannot import {spec.path!r}: {exc}"
+            raise ConfigError(msg) from None
+        try:
+            config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
+        except (
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+            ValueError,
+            TypeError,
+            OSError,  # a config may read a file (the governance policy)
+            RecursionError,
+        ) as exc:
+            msg = str(exc).replace("`$", f"`{key}.config")
+            raise ConfigError(f"{label}: {key}.config: {msg}") from None
 
 
 def backtest_run_config(
@@ -612,12 +662,7 @@ def backtest_run_config(
         strategies=settings.strategy_configs(run_dir, state_dir),
         actors=[*settings.actor_configs(run_dir, state_dir), *extra_actors],
         logging=LoggingConfig(log_level=bt.log_level, bypass_logging=False),
-        risk_engine=RiskEngineConfig(
-            bypass=settings.risk.bypass,
-            max_order_submit_rate=settings.risk.max_order_submit_rate,
-            max_order_modify_rate=settings.risk.max_order_modify_rate,
-            max_notional_per_order=settings.risk.max_notional_per_order,
-        ),
+        risk_engine=settings.risk.engine_config(RiskEngineConfig),
     )
     return BacktestRunConfig(
         engine=engine,

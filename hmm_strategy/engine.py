@@ -42,6 +42,17 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         if not 0.0 <= self.sticky < math.inf:
             raise ValueError(f"sticky must be >= 0, was {self.sticky}")
 
+    def model(self, n_states: int | None = None) -> RegimeHMM:
+        """An unfitted model with these settings: the one place fit settings become a
+        ``RegimeHMM`` (in-run fit, offline training, online refits); ``n_states`` overrides."""
+        return RegimeHMM(
+            n_states=n_states or ("bic" if self.select_states_by_bic else self.n_states),
+            n_restarts=self.n_restarts,
+            n_iter=self.n_iter,
+            random_state=self.seed,
+            sticky=self.sticky,
+        )
+
     def min_warmup_bars(self, n_features: int) -> int:
         """The fewest warm-up rows the in-run fit accepts (``RegimeHMM.fit``'s own minimum)."""
         grid = BIC_STATES_GRID if self.select_states_by_bic else self.n_states
@@ -309,16 +320,9 @@ class RegimeEngine:
 
     def _fit_on_warmup(self) -> None:
         """Fit on the warm-up rows only (all closed in the past), then run the filter over them."""
-        s = self.fit_settings
         X = np.vstack(self._warmup_rows)
         self._warmup_rows = []
-        model = RegimeHMM(
-            n_states="bic" if s.select_states_by_bic else s.n_states,
-            n_restarts=s.n_restarts,
-            n_iter=s.n_iter,
-            random_state=s.seed,
-            sticky=s.sticky,
-        ).fit(X)
+        model = self.fit_settings.model().fit(X)
         self._recent.extend(X)  # the deque keeps the last ``history_bars`` rows
         self.set_model(model, f"inrun-{self.bars_seen}")
 

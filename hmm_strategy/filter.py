@@ -64,7 +64,7 @@ class ForwardFilter:
         *,
         backend: Backend = "auto",
     ) -> None:
-        pi, a, mu, cov, sm, ss = _validate_params(
+        pi, a, mu, cov, sm, ss = validate_params(
             startprob, transmat, means, covars, scaler_mean, scaler_std
         )
         k, d = mu.shape
@@ -76,12 +76,7 @@ class ForwardFilter:
         self._scaler_mean = sm
         self._scaler_std = ss
 
-        chol = np.empty_like(cov)
-        for i in range(k):
-            try:
-                chol[i] = np.linalg.cholesky(cov[i])
-            except np.linalg.LinAlgError:
-                raise ValueError(f"covars[{i}] is not positive definite") from None
+        chol = cholesky_factors(cov)
         self._chol = chol
         self._chol_inv = np.stack([np.linalg.inv(c) for c in chol])
         logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
@@ -103,16 +98,7 @@ class ForwardFilter:
     @classmethod
     def from_model(cls, model: RegimeHMM, *, backend: Backend = "auto") -> ForwardFilter:
         """Filter for a fitted :class:`~hmm_strategy.model.RegimeHMM` (canonical state order)."""
-        model._check_fitted()
-        return cls(
-            model.startprob_,
-            model.transmat_,
-            model.means_,
-            model.covars_,
-            model.scaler_mean_,
-            model.scaler_std_,
-            backend=backend,
-        )
+        return cls(*model.fitted_arrays(), backend=backend)
 
     @classmethod
     def from_state(
@@ -168,12 +154,6 @@ class ForwardFilter:
     def probs(self) -> tuple[float, ...] | None:
         """Last filtered probabilities (None before the first update)."""
         return self._alpha
-
-    def predict_next(self) -> np.ndarray:
-        """One-step-ahead state distribution P(state_t+1 | x_1..t)."""
-        if self._alpha is None:
-            return self._startprob.copy()
-        return np.asarray(self._alpha) @ self._transmat
 
     # ----------------------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
@@ -279,9 +259,11 @@ class ForwardFilter:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _validate_params(
+def validate_params(
     startprob: Any, transmat: Any, means: Any, covars: Any, scaler_mean: Any, scaler_std: Any
 ) -> tuple[np.ndarray, ...]:
+    """The six parameter arrays as float64, shape-, finiteness-, probability- and
+    symmetry-checked (``ValueError`` names the first problem); ``RegimeHMM.from_params`` too."""
     arrs = {
         name: np.array(v, dtype=np.float64)
         for name, v in (
@@ -327,6 +309,17 @@ def _validate_params(
         arrs["scaler_mean"],
         arrs["scaler_std"],
     )
+
+
+def cholesky_factors(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of each state's covariance; ``ValueError`` if one is not PD."""
+    chol = np.empty_like(cov)
+    for i in range(cov.shape[0]):
+        try:
+            chol[i] = np.linalg.cholesky(cov[i])
+        except np.linalg.LinAlgError:
+            raise ValueError(f"covars[{i}] is not positive definite") from None
+    return chol
 
 
 def _digest(*arrays: np.ndarray) -> str:

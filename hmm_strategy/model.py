@@ -20,17 +20,20 @@ Parameters (``means_``, ``covars_``) are in the standardised space; likelihoods 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import sklearn.exceptions
 from hmmlearn.hmm import GaussianHMM
+from sklearn.base import BaseEstimator
 from sklearn.cluster import kmeans_plusplus
 from threadpoolctl import threadpool_limits
 
-from hmm_strategy.filter import ForwardFilter
+from hmm_strategy.filter import ForwardFilter, cholesky_factors, validate_params
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 MIN_ROWS_PER_PARAMETER = 10
@@ -112,8 +115,13 @@ def canonical_order(means_raw: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)  # the last key is the primary one
 
 
-class RegimeHMM:
-    """Gaussian HMM over standardised features with estimator-style ``fit``/``predict_proba``.
+class NotFittedError(sklearn.exceptions.NotFittedError, RuntimeError):
+    """scikit-learn's error for an unfitted estimator; a ``RuntimeError`` as it always was here."""
+
+
+class RegimeHMM(BaseEstimator):
+    """Gaussian HMM over standardised features, a scikit-learn estimator as hmmlearn's are
+    (``get_params``/``set_params``/``clone`` from ``BaseEstimator``, ``check_is_fitted``).
 
     ``n_states="bic"`` fits every K in ``n_states_grid`` and keeps the lowest BIC.
     ``sticky`` > 0 is a persistence prior: hmmlearn's Dirichlet ``transmat_prior`` with
@@ -166,23 +174,13 @@ class RegimeHMM:
         self.min_covar = min_covar
         self.sticky = sticky
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (estimator convention)."""
-        return {
-            "n_states": self.n_states,
-            "n_states_grid": self.n_states_grid,
-            "covariance_type": self.covariance_type,
-            "n_restarts": self.n_restarts,
-            "n_iter": self.n_iter,
-            "tol": self.tol,
-            "random_state": self.random_state,
-            "min_covar": self.min_covar,
-            "sticky": self.sticky,
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+    def __repr__(self) -> str:  # every parameter, in the constructor's order
+        names = inspect.signature(type(self).__init__).parameters
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names if k != "self")
         return f"RegimeHMM({args})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "transmat_")
 
     # ------------------------------------------------------------------------------------ fit
     def fit(self, X: Any, lengths: Any = None) -> RegimeHMM:
@@ -370,16 +368,19 @@ class RegimeHMM:
 
         Used to load artifacts. The states are taken in the given order (already canonical).
         """
-        flt = ForwardFilter(startprob, transmat, means, covars, scaler_mean, scaler_std)
-        k, d = flt.n_states, flt.n_features
+        pi, a, mu, cov, sm, ss = validate_params(
+            startprob, transmat, means, covars, scaler_mean, scaler_std
+        )
+        cholesky_factors(cov)  # the filter needs them: refuse a covariance it could not use
+        k, d = mu.shape
         model = cls(n_states=k, covariance_type=covariance_type, min_covar=min_covar)
         _check_covariance_structure(np.asarray(covars, dtype=np.float64), covariance_type)
-        model.startprob_ = flt._startprob.copy()
-        model.transmat_ = flt._transmat.copy()
-        model.means_ = flt._means.copy()
+        model.startprob_ = pi
+        model.transmat_ = a
+        model.means_ = mu
         model.covars_ = np.array(covars, dtype=np.float64)
-        model.scaler_mean_ = flt._scaler_mean.copy()
-        model.scaler_std_ = flt._scaler_std.copy()
+        model.scaler_mean_ = sm
+        model.scaler_std_ = ss
         model.n_states_ = k
         model.n_features_ = d
         diag = dict(diagnostics or {})
@@ -391,6 +392,19 @@ class RegimeHMM:
         return model
 
     # ------------------------------------------------------------------------------ inference
+    def fitted_arrays(self) -> tuple[np.ndarray, ...]:
+        """``(startprob, transmat, means, covars, scaler_mean, scaler_std)``: what the model
+        computes with, in the order ``ForwardFilter`` takes them."""
+        self.check_fitted()
+        return (
+            self.startprob_,
+            self.transmat_,
+            self.means_,
+            self.covars_,
+            self.scaler_mean_,
+            self.scaler_std_,
+        )
+
     def fitted_params(self) -> dict[str, Any]:
         """The fitted parameters as plain lists: ``RegimeHMM.from_params(**p)`` rebuilds it."""
         return {
@@ -406,7 +420,7 @@ class RegimeHMM:
 
     def transform(self, X: Any) -> np.ndarray:
         """Standardise with the training-window scaler."""
-        self._check_fitted()
+        self.check_fitted()
         return (self._check_features(X) - self.scaler_mean_) / self.scaler_std_
 
     def _check_features(self, X: Any) -> np.ndarray:
@@ -419,7 +433,7 @@ class RegimeHMM:
 
     def to_hmmlearn(self) -> GaussianHMM:
         """An hmmlearn ``GaussianHMM`` with these parameters, operating on ``transform(X)``."""
-        self._check_fitted()
+        self.check_fitted()
         hmm = GaussianHMM(
             n_components=self.n_states_,
             covariance_type=self.covariance_type,
@@ -447,7 +461,7 @@ class RegimeHMM:
 
     def filter_proba(self, X: Any, lengths: Any = None) -> np.ndarray:
         """Causal P(state_t | x_1..t): row t uses only X[:t+1] (each sequence starts afresh)."""
-        self._check_fitted()
+        self.check_fitted()
         raw = self._check_features(X)  # the filter standardises raw rows itself
         lens = _check_lengths(lengths, len(raw)) or [len(raw)]
         flt = ForwardFilter.from_model(self)
@@ -470,7 +484,7 @@ class RegimeHMM:
 
     def expected_durations(self) -> np.ndarray:
         """Expected regime length in bars, 1 / (1 - A_kk) (inf for an absorbing state)."""
-        self._check_fitted()
+        self.check_fitted()
         with np.errstate(divide="ignore"):
             return 1.0 / (1.0 - np.diag(self.transmat_))
 
@@ -480,19 +494,20 @@ class RegimeHMM:
         For ``realized_vol`` (an RMS of returns) this is each state's expected squared per-bar
         return, which ``vol_target`` propagates one step to forecast the next bar's volatility.
         """
-        self._check_fitted()
+        self.check_fitted()
         std = self.scaler_std_[j]
         mean = self.means_[:, j] * std + self.scaler_mean_[j]
         return mean * mean + self.covars_[:, j, j] * std * std
 
     def means_raw(self) -> np.ndarray:
         """State means in raw feature units (K, D)."""
-        self._check_fitted()
+        self.check_fitted()
         return self.means_ * self.scaler_std_ + self.scaler_mean_
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "transmat_"):
-            raise RuntimeError("RegimeHMM is not fitted: call fit() or load a model artifact")
+    def check_fitted(self) -> None:
+        """:class:`NotFittedError` unless fitted or loaded (the filter asks before reading)."""
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError("RegimeHMM is not fitted: call fit() or load a model artifact")
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -33,22 +33,14 @@ any size. Everything is plain Python state so it checkpoints with the strategy.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from hmm_strategy.sessions import ALWAYS_OPEN, calendar_for
 
-BREAKER_REASONS = (  # the ``reason`` labels, defined once (the metrics export each by name)
-    "daily_loss",
-    "drawdown",
-    "position_notional",
-    "total_notional",
-    "rejects",
-    "stale_data",
-    "price_jump",
-    "kill_switch",
-)
 NS_PER_DAY = 86_400_000_000_000
 JUMP_SPAN = 96  # bars in the EWMA of squared returns (a day of 15-minute bars)
 JUMP_WARMUP = 20  # returns seen before jumps are judged
@@ -139,50 +131,265 @@ class PnLTracker:
             setattr(self, key, float(state[key]))
 
 
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """A breaker's verdict: why it trips, and after how many fresh bars it resets by itself."""
+
+    why: str
+    cooldown: int | None = None  # None: only a day roll, a fill or the operator resets it
+
+
+@dataclass(frozen=True, slots=True)
+class BarStep:
+    """What one bar tells the breakers (the gate measures the gap and the day once for all)."""
+
+    gap_ns: int  # open-market time since the previous bar (0 on the first bar)
+    interval_ns: int  # the bar interval: the smallest step seen so far
+    open_market_only: bool  # gaps count only open-market time (a trading calendar is set)
+    new_day: bool
+    pnl: float
+    capital: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    """An order that would grow or flip the position, as the notional breakers see it."""
+
+    target_notional: float
+    max_notional: float  # the strategy's own cap
+    other_notional: float  # every other strategy's position notional
+
+
+class Breaker:
+    """One circuit breaker: its ``reason`` label, its own state and the events it watches.
+
+    A new breaker is one subclass added to ``BREAKERS``; the gate (:class:`CircuitBreakers`) keeps
+    the trips, cooldowns and resets, so every breaker behaves the same way once tripped. Hooks
+    return a :class:`Trip` (or True from ``blocks``) when the breaker fires, None otherwise.
+    """
+
+    reason: ClassVar[str]
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self.config = config
+
+    def on_return(self, log_return: float) -> Trip | None:
+        return None
+
+    def on_bar(self, bar: BarStep, gate: CircuitBreakers) -> Trip | None:
+        return None
+
+    def on_reject(self) -> Trip | None:
+        return None
+
+    def on_fill(self, gate: CircuitBreakers) -> None:
+        return None
+
+    def blocks(self, order: OrderStep) -> bool:
+        return False
+
+    def state(self) -> dict[str, float | int]:
+        """Plain numbers for the checkpoint (keys unique across breakers)."""
+        return {}
+
+    def restore(self, state: dict) -> None:
+        return None
+
+
+class StaleData(Breaker):
+    reason = "stale_data"
+
+    def on_bar(self, bar: BarStep, gate: CircuitBreakers) -> Trip | None:
+        limit = self.config.stale_after_bars
+        if limit is None or not bar.interval_ns or not bar.gap_ns > limit * bar.interval_ns:
+            return None
+        open_market = " of open market" if bar.open_market_only else ""
+        return Trip(
+            f"no bar for {bar.gap_ns / bar.interval_ns:.1f} intervals{open_market}",
+            self.config.cooldown_bars,
+        )
+
+
+class DailyLoss(Breaker):
+    reason = "daily_loss"
+
+    def __init__(self, config: BreakerConfig) -> None:
+        super().__init__(config)
+        self.day_start_pnl = 0.0
+
+    def on_bar(self, bar: BarStep, gate: CircuitBreakers) -> Trip | None:
+        if bar.new_day:
+            self.day_start_pnl = bar.pnl
+            gate.reset(self.reason)
+        limit = self.config.daily_loss_limit
+        if bar.capital > 0.0 and limit is not None:
+            loss = (self.day_start_pnl - bar.pnl) / bar.capital
+            if loss > limit:
+                return Trip(f"lost {loss:.1%} of capital today")
+        return None
+
+    def state(self) -> dict[str, float | int]:
+        return {"day_start_pnl": self.day_start_pnl}
+
+    def restore(self, state: dict) -> None:
+        self.day_start_pnl = float(state["day_start_pnl"])
+
+
+class Drawdown(Breaker):
+    reason = "drawdown"
+
+    def __init__(self, config: BreakerConfig) -> None:
+        super().__init__(config)
+        self.hwm = 0.0
+
+    def on_bar(self, bar: BarStep, gate: CircuitBreakers) -> Trip | None:
+        if bar.new_day and self.config.drawdown_reset == "next_day":
+            gate.reset(self.reason)
+            self.hwm = bar.pnl
+        if bar.capital > 0.0:
+            self.hwm = max(self.hwm, bar.pnl)
+            limit = self.config.max_drawdown
+            if limit is not None:
+                drawdown = (self.hwm - bar.pnl) / bar.capital
+                if drawdown > limit:
+                    return Trip(f"drawdown {drawdown:.1%} of capital")
+        return None
+
+    def state(self) -> dict[str, float | int]:
+        return {"hwm": self.hwm}
+
+    def restore(self, state: dict) -> None:
+        self.hwm = float(state["hwm"])
+
+
+class PriceJump(Breaker):
+    """The reference volatility is an EWMA (span ``JUMP_SPAN`` bars) of the squared returns that
+    were NOT jumps, so one bad print cannot inflate the yardstick for the next one."""
+
+    reason = "price_jump"
+
+    def __init__(self, config: BreakerConfig) -> None:
+        super().__init__(config)
+        self.var_ewm = 0.0  # EWMA of squared log returns, jumps excluded
+        self.n_returns = 0
+
+    def on_return(self, log_return: float) -> Trip | None:
+        r2 = log_return * log_return
+        ready = self.n_returns >= JUMP_WARMUP and self.var_ewm > 0.0
+        sigma = self.config.jump_sigma
+        if sigma is not None and ready and r2 > sigma**2 * self.var_ewm:
+            sigmas = abs(log_return) / self.var_ewm**0.5
+            # this bar counts down too
+            return Trip(
+                f"log return {log_return:.4f} = {sigmas:.1f} sigma", self.config.cooldown_bars + 1
+            )
+        self.n_returns += 1
+        alpha = 2.0 / (JUMP_SPAN + 1.0) if ready else 1.0 / self.n_returns
+        self.var_ewm += alpha * (r2 - self.var_ewm)
+        return None
+
+    def state(self) -> dict[str, float | int]:
+        return {"var_ewm": self.var_ewm, "n_returns": self.n_returns}
+
+    def restore(self, state: dict) -> None:
+        self.var_ewm = float(state["var_ewm"])
+        self.n_returns = int(state["n_returns"])
+
+
+class Rejects(Breaker):
+    reason = "rejects"
+
+    def __init__(self, config: BreakerConfig) -> None:
+        super().__init__(config)
+        self.consecutive_rejects = 0
+
+    def on_reject(self) -> Trip | None:
+        self.consecutive_rejects += 1
+        limit = self.config.max_consecutive_rejects
+        if limit is not None and self.consecutive_rejects >= limit:
+            why = f"{self.consecutive_rejects} orders rejected in a row"
+            return Trip(why, self.config.cooldown_bars)
+        return None
+
+    def on_fill(self, gate: CircuitBreakers) -> None:
+        self.consecutive_rejects = 0
+        gate.reset(self.reason)
+
+    def state(self) -> dict[str, float | int]:
+        return {"consecutive_rejects": self.consecutive_rejects}
+
+    def restore(self, state: dict) -> None:
+        self.consecutive_rejects = int(state["consecutive_rejects"])
+
+
+class PositionNotional(Breaker):
+    reason = "position_notional"
+
+    def blocks(self, order: OrderStep) -> bool:
+        cap = self.config.max_position_notional or order.max_notional
+        return order.target_notional > cap * (1.0 + 1e-9)
+
+
+class TotalNotional(Breaker):
+    reason = "total_notional"
+
+    def blocks(self, order: OrderStep) -> bool:
+        total = self.config.max_total_notional
+        return total is not None and order.other_notional + order.target_notional > total
+
+
+class KillSwitch(Breaker):
+    """Tripped and reset by the operator only (``CircuitBreakers.set_kill_switch``)."""
+
+    reason = "kill_switch"
+
+
+# In the order they are evaluated on each event (a bar: stale data, daily loss, then drawdown).
+BREAKERS: tuple[type[Breaker], ...] = (
+    StaleData,
+    DailyLoss,
+    Drawdown,
+    PriceJump,
+    Rejects,
+    PositionNotional,
+    TotalNotional,
+    KillSwitch,
+)
+BREAKER_REASONS = tuple(b.reason for b in BREAKERS)  # the ``reason`` labels the metrics export
+
+
 class CircuitBreakers:
-    """Trip/reset state machine of the breakers for one strategy."""
+    """The gate over the breakers of one strategy: trips, cooldowns, resets and the bar clock."""
 
     def __init__(self, config: BreakerConfig) -> None:
         self.config = config
         self.calendar = calendar_for(config.calendar)  # None: 24/7 (ValueError if unknown)
+        self.breakers = [cls(config) for cls in BREAKERS]
+        self._by_reason = {b.reason: b for b in self.breakers}
         self.tripped: dict[str, str] = {}  # reason -> why
         self._cooldowns: dict[str, int] = {}  # reason -> fresh bars left before reset
-        self.hwm = 0.0
         self.day = -1
-        self.day_start_pnl = 0.0
         self.last_ts = 0
         self.interval_ns = 0  # the smallest step between bars seen: the bar interval
         self.missing_bars = 0  # bars missing before the last bar (a gap), 0 if none
-        self.consecutive_rejects = 0
-        self.var_ewm = 0.0  # EWMA of squared log returns, jumps excluded
-        self.n_returns = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # a breaker's own state (hwm, consecutive_rejects, var_ewm, ...) reads through the gate
+        for breaker in self.__dict__.get("breakers", ()):
+            if name in breaker.__dict__:
+                return breaker.__dict__[name]
+        raise AttributeError(name)
 
     # ------------------------------------------------------------------ events
 
     def observe_return(self, log_return: float | None) -> list[str]:
-        """Check one bar's log return for a jump before its price is trusted anywhere.
-
-        The reference volatility is an EWMA (span ``JUMP_SPAN`` bars) of the squared returns that
-        were NOT jumps, so one bad print cannot inflate the yardstick for the next one.
-        """
-        cfg = self.config
+        """Check one bar's log return for a jump before its price is trusted anywhere."""
         if log_return is None:
             return []
-        r2 = log_return * log_return
-        ready = self.n_returns >= JUMP_WARMUP and self.var_ewm > 0.0
-        if cfg.jump_sigma is not None and ready and r2 > cfg.jump_sigma**2 * self.var_ewm:
-            sigmas = abs(log_return) / self.var_ewm**0.5
-            self._cooldowns["price_jump"] = cfg.cooldown_bars + 1  # this bar counts down too
-            return self._trip("price_jump", f"log return {log_return:.4f} = {sigmas:.1f} sigma")
-        self.n_returns += 1
-        alpha = 2.0 / (JUMP_SPAN + 1.0) if ready else 1.0 / self.n_returns
-        self.var_ewm += alpha * (r2 - self.var_ewm)
-        return []
+        return self._fire(lambda b: b.on_return(log_return))
 
     def on_bar(self, ts: int, pnl: float, capital: float) -> list[str]:
         """Advance one bar (after ``observe_return``); return the reasons that tripped on it."""
-        cfg = self.config
-        new: list[str] = []
         if self._cooldowns:
             for reason in list(self._cooldowns):
                 self._cooldowns[reason] -= 1
@@ -195,53 +402,24 @@ class CircuitBreakers:
             gap = self.calendar.open_ns(self.last_ts, ts)
         interval = self.interval_ns
         self.missing_bars = round(gap / interval) - 1 if interval and 2 * gap > 3 * interval else 0
-        if (
-            cfg.stale_after_bars is not None
-            and self.interval_ns
-            and gap > (cfg.stale_after_bars * self.interval_ns)
-        ):
-            open_market = " of open market" if self.calendar is not None else ""
-            new += self._trip(
-                "stale_data", f"no bar for {gap / self.interval_ns:.1f} intervals{open_market}"
-            )
-            self._cooldowns["stale_data"] = cfg.cooldown_bars
         self.last_ts = ts
-
         day = ts // NS_PER_DAY
-        if day != self.day:
-            self.day, self.day_start_pnl = day, pnl
-            self.reset("daily_loss")
-            if cfg.drawdown_reset == "next_day":
-                self.reset("drawdown")
-                self.hwm = pnl
-        if capital > 0.0:
-            if cfg.daily_loss_limit is not None:
-                loss = (self.day_start_pnl - pnl) / capital
-                if loss > cfg.daily_loss_limit:
-                    new += self._trip("daily_loss", f"lost {loss:.1%} of capital today")
-            self.hwm = max(self.hwm, pnl)
-            if cfg.max_drawdown is not None:
-                drawdown = (self.hwm - pnl) / capital
-                if drawdown > cfg.max_drawdown:
-                    new += self._trip("drawdown", f"drawdown {drawdown:.1%} of capital")
-        return new
+        new_day = day != self.day
+        self.day = day
+        step = BarStep(gap, interval, self.calendar is not None, new_day, pnl, capital)
+        return self._fire(lambda b: b.on_bar(step, self))
 
     def on_reject(self) -> list[str]:
-        self.consecutive_rejects += 1
-        limit = self.config.max_consecutive_rejects
-        if limit is not None and self.consecutive_rejects >= limit:
-            self._cooldowns["rejects"] = self.config.cooldown_bars
-            return self._trip("rejects", f"{self.consecutive_rejects} orders rejected in a row")
-        return []
+        return self._fire(lambda b: b.on_reject())
 
     def on_fill(self) -> None:
-        self.consecutive_rejects = 0
-        self.reset("rejects")
+        for breaker in self.breakers:
+            breaker.on_fill(self)
 
     def set_kill_switch(self, halted: bool, why: str = "") -> list[str]:
         if halted:
-            return self._trip("kill_switch", why or "kill switch")
-        self.reset("kill_switch")
+            return self._trip(KillSwitch.reason, why or "kill switch")
+        self.reset(KillSwitch.reason)
         return []
 
     # ------------------------------------------------------------------ order gate
@@ -260,13 +438,8 @@ class CircuitBreakers:
             return None
         if self.tripped:
             return next(iter(self.tripped))
-        cap = self.config.max_position_notional or max_notional
-        if abs(target_qty) * price > cap * (1.0 + 1e-9):
-            return "position_notional"
-        total = self.config.max_total_notional
-        if total is not None and other_notional + abs(target_qty) * price > total:
-            return "total_notional"
-        return None
+        order = OrderStep(abs(target_qty) * price, max_notional, other_notional)
+        return next((b.reason for b in self.breakers if b.blocks(order)), None)
 
     # ------------------------------------------------------------------ state
 
@@ -277,6 +450,16 @@ class CircuitBreakers:
             self.tripped.pop(r, None)
             self._cooldowns.pop(r, None)
 
+    def _fire(self, hook: Callable[[Breaker], Trip | None]) -> list[str]:
+        new: list[str] = []
+        for breaker in self.breakers:
+            trip = hook(breaker)
+            if trip is not None:
+                if trip.cooldown is not None:  # a trip while tripped restarts the cooldown
+                    self._cooldowns[breaker.reason] = trip.cooldown
+                new += self._trip(breaker.reason, trip.why)
+        return new
+
     def _trip(self, reason: str, why: str) -> list[str]:
         if reason in self.tripped:
             return []
@@ -284,27 +467,22 @@ class CircuitBreakers:
         return [reason]
 
     def state(self) -> dict:
-        return {
+        state: dict = {
             "tripped": dict(self.tripped),
             "cooldowns": dict(self._cooldowns),
-            "hwm": self.hwm,
             "day": self.day,
-            "day_start_pnl": self.day_start_pnl,
             "last_ts": self.last_ts,
             "interval_ns": self.interval_ns,
-            "consecutive_rejects": self.consecutive_rejects,
-            "var_ewm": self.var_ewm,
-            "n_returns": self.n_returns,
         }
+        for breaker in self.breakers:
+            state.update(breaker.state())
+        return state
 
     def restore(self, state: dict) -> None:
         self.tripped = {str(k): str(v) for k, v in state["tripped"].items()}
         self._cooldowns = {str(k): int(v) for k, v in state["cooldowns"].items()}
-        self.hwm = float(state["hwm"])
         self.day = int(state["day"])
-        self.day_start_pnl = float(state["day_start_pnl"])
         self.last_ts = int(state["last_ts"])
         self.interval_ns = int(state["interval_ns"])
-        self.consecutive_rejects = int(state["consecutive_rejects"])
-        self.var_ewm = float(state["var_ewm"])
-        self.n_returns = int(state["n_returns"])
+        for breaker in self.breakers:
+            breaker.restore(state)

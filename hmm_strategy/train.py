@@ -189,14 +189,14 @@ def load_frame(
     if start_ns is not None and end_ns is not None and start_ns > end_ns:
         raise ValueError(f"start {iso(start_ns)} is after end {iso(end_ns)}")
     if data is not None:
-        from backtests.data import load_bars
+        from marketdata.bars import load_bars
 
         frame = load_bars(data, fmt).frame.select(
             "ts_event", "open", "high", "low", "close", "volume"
         )
     else:
-        from backtests.catalog import load_catalog_bars
-        from backtests.run import ensure_catalog
+        from marketdata.catalog import load_catalog_bars
+        from marketdata.ingest import ensure_catalog
 
         if settings.backtest is None:
             raise ConfigError("the node config has no 'backtest' section (catalog); use --data")
@@ -221,14 +221,7 @@ def fit_model(
             f"{frame.height} bars give no feature row (the features need "
             f"{features.warmup_bars + 1} bars)"
         )
-    k: int | str = n_states or ("bic" if fit.select_states_by_bic else fit.n_states)
-    model = RegimeHMM(
-        n_states=k,
-        n_restarts=fit.n_restarts,
-        n_iter=fit.n_iter,
-        random_state=fit.seed,
-        sticky=fit.sticky,
-    )
+    model = fit.model(n_states)
     # One BLAS/OpenMP thread: on these small matrices threads only add synchronisation (KMeans
     # init was ~10x slower with 2 threads on a busy 2-core machine), and single-threaded
     # arithmetic is the same in every process, which keeps sweeps reproducible.
@@ -253,14 +246,7 @@ def fit_slow_model(frame: pl.DataFrame, slow: SlowLevel, fit: FitSettings) -> Re
 def model_digest(model: RegimeHMM) -> str:
     """Short sha256 of the fitted parameters (what the model computes), for version names."""
     h = hashlib.sha256()
-    for arr in (
-        model.startprob_,
-        model.transmat_,
-        model.means_,
-        model.covars_,
-        model.scaler_mean_,
-        model.scaler_std_,
-    ):
+    for arr in model.fitted_arrays():
         h.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
     return h.hexdigest()[:10]
 

@@ -4,7 +4,7 @@ Real BTCUSDT 15-minute bars (Binance, 2024) are corrupted the ways feeds break: 
 negative prices, high < low, negative volume, duplicate and out-of-order timestamps, gaps and
 absurd jumps (x100, /100). Three layers must cope:
 
-(a) ``backtests.data.validate_bars`` / ``load_bars``: every corrupted row is dropped, counted
+(a) ``marketdata.bars.validate_bars`` / ``load_bars``: every corrupted row is dropped, counted
     under its problem and listed; clean rows are kept untouched; the only exception is the
     documented ``ValueError`` when nothing usable is left.
 (b) ``RegimeEngine``: a bar with bad values raises ``ValueError`` and changes nothing, so a stream
@@ -38,14 +38,14 @@ from nautilus_trader.model.enums import AccountType, OmsType, OrderSide
 from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.model.objects import Money
 
-from backtests.catalog import bars_to_nautilus, instrument_for
-from backtests.data import PROBLEMS, load_bars, validate_bars
 from hmm_strategy.artifacts import save_model
 from hmm_strategy.engine import FitSettings, RegimeEngine
 from hmm_strategy.features import FeatureSpec, batch_features
 from hmm_strategy.model import RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.strategy import HMMRegimeStrategy, HMMRegimeStrategyConfig
+from marketdata.bars import PROBLEMS, load_bars, validate_bars
+from marketdata.catalog import bars_to_nautilus, instrument_for
 
 BTC_15M = "binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
 INTERVAL_NS = 15 * 60 * 1_000_000_000

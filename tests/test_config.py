@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
@@ -92,3 +93,83 @@ def test_overrides_layer_deeply(tmp_path: Path) -> None:
     settings = load_node_settings(DEFAULT_CONFIG, [path])
     assert settings.backtest.start == "2024-03-01"
     assert settings.backtest.catalog_path == "catalog"  # untouched keys survive the layering
+
+
+def test_risk_settings_reach_both_nodes_and_live_keeps_graceful_shutdown(tmp_path: Path) -> None:
+    """One conversion of ``risk:`` for the backtest and the live node; the live RiskEngine stops
+    the node on an exception in its queue like the data and execution engines do."""
+    from hmm_strategy.config import backtest_run_config, trading_node_config, venue_settings
+
+    settings = load_node_settings(DEFAULT_CONFIG)
+    live = trading_node_config(settings, venue_settings(settings, "replay"), tmp_path / "run")
+    backtest = backtest_run_config(settings, tmp_path / "bt")
+    for risk in (live.risk_engine, backtest.engine.risk_engine):
+        assert risk.bypass == settings.risk.bypass
+        assert risk.max_order_submit_rate == settings.risk.max_order_submit_rate
+        assert risk.max_order_modify_rate == settings.risk.max_order_modify_rate
+        assert risk.max_notional_per_order == settings.risk.max_notional_per_order
+    assert live.risk_engine.graceful_shutdown_on_exception is True
+    assert live.data_engine.graceful_shutdown_on_exception is True
+    assert live.exec_engine.graceful_shutdown_on_exception is True
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "expected"),
+    [
+        ("metrics", {"venue": "BINANCE", "stale_after_secs": 0}, "stale_after_secs must be > 0"),
+        ("metrics", {"venue": "bad venue{}"}, "venue must match"),
+        ("kill_switch", {"poll_secs": 0}, "poll_secs must be > 0"),
+    ],
+)
+def test_actor_configs_are_validated_when_the_config_loads(
+    tmp_path: Path, name: str, config: dict, expected: str
+) -> None:
+    override = write(tmp_path, {"actors": [{"name": name, "config": config}]})
+    with pytest.raises(ConfigError, match=rf"actors\[\d+\]\.config: {expected}"):
+        load_node_settings(DEFAULT_CONFIG, [override])
+
+
+TRAIN_YAML = DEFAULT_CONFIG.parent / "train.yaml"
+
+
+def _trainer(settings) -> dict:
+    (spec,) = [a for a in settings.actors if a.name == "online_trainer"]
+    return spec.config
+
+
+def test_the_trainer_takes_its_strategys_settings_by_name() -> None:
+    from actors.online_trainer import OnlineTrainerConfig
+    from hmm_strategy.train import strategy_target
+
+    settings = load_node_settings(DEFAULT_CONFIG, [TRAIN_YAML])
+    cfg = OnlineTrainerConfig.parse(msgspec.json.encode(_trainer(settings)))
+    target = strategy_target(settings, "hmm_btc")
+    assert (cfg.strategy_id, cfg.instrument_id, cfg.bar_type) == (
+        target.strategy_id,
+        target.instrument_id,
+        target.bar_type,
+    )
+    assert (cfg.features, cfg.fit, cfg.policy) == (target.features, target.fit, target.policy)
+
+
+def test_a_strategy_setting_changed_in_one_place_reaches_the_trainer(tmp_path: Path) -> None:
+    changed = write(
+        tmp_path, {"strategies": [{"name": "hmm_btc", "config": {"features": {"vol_window": 30}}}]}
+    )
+    settings = load_node_settings(DEFAULT_CONFIG, [TRAIN_YAML, changed])
+    assert _trainer(settings)["features"]["vol_window"] == 30
+
+
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [
+        ({"features": {"vol_window": 30}}, r"config\.features differs from strategy 'hmm_btc'"),
+        ({"strategy": "nope"}, r"config\.strategy: no strategy named 'nope'"),
+    ],
+)
+def test_a_trainer_that_disagrees_with_its_strategy_fails_the_load(
+    tmp_path: Path, trainer: dict, expected: str
+) -> None:
+    override = write(tmp_path, {"actors": [{"name": "online_trainer", "config": trainer}]})
+    with pytest.raises(ConfigError, match=expected):
+        load_node_settings(DEFAULT_CONFIG, [TRAIN_YAML, override])

@@ -14,20 +14,20 @@ import polars as pl
 import pytest
 from nautilus_trader.model.data import BarType
 
-from backtests import ingest
-from backtests.catalog import (
-    bars_to_nautilus,
-    instrument_for,
-    load_catalog_bars,
-    write_catalog,
-)
-from backtests.data import (
+from marketdata import ingest
+from marketdata.bars import (
     NS_PER_MINUTE,
     PROBLEMS,
     detect_format,
     load_bars,
     parse_interval,
     validate_bars,
+)
+from marketdata.catalog import (
+    bars_to_nautilus,
+    instrument_for,
+    load_catalog_bars,
+    write_catalog,
 )
 
 UTC = ZoneInfo("UTC")
@@ -290,7 +290,7 @@ BAD_ROWS = {
 def test_bad_rows_are_counted_dropped_and_listed(tmp_path, caplog):
     path = tmp_path / "bad.csv"
     path.write_text(BAD_CSV)
-    with caplog.at_level(logging.WARNING, logger="backtests.data"):
+    with caplog.at_level(logging.WARNING, logger="marketdata.bars"):
         result = load_bars(path, max_examples=5)
     report = result.report
 

@@ -10,12 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from backtests.data import load_bars
 from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import BarAggregator, FeatureSpec, aggregate_bars, feature_matrix
 from hmm_strategy.model import RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.synthetic import generate_two_level_bars
+from marketdata.bars import load_bars
 
 OHLCV = ["open", "high", "low", "close", "volume"]
 BTC_15M = "binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"

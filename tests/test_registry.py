@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TRADER = "HMM-001"
 
 
-def _record(r: Registry, i: int, sid: str = "S-001") -> reg.Decision | None:
+def _record(r: Registry, i: int, sid: str = "S-001") -> reg.GovernanceDecision | None:
     return r.record(
         f"{sid}@{i}:policy",
         1_700_000_000_000_000_000 + i * 900_000_000_000,

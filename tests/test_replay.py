@@ -295,9 +295,9 @@ def test_csv_source_goes_through_backtests_loader(monkeypatch, tmp_path):
         calls.append((path, fmt))
         return types.SimpleNamespace(frame=random_walk(25, 1))
 
-    stub = types.ModuleType("backtests.data")
+    stub = types.ModuleType("marketdata.bars")
     stub.load_bars = load_bars
-    monkeypatch.setitem(sys.modules, "backtests.data", stub)
+    monkeypatch.setitem(sys.modules, "marketdata.bars", stub)
     csv = tmp_path / "bars.csv"
     csv.write_text("stub\n")
     node = _node(_settings(source="csv", path=str(csv), format="binance_klines"), "csv-build")

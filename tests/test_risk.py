@@ -225,14 +225,14 @@ def replay_gaps(ts: list[int], calendar: str) -> tuple[list[int], list[tuple[int
 
 @pytest.fixture(scope="module")
 def spy_hourly(data_dir: Path) -> list[int]:
-    from backtests.data import load_bars
+    from marketdata.bars import load_bars
 
     return load_bars(data_dir / SPY_HOURLY).frame["ts_event"].to_list()
 
 
 @pytest.fixture(scope="module")
 def eurusd_hourly(data_dir: Path) -> list[int]:
-    from backtests.data import load_bars
+    from marketdata.bars import load_bars
 
     return load_bars(data_dir / EURUSD_HOURLY).frame["ts_event"].to_list()
 

@@ -29,8 +29,6 @@ from nautilus_trader.model.identifiers import Venue
 from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.trading.strategy import Strategy
 
-from backtests.catalog import bars_to_nautilus, instrument_for
-from backtests.data import load_bars
 from backtests.scaling import (
     ContingentOrderError,
     LinearPortfolioAnalyzer,
@@ -39,6 +37,8 @@ from backtests.scaling import (
     pending_records,
 )
 from bench.backtest import make_engine
+from marketdata.bars import load_bars
+from marketdata.catalog import bars_to_nautilus, instrument_for
 
 REPO = Path(__file__).resolve().parents[1]
 INSTRUMENT_ID = "BTCUSDT.BINANCE"

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import yaml
 
-from backtests.data import load_bars
 from hmm_strategy.artifacts import load_model
 from hmm_strategy.config import DEFAULT_CONFIG, NodeSettings, load_node_settings
 from hmm_strategy.train import load_frame, main, strategy_target, to_ns
+from marketdata.bars import load_bars
 
 BTC_FILE = "binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
 BAR_TYPE = "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL"

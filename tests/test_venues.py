@@ -53,7 +53,7 @@ ALL_ENV = [
 
 
 def random_walk(n_bars: int, seed: int):
-    """Tiny bar generator for replay builds (the lead's generator may not exist yet)."""
+    """Tiny bar generator for replay builds (a random walk, independent of the synthetic HMM)."""
     import numpy as np
     import polars as pl
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -372,6 +372,33 @@ def _ib(settings: VenueSettings, ids: list[str]) -> VenueClients:
     )
 
 
+def ib_factories() -> tuple[DataFactory, ExecFactory]:
+    from nautilus_trader.adapters.interactive_brokers.factories import (
+        InteractiveBrokersLiveDataClientFactory,
+        InteractiveBrokersLiveExecClientFactory,
+    )
+
+    return InteractiveBrokersLiveDataClientFactory, InteractiveBrokersLiveExecClientFactory
+
+
+@dataclass(frozen=True)
+class VenueKind:
+    """How one adapter kind is built: its clients, its factories and the name they go under."""
+
+    clients: Callable[[VenueSettings, list[str]], VenueClients]
+    factories: Callable[[], tuple[DataFactory, ExecFactory]]
+    factory_name: Callable[[VenueSettings], str]
+
+
+# One entry per adapter kind (``replay`` is the offline feed, built apart: it replays bar types).
+VENUE_KINDS: dict[str, VenueKind] = {
+    "binance_spot": VenueKind(_binance, binance_factories, lambda s: s.venue or ""),
+    "binance_futures": VenueKind(_binance, binance_factories, lambda s: s.venue or ""),
+    "bybit_linear": VenueKind(_bybit, bybit_factories, lambda s: "BYBIT"),
+    "ib": VenueKind(_ib, ib_factories, lambda s: IB),
+}
+
+
 def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> VenueClients:
     replay = settings.replay
     faults = replay.faults
@@ -384,19 +411,12 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         )
     if not bar_types:
         raise VenueConfigError("replay needs a bar type (bar_types or replay.bar_type)")
+    # the client config mirrors the settings field by field, by name
+    mirrored = set(ReplayDataClientConfig.__struct_fields__) & set(replay.__struct_fields__)
     data = ReplayDataClientConfig(
         instrument_ids=tuple(ids),
         bar_types=tuple(bar_types),
-        source=replay.source,
-        path=replay.path,
-        fmt=replay.format,
-        generator=replay.generator,
-        seed=replay.seed,
-        n_bars=replay.n_bars,
-        max_bars=replay.max_bars,
-        speed=replay.speed,
-        start_delay_secs=replay.start_delay_secs,
-        trade_ticks=replay.trade_ticks,
+        **{name: getattr(replay, name) for name in mirrored},
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
     )
     exec_clients = _sandboxes(settings, ids)
@@ -437,14 +457,10 @@ def build_venue_clients(
     ids, bts = _parse_ids(instrument_ids, bar_types)
     _check_venues(settings, ids)
     require_secrets(settings)
-    if settings.kind in ("binance_spot", "binance_futures"):
-        clients = _binance(settings, ids)
-    elif settings.kind == "bybit_linear":
-        clients = _bybit(settings, ids)
-    elif settings.kind == "ib":
-        clients = _ib(settings, ids)
-    else:
+    kind = VENUE_KINDS.get(settings.kind)
+    if kind is None:  # the offline replay feed: bars, not an adapter
         return _replay(settings, ids, bts)
+    clients = kind.clients(settings, ids)
     if settings.mode == "paper":
         actor = paper_price_feed_actor(ids, settings.paper_price_feed, settings.venue or "IB")
         clients = VenueClients(
@@ -575,23 +591,13 @@ def venue_factories(
     """The client factories the settings need (same names as the built client configs)."""
     entries: list[FactoryEntry] = []
     for s in _as_list(settings):
-        if s.kind in ("binance_spot", "binance_futures"):
-            data_factory, exec_factory = binance_factories()
-            exe = exec_factory if s.mode == "live" else None
-            entries.append((s.venue or "", data_factory, exe))
-        elif s.kind == "bybit_linear":
-            data_factory, exec_factory = bybit_factories()
-            entries.append(("BYBIT", data_factory, exec_factory if s.mode == "live" else None))
-        elif s.kind == "ib":
-            from nautilus_trader.adapters.interactive_brokers.factories import (
-                InteractiveBrokersLiveDataClientFactory,
-                InteractiveBrokersLiveExecClientFactory,
-            )
-
-            exe = InteractiveBrokersLiveExecClientFactory if s.mode == "live" else None
-            entries.append((IB, InteractiveBrokersLiveDataClientFactory, exe))
-        else:
+        kind = VENUE_KINDS.get(s.kind)
+        if kind is None:
             entries.append((REPLAY_CLIENT_NAME, ReplayLiveDataClientFactory, None))
+        else:
+            data_factory, exec_factory = kind.factories()
+            exe = exec_factory if s.mode == "live" else None
+            entries.append((kind.factory_name(s), data_factory, exe))
         if s.mode == "paper":
             entries.append((SANDBOX, None, _sandbox_factory(s)))
     return _merge_factories(entries)

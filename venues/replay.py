@@ -1,7 +1,7 @@
 """Offline replay feed: a NautilusTrader live data client that replays historical bars.
 
 With it a whole ``TradingNode`` (strategies, actors, risk engine, sandbox execution) runs with
-no network. Bars come from a synthetic generator, a CSV (``backtests.data.load_bars``) or a
+no network. Bars come from a synthetic generator, a CSV (``marketdata.bars.load_bars``) or a
 ``ParquetDataCatalog`` and are published at ``speed`` bars per second (0 = as fast as possible).
 
 Design notes (verified against nautilus_trader 1.231.0):
@@ -104,7 +104,7 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     bar_types: tuple[str, ...] = ()
     source: str = "synthetic"
     path: str | None = None
-    fmt: str | None = None
+    format: str | None = None
     generator: str = "hmm_strategy.synthetic:generate_regime_bars"
     seed: int = 7
     n_bars: int = 2_000
@@ -157,24 +157,22 @@ def test_kit_instrument(instrument_id: str) -> Instrument:
 
         return TIP.default_fx_ccy(symbol, iid.venue)
     raise VenueConfigError(
-        f"no instrument definition for {instrument_id}: backtests.catalog.instrument_for does "
+        f"no instrument definition for {instrument_id}: marketdata.catalog.instrument_for does "
         f"not know it and the test kit has none (known: {sorted(templates)}, FX 'AAA/BBB.VENUE')",
     )
 
 
 def resolve_instrument(instrument_id: str) -> Instrument:
-    """Instrument definition: ``backtests.catalog.instrument_for`` first, else the test kit."""
-    try:
-        from backtests.catalog import instrument_for  # written alongside; may not exist yet
-    except ImportError:
-        return test_kit_instrument(instrument_id)
+    """Instrument definition: ``marketdata.catalog.instrument_for`` first, else the test kit."""
+    from marketdata.catalog import instrument_for
+
     try:
         instrument = instrument_for(instrument_id)
     except Exception:  # unknown to the catalog helper: fall back to the test kit
         return test_kit_instrument(instrument_id)
     if not isinstance(instrument, Instrument):
         raise VenueConfigError(
-            f"backtests.catalog.instrument_for({instrument_id!r}) returned "
+            f"marketdata.catalog.instrument_for({instrument_id!r}) returned "
             f"{type(instrument).__name__}, not an Instrument",
         )
     if instrument.id.value != instrument_id:
@@ -283,9 +281,9 @@ def _load_frame_bars(
         path = Path(config.path or "")
         if not path.is_file():
             raise VenueConfigError(f"replay CSV not found: {path}")
-        from backtests.data import load_bars  # written alongside; imported only when used
+        from marketdata.bars import load_bars  # imported when used: polars only for CSV replays
 
-        frame = load_bars(path, fmt=config.fmt).frame
+        frame = load_bars(path, fmt=config.format).frame
         series[bar_types[0]] = frame_to_bars(
             frame, bar_types[0], instruments[bar_types[0].instrument_id]
         )

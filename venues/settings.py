@@ -152,7 +152,7 @@ class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``source``: ``synthetic`` calls ``generator`` (``"module:function"``, called as
     ``fn(n_bars=..., seed=...)`` and returning a polars frame with ``ts_event`` (bar close, ns),
-    open, high, low, close, volume); ``csv`` reads ``path`` with ``backtests.data.load_bars``
+    open, high, low, close, volume); ``csv`` reads ``path`` with ``marketdata.bars.load_bars``
     (``format`` is passed as ``fmt``); ``catalog`` reads the bar type from the ParquetDataCatalog
     at ``path``. ``bar_type`` names the replayed bar type when the caller passes none.
     ``speed`` is bars per second (0 = as fast as the event loop allows; every bar still waits

@@ -18,7 +18,7 @@ from nautilus_trader.model.instruments import CryptoPerpetual, CurrencyPair, Ins
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 from nautilus_trader.test_kit.providers import TestInstrumentProvider as TIP
 
-from backtests.data import BAR_COLUMNS, PRICE_COLUMNS
+from marketdata.bars import BAR_COLUMNS, PRICE_COLUMNS
 
 
 def _bybit_spot_btcusdt() -> CurrencyPair:

@@ -1,0 +1,54 @@
+"""The operator's request folder, written once for every actor that takes requests.
+
+A CLI drops one JSON file per request (atomically, so a poller never reads half a file), named
+by creation time so a sorted listing is oldest first; the actor reads the pending ones at its
+next poll and moves each into ``applied/`` or ``rejected/``. The model lifecycle (promote,
+reject, rollback) and governance overrides (pause, throttle, ...) both use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from hmm_strategy.atomic import atomic_write
+
+
+class Request(Protocol):
+    id: str
+    created_utc: str
+
+
+def submit(directory: str | os.PathLike[str], request: Request) -> Path:
+    """Write the request file atomically; its name sorts by creation time."""
+    stamp = request.created_utc.replace(":", "").replace("-", "") or "0"
+    path = Path(directory) / f"{stamp}-{request.id}.json"
+    atomic_write(path, msgspec.json.encode(request))
+    return path
+
+
+def pending[R: msgspec.Struct](
+    directory: str | os.PathLike[str], kind: type[R]
+) -> list[tuple[Path, R | Exception]]:
+    """Request files waiting in ``directory``, oldest first; an invalid one as its exception."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    out: list[tuple[Path, R | Exception]] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            out.append((path, msgspec.json.decode(path.read_bytes(), type=kind)))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            out.append((path, exc))
+    return out
+
+
+def archive(path: Path, applied: bool) -> Path:
+    """Move a handled request into ``applied/`` or ``rejected/`` beside it."""
+    target = path.parent / ("applied" if applied else "rejected") / path.name
+    target.parent.mkdir(exist_ok=True)
+    os.replace(path, target)
+    return target

@@ -1,0 +1,119 @@
+"""The layout as a test: the regime core is a ground floor with no arrows up.
+
+The core (features, model, filter, policy, engine, artifacts and the small pure helpers they use)
+must not import the node wiring (``actors``, ``venues``, ``backtests``, ``marketdata``, ``bench``
+or ``hmm_strategy``'s CLIs, config and strategy), so benchmarks, tests and the online trainer
+can drive it without a node; and no core module reaches into another one's private names.
+Parsed with ``ast``, so an import inside a function counts as much as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CORE = (
+    "features",
+    "model",
+    "filter",
+    "policy",
+    "engine",
+    "artifacts",
+    "atomic",
+    "checkpoint",
+    "sessions",
+    "risk",
+    "messages",
+    "synthetic",
+    "flags",
+)
+WIRING = ("cli", "config", "live", "promote", "train", "strategy", "persistence")
+FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench")
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def _imported_modules(tree: ast.Module) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(line, module, imported names) of every import statement, nested ones included."""
+    found: list[tuple[int, str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = tuple(alias.name for alias in node.names)
+            found.append((node.lineno, node.module, names))
+            # ``from hmm_strategy import cli`` imports the module hmm_strategy.cli
+            found.extend((node.lineno, f"{node.module}.{n}", ()) for n in names)
+    return found
+
+
+def _forbidden(module: str) -> bool:
+    top = module.split(".")[0]
+    if top in FORBIDDEN_PACKAGES:
+        return True
+    return any(module == f"hmm_strategy.{w}" for w in WIRING)
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_core_imports_no_wiring(name: str) -> None:
+    path = ROOT / "hmm_strategy" / f"{name}.py"
+    bad = [
+        f"{path.name}:{line} imports {module}"
+        for line, module, _ in _imported_modules(_tree(path))
+        if _forbidden(module)
+    ]
+    assert not bad, "the core must not import the wiring:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_core_uses_no_private_names_of_other_modules(name: str) -> None:
+    path = ROOT / "hmm_strategy" / f"{name}.py"
+    tree = _tree(path)
+    bad = [
+        f"{path.name}:{line} imports {n} from {module}"
+        for line, module, names in _imported_modules(tree)
+        for n in names
+        if module.startswith("hmm_strategy") and n.startswith("_") and not n.startswith("__")
+    ]
+    # A private attribute this module defines (assigns, or a method it declares) is its own.
+    own = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+    } | {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.attr not in own
+        ):
+            bad.append(f"{path.name}:{node.lineno} reads {ast.unparse(node)}")
+    assert not bad, "a core module reaches into another's private names:\n" + "\n".join(bad)
+
+
+def test_every_core_module_is_listed() -> None:
+    """A new hmm_strategy module is either core or wiring, decided here, not by accident."""
+    modules = {p.stem for p in (ROOT / "hmm_strategy").glob("*.py")} - {"__init__"}
+    assert modules == set(CORE) | set(WIRING)
+
+
+def test_venues_load_bars_through_marketdata() -> None:
+    """The replay feed reads bars where backtests and training do, not from the backtest package."""
+    bad = [
+        f"{path.name}:{line} imports {module}"
+        for path in sorted((ROOT / "venues").glob("*.py"))
+        for line, module, _ in _imported_modules(_tree(path))
+        if module.split(".")[0] == "backtests"
+    ]
+    assert not bad, "\n".join(bad)
