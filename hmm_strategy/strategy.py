@@ -144,6 +144,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self.scale = 1.0
         self.paused = False
         self.skipped_bars = 0
+        self.skip_warnings = 0  # "Skipped bar" lines logged (rate-limited)
         self.checkpoint_failed = False  # the last checkpoint write failed (state not saved)
         self._checkpoint_failures = 0
         self._last_plan: tuple[float, float] | None = None
@@ -227,6 +228,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
             n = self.engine.rejected_bars
             if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: a flood of bad bars cannot flood the log
                 self.log.warning(f"Skipped bar {bar}: {exc} ({n} skipped so far)")
+                self.skip_warnings += 1
             return
         previous, self._last_bar_ts = self._last_bar_ts, ts
         breakers = self.breakers
