@@ -36,8 +36,7 @@ def override(tmp: Path) -> Path:
         "actors": [
             {
                 "name": "online_trainer",
-                "config": {
-                    "fit": FIT,
+                "config": {  # fit settings come from the strategy (hmm_btc)
                     "model_dir": str(tmp / "models"),
                     "fit_mode": "process",
                     "poll_interval_secs": 0.2,
