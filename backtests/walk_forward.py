@@ -330,6 +330,7 @@ def run_fold(
         "buy_hold_return_pct": comparison.get("buy_and_hold", {}).get("total_return_pct"),
         "ema_cross_return_pct": comparison.get("ema_cross", {}).get("total_return_pct"),
         "comparison": comparison,
+        "baseline_notional": stats.get("baseline_notional"),
         "interval_ns": int(interval),
         "capital": capital,
         "currency": currency,
@@ -587,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print((out / "folds.md").read_text())
     print(f"out-of-sample, {summary['folds']} folds stitched:")
-    print(comparison_table(summary["comparison"]))
+    results = summary.get("fold_results") or [{}]
+    print(comparison_table(summary["comparison"], results[0].get("baseline_notional")))
     print(f"reports in {out}/ (folds.csv, folds.md, equity.csv, summary.json, walk_forward.html)")
     return 0
 
