@@ -51,12 +51,14 @@ from backtests.walk_forward import (
     Fold,
     WalkForwardSpec,
     _warmup_bars,
+    add_walk_forward_arguments,
     make_folds,
     markdown_table,
     run_fold,
     stitch,
     summarize,
     train_fold,
+    walk_forward_spec,
 )
 from hmm_strategy import cli
 from hmm_strategy.config import (
@@ -456,12 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--grid-file", help="YAML mapping of dotted keys to lists of values")
     parser.add_argument("--rank-by", default="sharpe", choices=METRICS)
-    parser.add_argument("--train", default="60d")
-    parser.add_argument("--test", default="14d")
-    parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))
-    parser.add_argument("--start", type=cli.iso_time)
-    parser.add_argument("--end", type=cli.iso_time)
-    parser.add_argument("--max-folds", type=cli.positive_int)
+    add_walk_forward_arguments(parser)
     parser.add_argument(
         "--workers",
         type=cli.positive_int,
@@ -480,15 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             grid.update(loaded)
         grid.update(dict(args.grid))
         spec = SweepSpec(grid=grid, rank_by=args.rank_by)
-        wf = WalkForwardSpec(
-            train=args.train,
-            test=args.test,
-            mode=args.mode,
-            start=args.start,
-            end=args.end,
-            max_folds=args.max_folds,
-        )
-        cli.check_time_order(args.start, args.end)
+        wf = walk_forward_spec(args)
         settings = load_node_settings(args.config, args.override)
         check_grid(settings, args.strategy, spec.grid)
         out = cli.ensure_writable_dir(

@@ -543,6 +543,29 @@ def _warmup_bars(
     return msgspec.convert(merged.get("features", {}), FeatureSpec).warmup_bars
 
 
+def add_walk_forward_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fold layout flags, shared by ``backtests.walk_forward`` and ``backtests.sweep``."""
+    parser.add_argument("--train", default="60d", help="train window length (default 60d)")
+    parser.add_argument("--test", default="14d", help="test window length (default 14d)")
+    parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))
+    parser.add_argument("--start", type=cli.iso_time, help="first bar considered (ISO, UTC)")
+    parser.add_argument("--end", type=cli.iso_time, help="last bar close considered (ISO, UTC)")
+    parser.add_argument("--max-folds", type=cli.positive_int)
+
+
+def walk_forward_spec(args: argparse.Namespace) -> WalkForwardSpec:
+    """The fold layout from ``add_walk_forward_arguments``' flags (time order checked)."""
+    cli.check_time_order(args.start, args.end)
+    return WalkForwardSpec(
+        train=args.train,
+        test=args.test,
+        mode=args.mode,
+        start=args.start,
+        end=args.end,
+        max_folds=args.max_folds,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(
         prog="python -m backtests.walk_forward",
@@ -550,25 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(parser)
-    parser.add_argument("--train", default="60d", help="train window length (default 60d)")
-    parser.add_argument("--test", default="14d", help="test window length (default 14d)")
-    parser.add_argument("--mode", default="rolling", choices=("rolling", "expanding"))
-    parser.add_argument("--start", type=cli.iso_time, help="first bar considered (ISO, UTC)")
-    parser.add_argument("--end", type=cli.iso_time, help="last bar close considered (ISO, UTC)")
-    parser.add_argument("--max-folds", type=cli.positive_int)
+    add_walk_forward_arguments(parser)
     parser.add_argument("--out", help="output folder (default: <output_dir>/walk_forward)")
     args = parser.parse_args(argv)
     try:
-        cli.check_time_order(args.start, args.end)
+        spec = walk_forward_spec(args)
         settings = load_node_settings(args.config, args.override)
-        spec = WalkForwardSpec(
-            train=args.train,
-            test=args.test,
-            mode=args.mode,
-            start=args.start,
-            end=args.end,
-            max_folds=args.max_folds,
-        )
         out = cli.ensure_writable_dir(
             args.out or Path(settings.backtest.output_dir) / "walk_forward", "--out"
         )
