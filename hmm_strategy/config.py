@@ -453,6 +453,13 @@ def _positive_number(environ: dict[str, str], key: str) -> float:
     return value
 
 
+def strategy_id_of(spec: ComponentSpec, config: Any) -> str:
+    """The id NautilusTrader gives the strategy ``spec`` with its parsed ``config``:
+    ``<strategy_id or class name>-<order_id_tag>``."""
+    name = config.strategy_id or spec.path.rsplit(":", 1)[-1]
+    return f"{name}-{config.order_id_tag}"
+
+
 def traded_instruments(settings: NodeSettings) -> tuple[list[str], list[str]]:
     """Instrument ids and bar types the strategies trade (for the venue clients)."""
     ids = sorted({str(s.config["instrument_id"]) for s in settings.strategies})

@@ -28,6 +28,7 @@ from hmm_strategy.config import (
     add_config_arguments,
     apply_env_overrides,
     load_node_settings,
+    strategy_id_of,
     traded_instruments,
     trading_node_config,
     venue_settings,
@@ -160,7 +161,7 @@ def strategy_checkpoints(settings: NodeSettings) -> list[tuple[str, Path]]:
         directory = getattr(config, "checkpoint_dir", None)
         if not directory:
             continue
-        sid = str(config.strategy_id or f"{spec.path.rsplit(':', 1)[1]}-{config.order_id_tag}")
+        sid = strategy_id_of(spec, config)
         out.append((sid, checkpoint_path(directory, settings.trader_id, sid)))
     return out
 

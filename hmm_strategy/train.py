@@ -44,13 +44,14 @@ from hmm_strategy.config import (
     NodeSettings,
     add_config_arguments,
     load_node_settings,
+    strategy_id_of,
 )
 from hmm_strategy.engine import FitSettings, SlowLevel
 from hmm_strategy.features import FeatureSpec, aggregate_bars, batch_features, feature_matrix
-from hmm_strategy.model import RegimeHMM
+from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 
-DEFAULT_BIC_GRID: tuple[int, ...] = (2, 3, 4, 5)
+DEFAULT_BIC_GRID = BIC_STATES_GRID  # the report compares the K that BIC selection tries
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -95,8 +96,7 @@ def strategy_target(
     found: list[tuple[int, ComponentSpec, Any, str]] = []
     for i, spec in enumerate(settings.strategies):
         cfg = _parse_strategy(spec)
-        cls_name = spec.path.rsplit(":", 1)[-1]
-        sid = f"{cfg.strategy_id or cls_name}-{cfg.order_id_tag}"
+        sid = strategy_id_of(spec, cfg)
         missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
         if name is not None and name in (spec.name, sid) and missing:
             raise ConfigError(

@@ -376,6 +376,18 @@ def test_state_of_another_data_source_is_refused_and_fresh_sets_it_aside(tmp_pat
     assert len(list(path.parent.glob(f"old-*/{path.name}"))) == 1
 
 
+def test_the_state_check_looks_at_the_file_the_strategy_writes(tmp_path: Path) -> None:
+    """With ``strategy_id`` set, NautilusTrader names the strategy ``<strategy_id>-<tag>``: the
+    start-up check must read that strategy's checkpoint, not another name's."""
+    from hmm_strategy.live import strategy_checkpoints
+
+    override = write_override(tmp_path, strategy={"strategy_id": "Alpha-X"})
+    settings = load_node_settings(DEFAULT_CONFIG, [override])
+    ((sid, path),) = strategy_checkpoints(settings)
+    assert sid == "Alpha-X-001"
+    assert path == checkpoint_path(tmp_path / "state", settings.trader_id, "Alpha-X-001")
+
+
 def test_fresh_moves_every_saved_state_aside_but_keeps_the_kill_switch(tmp_path: Path) -> None:
     """The governance registry is keyed to the data source like the checkpoints: a state folder
     of other data is refused as a whole; --fresh moves it aside, the kill switch file stays."""
