@@ -76,8 +76,7 @@ class KillSwitchActor(Actor):
         )
         self.on_poll(None)
         if not self.halted:  # "off" is state, not an event: kept in the cache, not broadcast
-            off = KillSwitch(ts_event=self.clock.timestamp_ns(), halted=False, reason="off")
-            self.cache.add(KILL_SWITCH_CACHE_KEY, msgspec.json.encode(off))
+            self._record(False, "off", flatten=False)
 
     def on_poll(self, _event) -> None:
         path = Path(self.config.path)
@@ -94,15 +93,19 @@ class KillSwitchActor(Actor):
             self._broadcast(False, f"{path} removed", flatten=False)
 
     def _broadcast(self, halted: bool, reason: str, flatten: bool) -> None:
-        self.halted = halted
         (self.log.warning if halted else self.log.info)(
             f"Kill switch {'ON' if halted else 'off'}: {reason}"
         )
+        self.msgbus.publish(KILL_SWITCH_TOPIC, self._record(halted, reason, flatten))
+
+    def _record(self, halted: bool, reason: str, flatten: bool) -> KillSwitch:
+        """The switch's current state, kept in the cache for strategies that start later."""
+        self.halted = halted
         switch = KillSwitch(
             ts_event=self.clock.timestamp_ns(), halted=halted, reason=reason, flatten=flatten
         )
-        self.cache.add(KILL_SWITCH_CACHE_KEY, msgspec.json.encode(switch))  # before publishing
-        self.msgbus.publish(KILL_SWITCH_TOPIC, switch)
+        self.cache.add(KILL_SWITCH_CACHE_KEY, msgspec.json.encode(switch))
+        return switch
 
     def on_stop(self) -> None:
         if POLL_TIMER in self.clock.timer_names:

@@ -119,16 +119,17 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
                 f"{len(self.features.names)} features), was {self.fit.warmup_bars}"
             )
         if self.model_path is not None:  # a bad artifact fails when the config loads
-            expected = Expected.strategy(
-                self.features, self.instrument_id, self.bar_type, self.slow
-            )
             try:
-                load_model(self.model_path, expected=expected)
+                load_model(self.model_path, expected=self.expected_model())
             except ValueError as exc:  # same type, the key named
                 raise type(exc)(f"model_path: {exc}") from None
         for name in ("notional", "max_notional", "checkpoint_interval_secs"):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise ValueError(f"{name} must be > 0, was {getattr(self, name)}")
+
+    def expected_model(self) -> Expected:
+        """What a model artifact must have been made for to drive this strategy."""
+        return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
 
 class HMMRegimeStrategy(StrategyPersistence, Strategy):
@@ -423,8 +424,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
 
     def expected_model(self) -> Expected:
         """What a model artifact must have been made for to drive this strategy."""
-        cfg = self.config
-        return Expected.strategy(cfg.features, cfg.instrument_id, cfg.bar_type, cfg.slow)
+        return self.config.expected_model()
 
     def _new_engine(self) -> RegimeEngine:
         cfg = self.config
