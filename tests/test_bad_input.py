@@ -418,8 +418,9 @@ def clean_bars(window) -> list[Bar]:
     return bars_to_nautilus(segment, BAR_TYPE, instrument_for(INSTRUMENT_ID))
 
 
-def run_strategy(bars: list[Bar], model_path: Path) -> tuple[HMMRegimeStrategy, list]:
-    """The real strategy over ``bars`` in a low-level BacktestEngine; returns it and its orders."""
+def run_strategy(bars: list[Bar], model_path: Path | None) -> tuple[HMMRegimeStrategy, list]:
+    """The real strategy over ``bars`` in a low-level BacktestEngine; returns it and its orders
+    (``model_path`` None: it fits in-run)."""
     engine = BacktestEngine(
         BacktestEngineConfig(trader_id="BADINPUT-001", logging=LoggingConfig(log_level="ERROR"))
     )
@@ -434,7 +435,7 @@ def run_strategy(bars: list[Bar], model_path: Path) -> tuple[HMMRegimeStrategy, 
             HMMRegimeStrategyConfig(
                 instrument_id=instrument_for(INSTRUMENT_ID).id,
                 bar_type=BarType.from_str(BAR_TYPE),
-                model_path=str(model_path),
+                model_path=None if model_path is None else str(model_path),
                 # loose guardrails: many trades, so a bad bar has many chances to cause one
                 policy=PolicyConfig(min_confidence=0.5, min_hold_bars=1, cooldown_bars=1),
                 checkpoint_dir=None,

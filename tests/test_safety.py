@@ -503,41 +503,17 @@ def test_the_env_example_as_documented_leaves_the_defaults_alone(monkeypatch) ->
 def test_a_flood_of_unusable_bars_cannot_flood_the_log(monkeypatch) -> None:
     """Every bar the engine rejects is counted and never traded on; the warning is logged at
     the 1st, 2nd, 4th, 8th, ... (the issue saw 114k lines, 65 MB of log in a minute)."""
-    from nautilus_trader.backtest.engine import BacktestEngine
-    from nautilus_trader.config import BacktestEngineConfig, LoggingConfig
-    from nautilus_trader.model.currencies import USDT
-    from nautilus_trader.model.enums import AccountType, OmsType
-    from nautilus_trader.model.identifiers import Venue
-    from nautilus_trader.model.objects import Money
-
     from hmm_strategy.engine import RegimeEngine
-    from hmm_strategy.strategy import HMMRegimeStrategy
     from hmm_strategy.synthetic import generate_regime_bars
     from marketdata.catalog import bars_to_nautilus, instrument_for
+    from tests.test_bad_input import BAR_TYPE, INSTRUMENT_ID, run_strategy
 
     def unusable(self, *bar) -> None:
         raise ValueError("volume must be finite and >= 0, got nan")
 
     monkeypatch.setattr(RegimeEngine, "update", unusable)
-    instrument = instrument_for("BTCUSDT.BINANCE")
-    bar_type = "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL"
-    bars = bars_to_nautilus(generate_regime_bars(3_000, seed=1), bar_type, instrument)
-    engine = BacktestEngine(
-        BacktestEngineConfig(trader_id="FLOOD-001", logging=LoggingConfig(log_level="ERROR"))
-    )
-    try:
-        engine.add_venue(
-            venue=Venue("BINANCE"), oms_type=OmsType.NETTING, account_type=AccountType.MARGIN,
-            starting_balances=[Money(1_000_000, USDT)], base_currency=None,
-        )  # fmt: skip
-        engine.add_instrument(instrument)
-        engine.add_data(bars)
-        strategy = _strategy(checkpoint_dir=None)
-        assert isinstance(strategy, HMMRegimeStrategy) and str(strategy.config.bar_type) == bar_type
-        engine.add_strategy(strategy)
-        engine.run()
-        assert strategy.engine.rejected_bars == 3_000
-        assert not list(engine.cache.orders())
-        assert strategy.skip_warnings == 12  # 1, 2, 4, ..., 2048
-    finally:
-        engine.dispose()
+    frame = generate_regime_bars(3_000, seed=1)
+    bars = bars_to_nautilus(frame, BAR_TYPE, instrument_for(INSTRUMENT_ID))
+    strategy, orders = run_strategy(bars, model_path=None)
+    assert strategy.engine.rejected_bars == 3_000 and not orders
+    assert strategy.skip_warnings == 12  # 1, 2, 4, ..., 2048
