@@ -214,18 +214,18 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
             lines.append(f"{sid}: fresh (--fresh; old checkpoint kept as {kept})")
             continue
         try:
-            state = load_checkpoint(path) or {}
+            state = load_checkpoint(path)  # the file exists: a dict, or CheckpointError
         except CheckpointError:
             lines.append(f"{sid}: fresh (checkpoint unreadable, it will be set aside)")
             continue
-        if not isinstance(state, dict) or state.get("data_source") != source:
-            old = state.get("data_source") if isinstance(state, dict) else None
+        if state.get("data_source") != source:
             raise ConfigError(
-                f"{path} holds {sid}'s state on data source {old!r}, but this node reads "
-                f"{source!r}: start with --fresh to set it aside (it is kept), or use another "
-                "live.state_dir"
+                f"{path} holds {sid}'s state on data source {state.get('data_source')!r}, but "
+                f"this node reads {source!r}: start with --fresh to set it aside (it is kept), "
+                "or use another live.state_dir"
             )
-        bars = state.get("engine", {}).get("bars_seen", "?")
+        engine = state.get("engine")
+        bars = engine.get("bars_seen", "?") if isinstance(engine, dict) else "?"
         lines.append(
             f"{sid}: resumes {path} (after bar {bars}; replayed bars up to it are skipped)"
         )
