@@ -117,27 +117,29 @@ class StrategyPersistence:
         self._last_bar_ts, self._prev_close = last_bar_ts, prev_close
         self._saved_model_version = saved_version
 
-    def write_checkpoint(self) -> bool:
+    @property
+    def checkpoint_failed(self) -> bool:
+        """The last checkpoint write failed: the state is not saved."""
+        return self._checkpoint_failures > 0
+
+    def write_checkpoint(self) -> None:
         """Save the state; a failure (full disk, read-only folder) is logged, counted and
         published (the exporter fails ``/readyz``), never raised into the trading path."""
         if self._checkpoint is None or self.engine is None:
-            return True
+            return
         try:
             save_checkpoint(self._checkpoint, self.snapshot())
         except (OSError, ValueError) as exc:
-            self._checkpoint_failures += 1
+            self._checkpoint_failures += 1  # failures in a row
             n = self._checkpoint_failures
             if n & (n - 1) == 0:
                 self.log.error(f"Checkpoint write failed ({n}x): {self._checkpoint}: {exc}")
-            self.checkpoint_failed = True
             self._publish_checkpoint_write(False, str(exc))
-            return False
+            return
         if self.checkpoint_failed:
             self.log.warning(f"Checkpoint writes work again ({self._checkpoint})")
-            self.checkpoint_failed = False
             self._checkpoint_failures = 0
             self._publish_checkpoint_write(True, "")
-        return True
 
     def _publish_checkpoint_write(self, ok: bool, error: str) -> None:
         self.msgbus.publish(

@@ -146,8 +146,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self.paused = False
         self.skipped_bars = 0
         self.skip_warnings = 0  # "Skipped bar" lines logged (rate-limited)
-        self.checkpoint_failed = False  # the last checkpoint write failed (state not saved)
-        self._checkpoint_failures = 0
+        self._checkpoint_failures = 0  # checkpoint writes failed in a row (see checkpoint_failed)
         self._last_plan: tuple[float, float] | None = None
         self._last_bar_ts = 0
         self._prev_close = 0.0
