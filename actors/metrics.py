@@ -25,7 +25,6 @@ way a single-process exporter does (Prometheus treats the drop as a counter rese
 from __future__ import annotations
 
 import glob
-import ipaddress
 import os
 import re
 import time
@@ -54,6 +53,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from actors.metrics_server import MetricsHTTPServer
 from actors.valuation import PositionCycles, account_equity, convert, last_price
+from hmm_strategy.cli import is_loopback
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -142,16 +142,6 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
             raise ValueError("max_pending_orders and max_label_values must be >= 1")
         if not _SAFE_LABEL.match(self.venue):
             raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {self.venue!r}")
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip()).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve anywhere
 
 
 def _pid_alive(pid: int) -> bool:

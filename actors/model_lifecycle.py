@@ -38,7 +38,7 @@ means) when both have the same number of states; the permutation is part of the 
 way.
 
 Every step is appended to ``lifecycle.jsonl`` (one JSON object a line, flushed and fsynced) with
-its evidence. Operators act through request files (``python -m hmm_strategy.promote``): the
+its evidence. Operators act through request files (``python -m actors.promote``): the
 actor applies each on its next poll and moves it to ``applied/`` or ``rejected/``.
 """
 

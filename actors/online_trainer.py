@@ -16,7 +16,7 @@ Fits (``fit_mode``):
   event loop); the result is collected on the next bar or poll timer, so the shadow starts a few
   bars later than in a backtest. ``thread`` is available where processes are not.
 
-Operator requests (``python -m hmm_strategy.promote promote|reject|rollback``) are files in
+Operator requests (``python -m actors.promote promote|reject|rollback``) are files in
 ``requests_dir``; a live node polls them every ``poll_interval_secs`` (timer), a backtest checks
 them on every bar. See docs/SYSTEM_DESIGN.md "Model lifecycle".
 

@@ -17,8 +17,6 @@ import polars as pl
 from nautilus_trader.analysis.tearsheet import create_tearsheet
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.backtest.results import BacktestResult
-from nautilus_trader.model.identifiers import Venue
-from nautilus_trader.trading.trader import Trader
 from plotly.subplots import make_subplots
 
 from backtests.metrics import METRIC_ROWS, read_fills, state_labels
@@ -56,17 +54,6 @@ def write_stats(result: BacktestResult, run_dir: Path, extra: dict | None = None
     stats.update(_finite(extra or {}))
     (run_dir / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True, default=str))
     return stats
-
-
-def write_trade_reports(trader: Trader, venues: list[Venue], run_dir: Path) -> None:
-    """Orders, fills, positions and account CSVs from a backtest engine's or live node's trader."""
-    trader.generate_orders_report().to_csv(run_dir / "orders.csv")
-    trader.generate_order_fills_report().to_csv(run_dir / "fills.csv")
-    trader.generate_positions_report().to_csv(run_dir / "positions.csv")
-    frames = [trader.generate_account_report(venue) for venue in venues]
-    frames = [f for f in frames if not f.empty]
-    if frames:
-        pd.concat(frames).to_csv(run_dir / "account.csv")
 
 
 def write_tearsheet(

@@ -39,7 +39,6 @@ from backtests.report import (
     write_regime_plot,
     write_stats,
     write_tearsheet,
-    write_trade_reports,
 )
 from backtests.scaling import install_linear_scaling, linear_venue_config
 from hmm_strategy import cli
@@ -51,6 +50,7 @@ from hmm_strategy.config import (
     backtest_run_config,
     load_node_settings,
 )
+from hmm_strategy.trade_reports import write_trade_reports
 from hmm_strategy.train import load_frame, strategy_target
 from marketdata.bars import typical_spacing
 from marketdata.ingest import ensure_catalog

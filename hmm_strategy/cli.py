@@ -10,6 +10,7 @@ naming the exception type and exits 1. ``ArgumentParser`` makes argparse's own e
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import re
 import sys
@@ -189,3 +190,13 @@ def ensure_writable_dir(path: str | Path, what: str = "folder") -> Path:
         reason = exc.strerror or type(exc).__name__
         raise CLIError(f"{what} {path} is not a writable folder ({reason})") from None
     return path
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere

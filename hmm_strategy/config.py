@@ -136,7 +136,7 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
-        from actors.metrics import is_loopback
+        from hmm_strategy.cli import is_loopback
 
         if not 0 <= self.port <= 65535:
             raise ValueError(f"live.metrics.port {self.port} is outside 0..65535")

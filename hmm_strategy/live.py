@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
         print("TRADING_ENABLED is off: the RiskEngine is HALTED, no new orders", flush=True)
 
-    from backtests.report import write_trade_reports
+    from hmm_strategy.trade_reports import write_trade_reports
     from venues.replay import replay_finished
     from venues.runtime import run_node
 

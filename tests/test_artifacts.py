@@ -480,9 +480,9 @@ def test_strategy_refuses_an_artifact_for_another_instrument_or_windows(
 def test_promote_checks_the_artifact_against_the_strategy_config(
     model: RegimeHMM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from actors.promote import main as promote_main
     from hmm_strategy.config import DEFAULT_CONFIG
     from hmm_strategy.features import FeatureSpec
-    from hmm_strategy.promote import main as promote_main
 
     common = ["--config", str(DEFAULT_CONFIG), "--strategy", "hmm_btc",
               "--requests-dir", str(tmp_path / "requests"), "--reason", "test"]  # fmt: skip

@@ -35,13 +35,13 @@ NODE_CONFIG_CLIS = (
 
 
 def _mains() -> dict[str, Callable[[list[str] | None], int]]:
+    from actors.promote import main as promote
     from actors.registry import main as registry
     from backtests.ingest import main as ingest
     from backtests.run import main as run
     from backtests.sweep import main as sweep
     from backtests.walk_forward import main as walk_forward
     from hmm_strategy.live import main as live
-    from hmm_strategy.promote import main as promote
     from hmm_strategy.train import main as train
 
     return {
@@ -50,7 +50,7 @@ def _mains() -> dict[str, Callable[[list[str] | None], int]]:
         "backtests.sweep": sweep,
         "backtests.walk_forward": walk_forward,
         "hmm_strategy.train": train,
-        "hmm_strategy.promote": promote,
+        "actors.promote": promote,
         "hmm_strategy.live": live,
         "actors.registry": registry,
     }
@@ -184,11 +184,11 @@ CASES: list = [
      ["--start", "banana", "--end", "2024-02-01"], r"banana.*not an ISO"),
     ("train-end-before-start", "hmm_strategy.train",
      ["--start", "2024-03-01", "--end", "2024-02-01", "--out", "{dir}/models"], r"not after"),
-    # ---- hmm_strategy.promote
-    ("promote-deep-json", "hmm_strategy.promote",
+    # ---- actors.promote
+    ("promote-deep-json", "actors.promote",
      ["promote", "--model", "{deep.json}", "--reason", "x", "--requests-dir", "{dir}/req",
       "--log", "{dir}/lifecycle.jsonl"], r"deep\.json: nested too deeply"),
-    ("promote-no-reason", "hmm_strategy.promote",
+    ("promote-no-reason", "actors.promote",
      ["promote", "--model", "{deep.json}", "--requests-dir", "{dir}/req"], r"needs --reason"),
     # ---- actors.registry
     ("registry-json-list", "actors.registry", ["--registry", "{registry_list.json}", "show"],

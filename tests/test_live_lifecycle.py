@@ -113,7 +113,7 @@ def test_paper_node_promotes_in_a_worker_process_and_obeys_a_rollback(tmp_path: 
 
         # the operator rolls back to the first promoted version, through the documented command
         cli = subprocess.run(
-            [sys.executable, "-m", "hmm_strategy.promote", "rollback", "--strategy", "hmm_btc",
+            [sys.executable, "-m", "actors.promote", "rollback", "--strategy", "hmm_btc",
              "--to", first.version, "--reason", "test rollback", *layers],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -27,6 +27,7 @@ from actors.model_lifecycle import (
     read_lifecycle,
     submit_request,
 )
+from actors.promote import main as promote_main
 from actors.registry import MODEL_EVENTS, Registry
 from backtests.run import run_backtest
 from hmm_strategy.artifacts import save_model
@@ -35,7 +36,6 @@ from hmm_strategy.engine import FitSettings, RegimeEngine
 from hmm_strategy.features import FeatureSpec, feature_matrix
 from hmm_strategy.messages import ModelUpdate, RegimeUpdate
 from hmm_strategy.policy import PolicyConfig
-from hmm_strategy.promote import main as promote_main
 from hmm_strategy.synthetic import RegimeProcess, generate_regime_bars
 from hmm_strategy.train import fit_model, iso, model_version, strategy_target, train
 from tests.test_train import BAR_TYPE, FAST_FIT, POLICY, settings_for, write_csv

@@ -1,9 +1,9 @@
 """Operator commands for a running node's model lifecycle: promote, reject, rollback, status.
 
-    python -m hmm_strategy.promote promote  --strategy hmm_btc [--model PATH] --reason "..."
-    python -m hmm_strategy.promote reject   --strategy hmm_btc --reason "..."
-    python -m hmm_strategy.promote rollback --strategy hmm_btc --to VERSION --reason "..."
-    python -m hmm_strategy.promote status   --strategy hmm_btc
+    python -m actors.promote promote  --strategy hmm_btc [--model PATH] --reason "..."
+    python -m actors.promote reject   --strategy hmm_btc --reason "..."
+    python -m actors.promote rollback --strategy hmm_btc --to VERSION --reason "..."
+    python -m actors.promote status   --strategy hmm_btc
 
 The command checks the request here (the artifact loads and validates, the version is recorded)
 and writes it as a file into the ``OnlineTrainer``'s request folder; the running node applies it
@@ -139,7 +139,7 @@ def status_text(events: list[LifecycleEvent], last: int = 15) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(
-        prog="python -m hmm_strategy.promote",
+        prog="python -m actors.promote",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
     print(
-        f"the node applies it at its next poll; follow it with: python -m hmm_strategy.promote "
+        f"the node applies it at its next poll; follow it with: python -m actors.promote "
         f"status --strategy {args.strategy or target.strategy_id}"
     )
     return 0
