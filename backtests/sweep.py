@@ -34,7 +34,6 @@ import itertools
 import json
 import multiprocessing
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -45,6 +44,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import yaml
+from tqdm import tqdm
 
 from backtests.metrics import day_returns, deflated_sharpe, sharpe_moments
 from backtests.walk_forward import (
@@ -209,26 +209,6 @@ def execute_task(task: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 # -------------------------------------------------------------------------------- executors
-class Progress:
-    """One updating stderr line: ``[#####.....]  12/40 tasks  35s``."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self.started = time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.enabled:
-            bar = "#" * int(30 * self.done / max(self.total, 1))
-            sys.stderr.write(
-                f"\r[{bar:<30}] {self.done}/{self.total} tasks "
-                f"{time.monotonic() - self.started:.0f}s"
-            )
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def run_tasks(
     tasks: Sequence[Mapping[str, Any]],
     *,
@@ -237,27 +217,28 @@ def run_tasks(
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Execute the tasks inline (workers=1), on a local process pool, or on Dask."""
-    bar = Progress(len(tasks), progress)
+    bar = tqdm(total=len(tasks), disable=not progress, unit="task", file=sys.stderr)
     batches: list[list[dict[str, Any]]] = []
     if scheduler is not None:
-        batches = _run_dask(tasks, scheduler, bar.step)
+        batches = _run_dask(tasks, scheduler, bar.update)
     elif workers <= 1:
         for task in tasks:
             batches.append(execute_task(task))
-            bar.step()
+            bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")  # never fork a process running Nautilus
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(execute_task, task) for task in tasks]
             for _ in as_completed(futures):
-                bar.step()
+                bar.update()
             batches = [f.result() for f in futures]
+    bar.close()
     rows = [row for batch in batches for row in batch]
     return sorted(rows, key=lambda r: (r["combo"], r["fold"]))
 
 
 def _run_dask(
-    tasks: Sequence[Mapping[str, Any]], scheduler: str, step: Callable[[], None]
+    tasks: Sequence[Mapping[str, Any]], scheduler: str, step: Callable[[], object]
 ) -> list[list[dict[str, Any]]]:
     try:
         from distributed import Client
