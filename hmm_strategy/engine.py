@@ -14,7 +14,13 @@ from collections import deque
 import msgspec
 import numpy as np
 
-from hmm_strategy.features import BarAggregator, FeatureSpec, StreamingFeatures
+from hmm_strategy.features import (
+    FEATURE_NAMES,
+    BarAggregator,
+    FeatureSpec,
+    StreamingFeatures,
+    order_columns,
+)
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM, min_fit_rows
 from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax
@@ -51,6 +57,7 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             n_iter=self.n_iter,
             random_state=self.seed,
             sticky=self.sticky,
+            order_by=order_columns(FEATURE_NAMES),  # the registry's trend, then volatility
         )
 
     def min_warmup_bars(self, n_features: int) -> int:
@@ -101,6 +108,7 @@ class SlowLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             n_iter=fit.n_iter,
             random_state=fit.seed,
             sticky=self.sticky,
+            order_by=order_columns(self.features.names),
         )
 
 
@@ -262,7 +270,7 @@ class RegimeEngine:
         """Per-model constants of the hot path (vol_target: E[r^2 at t+1 | state at t])."""
         self._next_var = None
         if self.policy_config.mode == "vol_target":
-            vol = self.model.feature_second_moment(self.feature_spec.names.index("realized_vol"))
+            vol = self.model.feature_second_moment(self.feature_spec.column("volatility"))
             self._next_var = tuple((self.model.transmat_ @ vol).tolist())
 
     def _ensure_policy(self) -> None:

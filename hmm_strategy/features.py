@@ -19,6 +19,14 @@ Definitions, at bar ``t`` with close ``c_t``, high ``h_t``, low ``l_t``, volume 
   the population std (ddof=0); ``0.0`` when that std is below ``1e-12`` (constant volume, e.g.
   FX feeds with no volume at all).
 
+The registry: each definition lives in one *family* class below (``ReturnWindow``,
+``BarRange``, ``VolumeZ``) holding its columns, their roles, the window it reads, its polars
+expressions and its O(1) streaming update together; ``FAMILIES`` lists them in column order.
+A new feature is one family in that list (plus a ``FeatureSpec`` field if it has a new window).
+Roles say what a column means to the rest of the system: the model orders its states by the
+``trend`` column (ties by ``volatility``), and the ``vol_target`` policy forecasts with the
+``volatility`` column; nobody assumes a column position.
+
 A feature row at ``t`` uses bars ``<= t`` only (no look-ahead). The first complete row is at
 index ``FeatureSpec.warmup_bars = max(w, m - 1)`` (0-based).
 
@@ -29,13 +37,12 @@ else raises ``ValueError`` instead of silently producing NaN features.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
 import polars as pl
 
-FEATURE_NAMES: tuple[str, ...] = ("trend", "realized_vol", "norm_range", "volume_z")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 REQUIRED_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 STD_FLOOR = 1e-12  # below this the volume std is treated as zero -> volume_z = 0.0
@@ -70,8 +77,362 @@ class FeatureSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def warmup_bars(self) -> int:
         """Bars before the first complete feature row (its 0-based index)."""
-        # realized_vol needs w returns (bars 1..w); volume_z needs m bars (0..m-1).
-        return max(self.vol_window, self.volume_window - 1)
+        return max(family.warmup(self) for family in FAMILIES)
+
+    def column(self, role: str) -> int:
+        """Index of the column with this role (``trend``, ``volatility``) in the vector."""
+        return column_of(self.names, role)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: one family class per definition, batch and streaming side by side
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureFamily:
+    """One definition: its columns, their roles, its batch expressions and streaming update.
+
+    ``update`` receives a validated bar and ``emit`` (True once every family's window is full,
+    i.e. the whole vector is ready); it returns the family's values when ``emit`` and advances
+    its state either way. ``state``/``load_state`` give plain JSON data (keys unique across
+    families) so a checkpoint resumes bit-identically.
+    """
+
+    __slots__ = ("spec",)
+    names: ClassVar[tuple[str, ...]]
+    roles: ClassVar[tuple[str, ...]]  # per column: "trend", "volatility" or "" (no role)
+    state_keys: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def warmup(spec: FeatureSpec) -> int:
+        """0-based index of the family's first complete row."""
+        return 0
+
+    @staticmethod
+    def batch(spec: FeatureSpec) -> list[pl.Expr]:
+        """The columns over the validated input frame, aliased to ``names``."""
+        raise NotImplementedError
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all history."""
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float, emit: bool
+    ) -> tuple[float, ...] | None:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any], n: int) -> None:
+        """Take the validated values of ``state_keys`` (``n``: bars seen so far)."""
+
+
+class ReturnWindow(FeatureFamily):
+    """``trend`` and ``realized_vol`` over the last ``vol_window`` log returns.
+
+    Rings of ``r`` and ``r^2`` with running sums; exact recomputes (``math.fsum``) whenever the
+    ring wraps (amortised O(1)) and when the ``r^2`` sum collapses far below its recent peak
+    (cancellation would otherwise leave residue, e.g. realized_vol ~1e-9 instead of 0 after a
+    burst followed by flat prices).
+    """
+
+    names = ("trend", "realized_vol")
+    roles = ("trend", "volatility")
+    state_keys = (
+        "prev_close", "r_buf", "r_sum", "r2_buf", "r2_pos", "r2_count", "r2_sum", "r2_peak",
+    )
+    __slots__ = (
+        "_w", "_prev_close", "_r_buf", "_r_sum", "_r2_buf", "_r2_pos", "_r2_count",
+        "_r2_sum", "_r2_peak",
+    )
+
+    @staticmethod
+    def warmup(spec: FeatureSpec) -> int:
+        return spec.vol_window  # needs w returns: bars 1..w
+
+    @staticmethod
+    def batch(spec: FeatureSpec) -> list[pl.Expr]:
+        w = spec.vol_window
+        close = pl.col("close").cast(pl.Float64)
+        r = (close / close.shift(1)).log()
+        r2 = r * r
+        # polars' rolling mean leaves add/subtract residue (~1e-17 after large returns) that
+        # sqrt would blow up to ~1e-9 over flat prices; a window of zero returns is exactly 0.
+        nonzero = (r2 > 0.0).cast(pl.Int64).rolling_sum(w, min_samples=w)
+        return [
+            r.rolling_mean(w, min_samples=w).alias("trend"),
+            pl.when(nonzero == 0)
+            .then(pl.lit(0.0))
+            .otherwise(r2.rolling_mean(w, min_samples=w).clip(lower_bound=0.0).sqrt())
+            .alias("realized_vol"),
+        ]
+
+    def reset(self) -> None:
+        w = self._w = self.spec.vol_window
+        self._prev_close: float | None = None
+        self._r_buf = [0.0] * w
+        self._r_sum = 0.0
+        self._r2_buf = [0.0] * w
+        self._r2_pos = 0
+        self._r2_count = 0
+        self._r2_sum = 0.0
+        self._r2_peak = 0.0  # max running r2 sum since the last exact recompute
+
+    def _recompute(self) -> None:
+        self._r2_sum = self._r2_peak = math.fsum(self._r2_buf)
+        self._r_sum = math.fsum(self._r_buf)
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float, emit: bool
+    ) -> tuple[float, ...] | None:
+        prev = self._prev_close
+        self._prev_close = close
+        if prev is None:
+            return None
+        r = math.log(close / prev)
+        r2 = r * r
+        w = self._w
+        rb = self._r2_buf
+        rpos = self._r2_pos
+        rbuf = self._r_buf
+        if self._r2_count == w:
+            s = self._r2_sum = self._r2_sum + (r2 - rb[rpos])
+            self._r_sum += r - rbuf[rpos]
+        else:
+            self._r2_count += 1
+            s = self._r2_sum = self._r2_sum + r2
+            self._r_sum += r
+        rb[rpos] = r2
+        rbuf[rpos] = r
+        rpos += 1
+        if rpos == w:
+            rpos = 0
+            self._recompute()
+        elif s > self._r2_peak:
+            self._r2_peak = s
+        self._r2_pos = rpos
+        if not emit:
+            return None
+        s = self._r2_sum
+        if s < _R2_COLLAPSE * self._r2_peak:
+            self._recompute()
+            s = self._r2_sum
+        ms = s / w
+        return (self._r_sum / w, math.sqrt(ms) if ms > 0.0 else 0.0)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "prev_close": self._prev_close,
+            "r_buf": list(self._r_buf),
+            "r_sum": self._r_sum,
+            "r2_buf": list(self._r2_buf),
+            "r2_pos": self._r2_pos,
+            "r2_count": self._r2_count,
+            "r2_sum": self._r2_sum,
+            "r2_peak": self._r2_peak,
+        }
+
+    def load_state(self, state: dict[str, Any], n: int) -> None:
+        w = self._w
+        prev = state["prev_close"]
+        if (prev is None) != (n == 0):
+            raise ValueError(f"state['prev_close'] is {prev!r} but n={n}")
+        self._prev_close = None if prev is None else _float(state, "prev_close")
+        self._r_buf = _buf(state, "r_buf", w)
+        self._r_sum = _float(state, "r_sum")
+        self._r2_buf = _buf(state, "r2_buf", w)
+        self._r2_pos = _int(state, "r2_pos", 0, w - 1)
+        self._r2_count = _int(state, "r2_count", 0, w)
+        self._r2_sum = _float(state, "r2_sum")
+        self._r2_peak = _float(state, "r2_peak")
+        if self._r2_count != min(max(n - 1, 0), w):
+            raise ValueError(f"state counts inconsistent with n={n}")
+
+
+class BarRange(FeatureFamily):
+    """``norm_range``: the bar's own log range, no window and no state."""
+
+    names = ("norm_range",)
+    roles = ("",)
+    __slots__ = ()
+
+    @staticmethod
+    def batch(spec: FeatureSpec) -> list[pl.Expr]:
+        return [
+            (pl.col("high").cast(pl.Float64) / pl.col("low").cast(pl.Float64))
+            .log()
+            .alias("norm_range")
+        ]
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float, emit: bool
+    ) -> tuple[float, ...] | None:
+        return (math.log(high / low),) if emit else None
+
+
+class VolumeZ(FeatureFamily):
+    """``volume_z`` of ``u = ln(1 + v)`` over the last ``volume_window`` bars.
+
+    A ring of ``u`` with running sums kept relative to a shift (the window value nearest its
+    mean), so the variance ``E[d^2] - E[d]^2`` is well conditioned and exactly 0 for constant
+    volume; exact recomputes when the ring wraps and when the variance collapses.
+    """
+
+    names = ("volume_z",)
+    roles = ("",)
+    state_keys = ("u_buf", "u_pos", "u_count", "u_shift", "u_s1", "u_s2", "u_peak")
+    __slots__ = (
+        "_m", "_u", "_u_buf", "_u_pos", "_u_count", "_u_shift", "_u_s1", "_u_s2",
+        "_u_peak",
+    )
+
+    @staticmethod
+    def warmup(spec: FeatureSpec) -> int:
+        return spec.volume_window - 1  # needs m bars: 0..m-1
+
+    @staticmethod
+    def batch(spec: FeatureSpec) -> list[pl.Expr]:
+        m = spec.volume_window
+        u = pl.col("volume").cast(pl.Float64).log1p()
+        u_mean = u.rolling_mean(m, min_samples=m)
+        u_std = u.rolling_std(m, min_samples=m, ddof=0)
+        return [
+            pl.when(u_std < STD_FLOOR)
+            .then(pl.lit(0.0))
+            .otherwise((u - u_mean) / u_std)
+            .alias("volume_z")
+        ]
+
+    def reset(self) -> None:
+        m = self._m = self.spec.volume_window
+        self._u = 0.0  # the current bar's u
+        self._u_buf = [0.0] * m
+        self._u_pos = 0
+        self._u_count = 0
+        self._u_shift = 0.0
+        self._u_s1 = 0.0  # sum(u - shift) over the window
+        self._u_s2 = 0.0  # sum((u - shift)^2) over the window
+        self._u_peak = 0.0  # max running s2 since the last exact recompute
+
+    def _recompute(self) -> None:
+        """Exact sums of the (full) window around the window value nearest its mean."""
+        ub = self._u_buf
+        mean = math.fsum(ub) / self._m
+        k = self._u_shift = min(ub, key=lambda x: abs(x - mean))
+        self._u_s1 = math.fsum([x - k for x in ub])
+        self._u_s2 = self._u_peak = math.fsum([(x - k) * (x - k) for x in ub])
+
+    def update(
+        self, open: float, high: float, low: float, close: float, volume: float, emit: bool
+    ) -> tuple[float, ...] | None:
+        m = self._m
+        u = math.log1p(volume)
+        ub = self._u_buf
+        pos = self._u_pos
+        if self._u_count == m:
+            k = self._u_shift
+            d = u - k
+            od = ub[pos] - k
+            self._u_s1 += d - od
+            s2 = self._u_s2 = self._u_s2 + (d * d - od * od)
+        else:
+            if self._u_count == 0:
+                self._u_shift = u
+            d = u - self._u_shift
+            self._u_count += 1
+            self._u_s1 += d
+            s2 = self._u_s2 = self._u_s2 + d * d
+        if s2 > self._u_peak:
+            self._u_peak = s2
+        ub[pos] = u
+        pos += 1
+        if pos == m:  # buffer wrapped (always full here): exact recompute
+            pos = 0
+            self._recompute()
+        self._u_pos = pos
+        if not emit:
+            return None
+        mean_d = self._u_s1 / m
+        var = self._u_s2 / m - mean_d * mean_d
+        if var * m < _VAR_COLLAPSE * self._u_peak:
+            self._recompute()
+            mean_d = self._u_s1 / m
+            var = self._u_s2 / m - mean_d * mean_d
+        std = math.sqrt(var) if var > 0.0 else 0.0
+        return (0.0 if std < STD_FLOOR else (u - self._u_shift - mean_d) / std,)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "u_buf": list(self._u_buf),
+            "u_pos": self._u_pos,
+            "u_count": self._u_count,
+            "u_shift": self._u_shift,
+            "u_s1": self._u_s1,
+            "u_s2": self._u_s2,
+            "u_peak": self._u_peak,
+        }
+
+    def load_state(self, state: dict[str, Any], n: int) -> None:
+        m = self._m
+        self._u_buf = _buf(state, "u_buf", m)
+        self._u_pos = _int(state, "u_pos", 0, m - 1)
+        self._u_count = _int(state, "u_count", 0, m)
+        self._u_shift = _float(state, "u_shift")
+        self._u_s1 = _float(state, "u_s1")
+        self._u_s2 = _float(state, "u_s2")
+        self._u_peak = _float(state, "u_peak")
+        if self._u_count != min(n, m):
+            raise ValueError(f"state counts inconsistent with n={n}")
+
+
+FAMILIES: tuple[type[FeatureFamily], ...] = (ReturnWindow, BarRange, VolumeZ)
+FEATURE_NAMES: tuple[str, ...] = tuple(name for f in FAMILIES for name in f.names)
+FEATURE_ROLES: dict[str, str] = {
+    name: role for f in FAMILIES for name, role in zip(f.names, f.roles, strict=True) if role
+}
+
+
+def column_of(names: tuple[str, ...] | list[str], role: str) -> int:
+    """Index of the column with ``role`` among ``names`` (ValueError naming the role if none)."""
+    for i, name in enumerate(names):
+        if FEATURE_ROLES.get(name) == role:
+            return i
+    raise ValueError(f"no feature with role {role!r} among {list(names)}")
+
+
+def order_columns(names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """The columns the model's canonical state order sorts by: trend, then volatility."""
+    return tuple(
+        column_of(names, role)
+        for role in ("trend", "volatility")
+        if any(FEATURE_ROLES.get(n) == role for n in names)
+    )
+
+
+def _int(state: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    v = state[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"state[{key!r}] must be an int in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _float(state: dict[str, Any], key: str, v: Any = None) -> float:
+    v = state[key] if v is None else v
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ValueError(f"state[{key!r}] must hold finite numbers, got {v!r}")
+    return float(v)
+
+
+def _buf(state: dict[str, Any], key: str, size: int) -> list[float]:
+    v = state[key]
+    if not isinstance(v, list) or len(v) != size:
+        raise ValueError(f"state[{key!r}] must be a list of {size} floats")
+    return [_float(state, key, x) for x in v]
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +480,7 @@ def _validate_frame(bars: pl.DataFrame) -> None:
 
 
 def batch_features(bars: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """All input columns plus the four features, warm-up rows dropped.
+    """All input columns plus the features (``FEATURE_NAMES``), warm-up rows dropped.
 
     ``bars`` needs numeric ``open, high, low, close, volume`` columns in time order; any other
     column (e.g. ``ts_event``) is passed through untouched.
@@ -127,35 +488,12 @@ def batch_features(bars: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     if not isinstance(spec, FeatureSpec):
         raise ValueError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
     _validate_frame(bars)
-    w, m = spec.vol_window, spec.volume_window
-    close = pl.col("close").cast(pl.Float64)
-    r = (close / close.shift(1)).log()
-    u = pl.col("volume").cast(pl.Float64).log1p()
-    u_mean = u.rolling_mean(m, min_samples=m)
-    u_std = u.rolling_std(m, min_samples=m, ddof=0)
-    r2 = r * r
-    # polars' rolling mean leaves add/subtract residue (~1e-17 after large returns) that sqrt
-    # would blow up to ~1e-9 over flat prices; a window of zero returns is exactly 0.
-    nonzero = (r2 > 0.0).cast(pl.Int64).rolling_sum(w, min_samples=w)
-    out = bars.with_columns(
-        r.rolling_mean(w, min_samples=w).alias("trend"),
-        pl.when(nonzero == 0)
-        .then(pl.lit(0.0))
-        .otherwise(r2.rolling_mean(w, min_samples=w).clip(lower_bound=0.0).sqrt())
-        .alias("realized_vol"),
-        (pl.col("high").cast(pl.Float64) / pl.col("low").cast(pl.Float64))
-        .log()
-        .alias("norm_range"),
-        pl.when(u_std < STD_FLOOR)
-        .then(pl.lit(0.0))
-        .otherwise((u - u_mean) / u_std)
-        .alias("volume_z"),
-    )
+    out = bars.with_columns([expr for family in FAMILIES for expr in family.batch(spec)])
     return out.slice(spec.warmup_bars)
 
 
 def feature_matrix(bars: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    """Features as a C-contiguous float64 array of shape (n_rows_after_warmup, 4)."""
+    """Features as a C-contiguous float64 array of shape (n_rows_after_warmup, n_features)."""
     feats = batch_features(bars, spec).select(FEATURE_NAMES)
     return np.ascontiguousarray(feats.to_numpy(), dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
 
@@ -254,66 +592,26 @@ class BarAggregator:
 class StreamingFeatures:
     """Bar-by-bar twin of :func:`batch_features`: O(1) per bar, checkpointable.
 
-    Ring buffers hold the last ``w`` returns and squared returns and the last ``m`` values of
-    ``u = ln(1 + v)``; running sums give the means. Floating-point drift is bounded by exact
-    recomputes (``math.fsum``, O(window)):
-
-    * every time a buffer wraps (amortized O(1));
-    * when a running sum collapses far below its recent peak (cancellation would otherwise leave
-      residue, e.g. realized_vol ~1e-9 instead of 0 after a burst followed by flat prices).
-
-    Volume sums are kept relative to a shift (the window value nearest its mean) so the variance
-    ``E[d^2] - E[d]^2`` is well conditioned and exactly 0 for constant volume.
+    Validates each bar once, then hands it to every family of ``FAMILIES``; the vector is the
+    families' values in column order once every window is full (``bars_seen > warmup_bars``).
     """
 
-    __slots__ = (
-        "spec",
-        "_w",
-        "_m",
-        "_n",
-        "_prev_close",
-        "_r_buf",
-        "_r_sum",
-        "_r2_buf",
-        "_r2_pos",
-        "_r2_count",
-        "_r2_sum",
-        "_r2_peak",
-        "_u_buf",
-        "_u_pos",
-        "_u_count",
-        "_u_shift",
-        "_u_s1",
-        "_u_s2",
-        "_u_peak",
-    )
+    __slots__ = ("spec", "_n", "_warmup", "_families", "_updates")
 
     def __init__(self, spec: FeatureSpec) -> None:
         if not isinstance(spec, FeatureSpec):
             raise ValueError(f"spec must be a FeatureSpec, got {type(spec).__name__}")
         self.spec = spec
-        self._w = spec.vol_window
-        self._m = spec.volume_window
+        self._warmup = spec.warmup_bars
+        self._families = tuple(family(spec) for family in FAMILIES)
+        self._updates = tuple(family.update for family in self._families)
         self.reset()
 
     def reset(self) -> None:
         """Forget all history (back to the start of warm-up)."""
         self._n = 0  # bars seen
-        self._prev_close: float | None = None
-        self._r_buf = [0.0] * self._w
-        self._r_sum = 0.0
-        self._r2_buf = [0.0] * self._w
-        self._r2_pos = 0
-        self._r2_count = 0
-        self._r2_sum = 0.0
-        self._r2_peak = 0.0  # max running r2 sum since the last exact recompute
-        self._u_buf = [0.0] * self._m
-        self._u_pos = 0
-        self._u_count = 0
-        self._u_shift = 0.0
-        self._u_s1 = 0.0  # sum(u - shift) over the window
-        self._u_s2 = 0.0  # sum((u - shift)^2) over the window
-        self._u_peak = 0.0  # max running s2 since the last exact recompute
+        for family in self._families:
+            family.reset()
 
     @property
     def bars_seen(self) -> int:
@@ -322,19 +620,7 @@ class StreamingFeatures:
     @property
     def ready(self) -> bool:
         """True once ``update`` returns feature vectors."""
-        return self._n > self.spec.warmup_bars
-
-    def _recompute_r2(self) -> None:
-        self._r2_sum = self._r2_peak = math.fsum(self._r2_buf)
-        self._r_sum = math.fsum(self._r_buf)
-
-    def _recompute_u(self) -> None:
-        """Exact sums of the (full) window around the window value nearest its mean."""
-        ub = self._u_buf
-        mean = math.fsum(ub) / self._m
-        k = self._u_shift = min(ub, key=lambda x: abs(x - mean))
-        self._u_s1 = math.fsum([x - k for x in ub])
-        self._u_s2 = self._u_peak = math.fsum([(x - k) * (x - k) for x in ub])
+        return self._n > self._warmup
 
     def update(
         self, open: float, high: float, low: float, close: float, volume: float
@@ -353,109 +639,32 @@ class StreamingFeatures:
             raise ValueError(f"high must be >= low, got high={high!r} low={low!r}")
         if not high / low < _INF:
             raise ValueError(f"high/low overflows: high={high!r} low={low!r}")
-
-        # --- volume: ring of u with running shifted sums ---------------------------------
-        m = self._m
-        u = math.log1p(volume)
-        ub = self._u_buf
-        pos = self._u_pos
-        if self._u_count == m:
-            k = self._u_shift
-            d = u - k
-            od = ub[pos] - k
-            self._u_s1 += d - od
-            s2 = self._u_s2 = self._u_s2 + (d * d - od * od)
-        else:
-            if self._u_count == 0:
-                self._u_shift = u
-            d = u - self._u_shift
-            self._u_count += 1
-            self._u_s1 += d
-            s2 = self._u_s2 = self._u_s2 + d * d
-        if s2 > self._u_peak:
-            self._u_peak = s2
-        ub[pos] = u
-        pos += 1
-        if pos == m:  # buffer wrapped (always full here): exact recompute
-            pos = 0
-            self._recompute_u()
-        self._u_pos = pos
-
-        # --- returns: ring of r^2 with running sum ----------------------------------------
-        prev = self._prev_close
-        self._prev_close = close
-        self._n += 1
-        if prev is None:
-            return None
-        r = math.log(close / prev)
-        r2 = r * r
-        w = self._w
-        rb = self._r2_buf
-        rpos = self._r2_pos
-        rbuf = self._r_buf
-        if self._r2_count == w:
-            s = self._r2_sum = self._r2_sum + (r2 - rb[rpos])
-            self._r_sum += r - rbuf[rpos]
-        else:
-            self._r2_count += 1
-            s = self._r2_sum = self._r2_sum + r2
-            self._r_sum += r
-        rb[rpos] = r2
-        rbuf[rpos] = r
-        rpos += 1
-        if rpos == w:
-            rpos = 0
-            self._recompute_r2()
-        elif s > self._r2_peak:
-            self._r2_peak = s
-        self._r2_pos = rpos
-
-        if self._r2_count < w or self._u_count < m:
-            return None
-
-        # --- outputs (windows full) -------------------------------------------------------
-        s = self._r2_sum
-        if s < _R2_COLLAPSE * self._r2_peak:
-            self._recompute_r2()
-            s = self._r2_sum
-        ms = s / w
-        rv = math.sqrt(ms) if ms > 0.0 else 0.0
-
-        mean_d = self._u_s1 / m
-        var = self._u_s2 / m - mean_d * mean_d
-        if var * m < _VAR_COLLAPSE * self._u_peak:
-            self._recompute_u()
-            mean_d = self._u_s1 / m
-            var = self._u_s2 / m - mean_d * mean_d
-        std = math.sqrt(var) if var > 0.0 else 0.0
-        z = 0.0 if std < STD_FLOOR else (u - self._u_shift - mean_d) / std
-        return np.array((self._r_sum / w, rv, math.log(high / low), z))
+        n = self._n = self._n + 1
+        emit = n > self._warmup
+        if len(self._updates) == 3:  # the shipped registry, unrolled: this is the per-bar path
+            a, b, c = self._updates
+            va, vb, vc = (
+                a(open, high, low, close, volume, emit),
+                b(open, high, low, close, volume, emit),
+                c(open, high, low, close, volume, emit),
+            )
+            return np.array(va + vb + vc) if emit else None  # type: ignore[operator]
+        values = [update(open, high, low, close, volume, emit) for update in self._updates]
+        return np.array(sum(values, ())) if emit else None  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ checkpointing
 
     def state(self) -> dict[str, Any]:
         """Plain JSON-serialisable snapshot; ``from_state`` resumes bit-identically."""
-        return {
+        out: dict[str, Any] = {
             "version": STATE_VERSION,
-            "vol_window": self._w,
-            "volume_window": self._m,
+            "vol_window": self.spec.vol_window,
+            "volume_window": self.spec.volume_window,
             "n": self._n,
-            "prev_close": self._prev_close,
-            "r_buf": list(self._r_buf),
-            "r_sum": self._r_sum,
-            "r2_buf": list(self._r2_buf),
-            "r2_pos": self._r2_pos,
-            "r2_count": self._r2_count,
-            "r2_sum": self._r2_sum,
-            "r2_peak": self._r2_peak,
-            "u_buf": list(self._u_buf),
-            "u_pos": self._u_pos,
-            "u_count": self._u_count,
-            "u_shift": self._u_shift,
-            "u_s1": self._u_s1,
-            "u_s2": self._u_s2,
-            "u_peak": self._u_peak,
         }
+        for family in self._families:
+            out.update(family.state())
+        return out
 
     @classmethod
     def from_state(cls, spec: FeatureSpec, state: dict[str, Any]) -> StreamingFeatures:
@@ -476,46 +685,8 @@ class StreamingFeatures:
                 f"state windows (vol_window={state['vol_window']}, "
                 f"volume_window={state['volume_window']}) do not match {spec}"
             )
-
-        def _int(key: str, lo: int, hi: int) -> int:
-            v = state[key]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"state[{key!r}] must be an int in [{lo}, {hi}], got {v!r}")
-            return v
-
-        def _float(key: str, v: Any = None) -> float:
-            v = state[key] if v is None else v
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ValueError(f"state[{key!r}] must hold finite numbers, got {v!r}")
-            return float(v)
-
-        def _buf(key: str, size: int) -> list[float]:
-            v = state[key]
-            if not isinstance(v, list) or len(v) != size:
-                raise ValueError(f"state[{key!r}] must be a list of {size} floats")
-            return [_float(key, x) for x in v]
-
-        w, m = spec.vol_window, spec.volume_window
-        n = _int("n", 0, 2**63)
+        n = _int(state, "n", 0, 2**63)
         obj._n = n
-        prev = state["prev_close"]
-        if (prev is None) != (n == 0):
-            raise ValueError(f"state['prev_close'] is {prev!r} but n={n}")
-        obj._prev_close = None if prev is None else _float("prev_close")
-        obj._r_buf = _buf("r_buf", w)
-        obj._r_sum = _float("r_sum")
-        obj._r2_buf = _buf("r2_buf", w)
-        obj._r2_pos = _int("r2_pos", 0, w - 1)
-        obj._r2_count = _int("r2_count", 0, w)
-        obj._r2_sum = _float("r2_sum")
-        obj._r2_peak = _float("r2_peak")
-        obj._u_buf = _buf("u_buf", m)
-        obj._u_pos = _int("u_pos", 0, m - 1)
-        obj._u_count = _int("u_count", 0, m)
-        obj._u_shift = _float("u_shift")
-        obj._u_s1 = _float("u_s1")
-        obj._u_s2 = _float("u_s2")
-        obj._u_peak = _float("u_peak")
-        if obj._u_count != min(n, m) or obj._r2_count != min(max(n - 1, 0), w):
-            raise ValueError(f"state counts inconsistent with n={n}")
+        for family in obj._families:
+            family.load_state(state, n)
         return obj

@@ -9,9 +9,9 @@ All HMM maths of the strategy lives here and in :mod:`hmm_strategy.filter`:
   transition matrix, and every M-step adds ``min_covar`` to the covariance diagonal so that no
   covariance becomes singular (see ``_RidgeGaussianHMM``);
 * states are relabelled into a canonical order after every fit -- ascending by the state's mean
-  of feature 0 (``trend``, the mean log return over its window), ties by feature 1
-  (volatility) -- so that state 0 is the most bearish and state K-1 the most bullish across
-  refits (hmmlearn's labels are arbitrary).
+  of the ``order_by`` columns (the caller passes the feature registry's ``trend`` column, then
+  its ``volatility`` column: ``features.order_columns``) -- so that state 0 is the most bearish
+  and state K-1 the most bullish across refits (hmmlearn's labels are arbitrary).
 
 Parameters (``means_``, ``covars_``) are in the standardised space; likelihoods (``score``,
 ``bic``, ``log_likelihood_``) are those of the standardised features.
@@ -105,14 +105,15 @@ class _RidgeGaussianHMM(GaussianHMM):
             self._covars_ = covars
 
 
-def canonical_order(means_raw: np.ndarray) -> np.ndarray:
-    """Permutation sorting states by mean of feature 0 (trend), ties by feature 1 (vol).
+def canonical_order(means_raw: np.ndarray, order_by: tuple[int, ...] = (0, 1)) -> np.ndarray:
+    """Permutation sorting states by their mean of column ``order_by[0]`` (the trend), ties by
+    the next ones (volatility); columns beyond the data's width are ignored.
 
     ``canonical[i] = fitted[order[i]]``: state 0 is the most bearish, state K-1 the most bullish.
     """
     m = np.asarray(means_raw, dtype=np.float64)
-    keys = (m[:, 0],) if m.shape[1] == 1 else (m[:, 1], m[:, 0])
-    return np.lexsort(keys)  # the last key is the primary one
+    cols = [c for c in order_by if c < m.shape[1]] or [0]
+    return np.lexsort(tuple(m[:, c] for c in reversed(cols)))  # the last key is the primary one
 
 
 class NotFittedError(sklearn.exceptions.NotFittedError, RuntimeError):
@@ -140,6 +141,7 @@ class RegimeHMM(BaseEstimator):
         random_state: int = 0,
         min_covar: float = 1e-3,
         sticky: float = 0.0,
+        order_by: tuple[int, ...] = (0, 1),
     ) -> None:
         if n_states != "bic" and (
             isinstance(n_states, bool) or not isinstance(n_states, int) or n_states < 1
@@ -173,6 +175,12 @@ class RegimeHMM(BaseEstimator):
         self.random_state = random_state
         self.min_covar = min_covar
         self.sticky = sticky
+        order_by = tuple(order_by)
+        if not order_by or any(
+            isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in order_by
+        ):
+            raise ValueError(f"order_by must be a non-empty tuple of column indices: {order_by!r}")
+        self.order_by = order_by
 
     def __repr__(self) -> str:  # every parameter, in the constructor's order
         names = inspect.signature(type(self).__init__).parameters
@@ -239,7 +247,7 @@ class RegimeHMM(BaseEstimator):
             raise ValueError(f"no number of states could be fitted: {errors}")
         bic, hmm, info = best
 
-        order = canonical_order(hmm.means_ * std + mean)
+        order = canonical_order(hmm.means_ * std + mean, self.order_by)
         # expected share of training bars per state: a ~0 entry flags an empty, useless state
         occupancy = hmm.predict_proba(Z, lengths).mean(axis=0)[order]
         self.scaler_mean_ = mean

@@ -13,13 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hmm_strategy import features as features_module
 from hmm_strategy.features import (
+    FAMILIES,
     FEATURE_NAMES,
+    FeatureFamily,
     FeatureSpec,
     StreamingFeatures,
     batch_features,
+    column_of,
     feature_matrix,
+    order_columns,
 )
+from hmm_strategy.model import canonical_order
 
 TOL = 1e-9
 OHLCV = ["open", "high", "low", "close", "volume"]
@@ -56,7 +62,7 @@ def assert_twins_agree(spec: FeatureSpec, bars: pl.DataFrame) -> np.ndarray:
     n_none, stream = stream_all(spec, bars)
     expected_warmup = min(spec.warmup_bars, bars.height)
     assert n_none == expected_warmup
-    assert batch.shape == (bars.height - expected_warmup, 4) == stream.shape
+    assert batch.shape == (bars.height - expected_warmup, len(FEATURE_NAMES)) == stream.shape
     assert np.isfinite(batch).all() and np.isfinite(stream).all()
     diff = np.abs(batch - stream)
     if diff.size:
@@ -108,6 +114,70 @@ def test_spec_decoding_is_strict() -> None:
         msgspec.convert({"vol_window": 20, "vol_windw": 5}, FeatureSpec)
     with pytest.raises(msgspec.ValidationError, match="vol_window must be >= 2"):
         msgspec.convert({"vol_window": 1}, FeatureSpec)
+
+
+# ------------------------------------------------------------------------------------ registry
+
+
+def test_the_registry_is_the_one_list_of_features() -> None:
+    """Columns, roles, warm-up and checkpoint keys all come from the families, once each."""
+    assert tuple(n for f in FAMILIES for n in f.names) == FEATURE_NAMES
+    assert FeatureSpec().names == FEATURE_NAMES
+    keys = [k for f in FAMILIES for k in f.state_keys]
+    assert len(keys) == len(set(keys)), "two families claim the same checkpoint key"
+    for spec in (FeatureSpec(), FeatureSpec(vol_window=30, volume_window=5)):
+        assert spec.warmup_bars == max(f.warmup(spec) for f in FAMILIES)
+        for family in FAMILIES:
+            assert tuple(family(spec).state()) == family.state_keys
+            assert len(family.roles) == len(family.names)
+    assert (column_of(FEATURE_NAMES, "trend"), column_of(FEATURE_NAMES, "volatility")) == (0, 1)
+    assert FeatureSpec().column("volatility") == FEATURE_NAMES.index("realized_vol")
+    with pytest.raises(ValueError, match="no feature with role 'trend'"):
+        column_of(["norm_range", "volume_z"], "trend")
+
+
+def test_state_order_follows_the_trend_role_not_a_column_position() -> None:
+    """The canonical state order keys on whichever column is the trend, then the volatility."""
+    means = np.array([[0.3, 1.0, 5.0], [-0.2, 2.0, 1.0], [0.1, 0.5, 3.0]])
+    assert canonical_order(means, (0, 1)).tolist() == [1, 2, 0]
+    moved = means[:, [2, 1, 0]]  # the trend is now the last column
+    moved_order = order_columns(["volume_z", "realized_vol", "trend"])
+    assert moved_order == (2, 1)
+    assert canonical_order(moved, moved_order).tolist() == [1, 2, 0]
+    assert order_columns(["norm_range", "trend"]) == (1,)
+
+
+class _OpenToClose(FeatureFamily):
+    """A feature added in one place: log(close / open) of the bar."""
+
+    names = ("open_to_close",)
+    roles = ("",)
+    __slots__ = ()
+
+    @staticmethod
+    def batch(spec: FeatureSpec) -> list[pl.Expr]:
+        return [(pl.col("close") / pl.col("open")).log().alias("open_to_close")]
+
+    def update(self, open, high, low, close, volume, emit):  # noqa: A002
+        return (math.log(close / open),) if emit else None
+
+
+def test_a_new_feature_is_one_family_in_the_list(
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path
+) -> None:
+    """Adding a family to FAMILIES extends batch, streaming and the spec's names together."""
+    families = (*FAMILIES, _OpenToClose)
+    names = (*FEATURE_NAMES, "open_to_close")
+    monkeypatch.setattr(features_module, "FAMILIES", families)
+    monkeypatch.setattr(features_module, "FEATURE_NAMES", names)
+    spec = FeatureSpec()
+    assert spec.names == names
+    bars = load_bars(data_dir, BTC_15M).head(3_000)
+    batch = feature_matrix(bars, spec)
+    _, stream = stream_all(spec, bars)
+    assert batch.shape == stream.shape == (3_000 - spec.warmup_bars, 5)
+    np.testing.assert_allclose(stream, batch, rtol=0, atol=TOL)
+    assert "open_to_close" in batch_features(bars, spec).columns
 
 
 # ------------------------------------------------------------------------------------ definitions
