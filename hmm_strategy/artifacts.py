@@ -47,11 +47,11 @@ import msgspec
 import numpy as np
 
 from hmm_strategy.atomic import atomic_write
+from hmm_strategy.filter import PARAM_SHAPES, check_param_shapes, check_param_values
 from hmm_strategy.model import COVARIANCE_TYPES, RegimeHMM
 
 SCHEMA_VERSION = 2
 _CHECKSUM_PREFIX = "sha256:"
-_PROB_TOL = 1e-6
 _CHECKSUMMED_V1 = ("params", "feature_spec", "data_range", "instrument_id", "bar_type")
 _CHECKSUMMED = (*_CHECKSUMMED_V1, "diagnostics", "slow")
 _ANY: Any = object()  # Expected.slow default: the slow level is not checked
@@ -355,31 +355,21 @@ def load_model(
 def _level_arrays(
     prm: _Params, feature_spec: dict[str, Any], where: str, fail: Any
 ) -> dict[str, np.ndarray]:
-    """The parameter arrays of one level, shape-checked and finite."""
+    """The parameter arrays of one level, shape-checked and finite (the filter's checks)."""
     k, d = prm.n_states, prm.n_features
     if k < 1 or d < 1:
         raise fail(
             f"{where}params.n_states and {where}params.n_features must be >= 1, got {k} and {d}"
         )
-    arrays = {
-        "startprob": (prm.startprob, (k,), "(n_states,)"),
-        "transmat": (prm.transmat, (k, k), "(n_states, n_states)"),
-        "means": (prm.means, (k, d), "(n_states, n_features)"),
-        "covars": (prm.covars, (k, d, d), "(n_states, n_features, n_features)"),
-        "scaler_mean": (prm.scaler_mean, (d,), "(n_features,)"),
-        "scaler_std": (prm.scaler_std, (d,), "(n_features,)"),
-    }
-    arr: dict[str, np.ndarray] = {}
-    for name, (value, shape, label) in arrays.items():
-        try:
-            a = np.array(value, dtype=np.float64)
-        except ValueError:
-            raise fail(f"{where}params.{name} is ragged, expected shape {shape} {label}") from None
-        if a.shape != shape:
-            raise fail(f"{where}params.{name} has shape {a.shape}, expected {shape} {label}")
-        if not np.isfinite(a).all():
-            raise fail(f"{where}params.{name} contains NaN or inf")
-        arr[name] = a
+    try:
+        arr = check_param_shapes(
+            {name: getattr(prm, name) for name in PARAM_SHAPES},
+            n_states=k,
+            n_features=d,
+            where=f"{where}params.",
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     names = feature_spec.get("names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise fail(f"{where}feature_spec.names must be a list of feature column names")
@@ -394,8 +384,7 @@ def _level_arrays(
 def _level_model(
     prm: _Params, arr: dict[str, np.ndarray], diagnostics: dict[str, Any], where: str, fail: Any
 ) -> RegimeHMM:
-    """Semantic checks of one level's parameters, then the model."""
-    k = prm.n_states
+    """Semantic checks of one level's parameters (the filter's), then the model."""
     if prm.covariance_type not in COVARIANCE_TYPES:
         raise fail(
             f"{where}params.covariance_type {prm.covariance_type!r} is not one of "
@@ -403,30 +392,16 @@ def _level_model(
         )
     if not prm.min_covar > 0:
         raise fail(f"{where}params.min_covar must be > 0, got {prm.min_covar}")
-    for name in ("startprob", "transmat"):
-        a = arr[name]
-        sums = a.sum(axis=-1)
-        if (a < 0).any() or (np.abs(sums - 1.0) > _PROB_TOL).any():
-            raise fail(
-                f"{where}params.{name} rows must be non-negative and sum to 1, "
-                f"row sums {sums.tolist()}"
-            )
-    if (arr["scaler_std"] <= 0).any():
-        raise fail(f"{where}params.scaler_std must be > 0, got {arr['scaler_std'].tolist()}")
-    cov = arr["covars"]
-    for i in range(k):
-        if not np.allclose(cov[i], cov[i].T, rtol=1e-10, atol=1e-12):
-            raise fail(f"{where}params.covars[{i}] is not symmetric")
-        try:
-            np.linalg.cholesky(cov[i])
-        except np.linalg.LinAlgError:
-            raise fail(f"{where}params.covars[{i}] is not positive definite") from None
+    try:
+        check_param_values(arr, where=f"{where}params.")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:
         return RegimeHMM.from_params(
             startprob=arr["startprob"],
             transmat=arr["transmat"],
             means=arr["means"],
-            covars=cov,
+            covars=arr["covars"],
             scaler_mean=arr["scaler_mean"],
             scaler_std=arr["scaler_std"],
             covariance_type=prm.covariance_type,

@@ -259,66 +259,108 @@ class ForwardFilter:
 
 
 # ---------------------------------------------------------------------------------- helpers
+PARAM_SHAPES: dict[str, tuple[str, ...]] = {
+    "startprob": ("n_states",),
+    "transmat": ("n_states", "n_states"),
+    "means": ("n_states", "n_features"),
+    "covars": ("n_states", "n_features", "n_features"),
+    "scaler_mean": ("n_features",),
+    "scaler_std": ("n_features",),
+}
+PROB_TOL = 1e-6  # rows of startprob/transmat sum to 1 within this (hand-edited files included)
+
+
+def check_param_shapes(
+    params: Mapping[str, Any], *, n_states: int | None = None, n_features: int | None = None,
+    where: str = "",
+) -> dict[str, np.ndarray]:
+    """The six parameter arrays as float64, shape- and finiteness-checked.
+
+    ``n_states``/``n_features`` default to the shape of ``means``. ``ValueError`` names the
+    first problem, prefixed with ``where`` (e.g. ``"slow.params."``).
+    """
+    known = {"n_states": n_states, "n_features": n_features}
+    arrs: dict[str, np.ndarray] = {}
+    for name, dims in PARAM_SHAPES.items():
+        try:
+            arrs[name] = np.array(params[name], dtype=np.float64)
+        except ValueError:
+            shape = "" if None in known.values() else f"{tuple(known[d] for d in dims)} "
+            raise ValueError(
+                f"{where}{name} is ragged, expected shape {shape}{_label(name)}"
+            ) from None
+    mu = arrs["means"]
+    if n_states is None or n_features is None:
+        if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
+            raise ValueError(
+                f"{where}means has shape {mu.shape}, expected (n_states, n_features)"
+            )
+        n_states, n_features = mu.shape
+    sizes = {"n_states": n_states, "n_features": n_features}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[dim] for dim in dims)
+        if arrs[name].shape != shape:
+            raise ValueError(
+                f"{where}{name} has shape {arrs[name].shape}, expected {shape} {_label(name)}"
+            )
+    for name, arr in arrs.items():
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{where}{name} contains NaN or inf")
+    return arrs
+
+
+def check_param_values(arrs: Mapping[str, np.ndarray], *, where: str = "") -> np.ndarray:
+    """Probabilities, scales and covariances of shape-checked arrays make sense; returns the
+    covariances' Cholesky factors (each must be symmetric positive definite)."""
+    for name in ("startprob", "transmat"):
+        a = arrs[name]
+        sums = a.sum(axis=-1)
+        if (a < 0).any() or (np.abs(sums - 1.0) > PROB_TOL).any():
+            raise ValueError(
+                f"{where}{name} rows must be non-negative and sum to 1, "
+                f"row sums {np.atleast_1d(sums).tolist()}"
+            )
+    if (arrs["scaler_std"] <= 0).any():
+        raise ValueError(f"{where}scaler_std must be > 0, got {arrs['scaler_std'].tolist()}")
+    cov = arrs["covars"]
+    for i in range(cov.shape[0]):
+        if not np.allclose(cov[i], cov[i].T, rtol=1e-10, atol=1e-12):
+            raise ValueError(f"{where}covars[{i}] is not symmetric")
+    return cholesky_factors(cov, where=where)
+
+
 def validate_params(
     startprob: Any, transmat: Any, means: Any, covars: Any, scaler_mean: Any, scaler_std: Any
 ) -> tuple[np.ndarray, ...]:
-    """The six parameter arrays as float64, shape-, finiteness-, probability- and
-    symmetry-checked (``ValueError`` names the first problem); ``RegimeHMM.from_params`` too."""
-    arrs = {
-        name: np.array(v, dtype=np.float64)
-        for name, v in (
-            ("startprob", startprob),
-            ("transmat", transmat),
-            ("means", means),
-            ("covars", covars),
-            ("scaler_mean", scaler_mean),
-            ("scaler_std", scaler_std),
-        )
-    }
-    mu = arrs["means"]
-    if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
-        raise ValueError(f"means must have shape (n_states, n_features), got {mu.shape}")
-    k, d = mu.shape
-    expected = {
-        "startprob": (k,),
-        "transmat": (k, k),
-        "covars": (k, d, d),
-        "scaler_mean": (d,),
-        "scaler_std": (d,),
-    }
-    for name, shape in expected.items():
-        if arrs[name].shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {arrs[name].shape}")
-    for name, arr in arrs.items():
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or inf")
-    for name in ("startprob", "transmat"):
-        arr = arrs[name]
-        if (arr < 0).any() or not np.allclose(arr.sum(axis=-1), 1.0, rtol=0, atol=1e-8):
-            raise ValueError(f"{name} rows must be non-negative and sum to 1")
-    if (arrs["scaler_std"] <= 0).any():
-        raise ValueError("scaler_std must be > 0")
-    cov = arrs["covars"]
-    if not np.allclose(cov, np.swapaxes(cov, 1, 2), rtol=1e-10, atol=1e-12):
-        raise ValueError("covars must be symmetric")
-    return (
-        arrs["startprob"],
-        arrs["transmat"],
-        mu,
-        cov,
-        arrs["scaler_mean"],
-        arrs["scaler_std"],
+    """The six parameter arrays as float64, every check of ``check_param_shapes`` and
+    ``check_param_values`` passed; the filter, ``RegimeHMM.from_params`` and the artifact loader
+    share these checks."""
+    arrs = check_param_shapes(
+        {
+            "startprob": startprob,
+            "transmat": transmat,
+            "means": means,
+            "covars": covars,
+            "scaler_mean": scaler_mean,
+            "scaler_std": scaler_std,
+        }
     )
+    check_param_values(arrs)
+    return tuple(arrs[name] for name in PARAM_SHAPES)
 
 
-def cholesky_factors(cov: np.ndarray) -> np.ndarray:
+def _label(name: str) -> str:
+    return "(" + ", ".join(PARAM_SHAPES[name]) + ("," if len(PARAM_SHAPES[name]) == 1 else "") + ")"
+
+
+def cholesky_factors(cov: np.ndarray, *, where: str = "") -> np.ndarray:
     """Lower Cholesky factor of each state's covariance; ``ValueError`` if one is not PD."""
     chol = np.empty_like(cov)
     for i in range(cov.shape[0]):
         try:
             chol[i] = np.linalg.cholesky(cov[i])
         except np.linalg.LinAlgError:
-            raise ValueError(f"covars[{i}] is not positive definite") from None
+            raise ValueError(f"{where}covars[{i}] is not positive definite") from None
     return chol
 
 

@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator
 from sklearn.cluster import kmeans_plusplus
 from threadpoolctl import threadpool_limits
 
-from hmm_strategy.filter import ForwardFilter, cholesky_factors, validate_params
+from hmm_strategy.filter import ForwardFilter, validate_params
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 MIN_ROWS_PER_PARAMETER = 10
@@ -379,7 +379,6 @@ class RegimeHMM(BaseEstimator):
         pi, a, mu, cov, sm, ss = validate_params(
             startprob, transmat, means, covars, scaler_mean, scaler_std
         )
-        cholesky_factors(cov)  # the filter needs them: refuse a covariance it could not use
         k, d = mu.shape
         model = cls(n_states=k, covariance_type=covariance_type, min_covar=min_covar)
         _check_covariance_structure(np.asarray(covars, dtype=np.float64), covariance_type)

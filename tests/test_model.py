@@ -218,7 +218,7 @@ def test_from_params_checks_the_covariance_structure(fitted: RegimeHMM) -> None:
         RegimeHMM.from_params(**params, covariance_type="diag")
     with pytest.raises(ValueError, match="transmat rows must be non-negative and sum to 1"):
         RegimeHMM.from_params(**{**params, "transmat": fitted.transmat_ * 0.5})
-    with pytest.raises(ValueError, match="covars must have shape"):
+    with pytest.raises(ValueError, match="covars has shape"):
         RegimeHMM.from_params(**{**params, "covars": fitted.covars_[:, :3, :3]})
 
 
