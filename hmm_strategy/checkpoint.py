@@ -39,9 +39,14 @@ def ensure_checkpoint_dir(path: Path) -> None:
         raise CheckpointError(f"checkpoint folder {folder} is not writable")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def encode_checkpoint(state: dict) -> bytes:
+    """The checkpoint file's bytes (``ValueError`` for a non-finite number in ``state``)."""
     doc = {"schema_version": SCHEMA_VERSION, "saved_at": time.time(), "state": state}
-    atomic_write(path, json.dumps(doc, allow_nan=False).encode())
+    return json.dumps(doc, allow_nan=False).encode()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, encode_checkpoint(state))
 
 
 def load_checkpoint(path: Path) -> dict | None:

@@ -2,7 +2,8 @@
 
 ``StrategyPersistence`` is mixed into ``HMMRegimeStrategy``: everything needed to resume (engine,
 breakers, P&L, allocation, the last plan) as plain JSON data, restored all or nothing; the
-crash-safe checkpoint written on a timer (live) and NautilusTrader's ``on_save``/``on_load``
+crash-safe checkpoint written on a timer (live; encoded on the event loop, written and fsynced
+on a worker thread) and NautilusTrader's ``on_save``/``on_load``
 (Redis cache database, on a clean stop) carry the same document.
 """
 
@@ -10,11 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import msgspec
 
 from hmm_strategy.artifacts import load_model, save_model
-from hmm_strategy.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_aside
+from hmm_strategy.atomic import atomic_write
+from hmm_strategy.checkpoint import (
+    CheckpointError,
+    encode_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+)
 from hmm_strategy.messages import STATE_TOPIC, CheckpointWrite, topic_for
 from hmm_strategy.risk import CircuitBreakers, PnLTracker
 
@@ -123,13 +133,59 @@ class StrategyPersistence:
         return self._checkpoint_failures > 0
 
     def write_checkpoint(self) -> None:
-        """Save the state; a failure (full disk, read-only folder) is logged, counted and
-        published (the exporter fails ``/readyz``), never raised into the trading path."""
+        """Save the state now (stop, tests), after any write still in flight; a failure (full
+        disk, read-only folder) is logged, counted and published (the exporter fails
+        ``/readyz``), never raised into the trading path."""
+        self._collect_checkpoint_write(wait=True)
         if self._checkpoint is None or self.engine is None:
             return
         try:
             save_checkpoint(self._checkpoint, self.snapshot())
         except (OSError, ValueError) as exc:
+            self._account_checkpoint_write(exc)
+        else:
+            self._account_checkpoint_write(None)
+
+    def write_checkpoint_in_background(self) -> None:
+        """The timer's write: the state is captured and encoded here, on the event loop (so it
+        is consistent), and written + fsynced on a worker thread (so a slow disk never delays a
+        bar). A write still in flight makes this tick a no-op: the next one carries newer state.
+        Its outcome is accounted for at the next tick or at stop."""
+        if not self._collect_checkpoint_write(wait=False):
+            return
+        if self._checkpoint is None or self.engine is None:
+            return
+        try:
+            data = encode_checkpoint(self.snapshot())
+        except ValueError as exc:
+            self._account_checkpoint_write(exc)
+            return
+        if self._checkpoint_writer is None:
+            self._checkpoint_writer = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._checkpoint_future = self._checkpoint_writer.submit(
+            _write_or_error, self._checkpoint, data
+        )
+
+    def stop_checkpoint_writer(self) -> None:
+        """Account for the write in flight and end the worker thread (after the final write)."""
+        self._collect_checkpoint_write(wait=True)
+        if self._checkpoint_writer is not None:
+            self._checkpoint_writer.shutdown(wait=True)
+            self._checkpoint_writer = None
+
+    def _collect_checkpoint_write(self, *, wait: bool) -> bool:
+        """Account for a finished background write; False while one is still running."""
+        future = self._checkpoint_future
+        if future is None:
+            return True
+        if not wait and not future.done():
+            return False
+        self._checkpoint_future = None
+        self._account_checkpoint_write(future.result())
+        return True
+
+    def _account_checkpoint_write(self, exc: Exception | None) -> None:
+        if exc is not None:
             self._checkpoint_failures += 1  # failures in a row
             n = self._checkpoint_failures
             if n & (n - 1) == 0:
@@ -177,3 +233,12 @@ class StrategyPersistence:
             f"Resumed from checkpoint {self._checkpoint} at bar {self.engine.bars_seen} "
             f"(model {self.engine.model_version or 'warming up'})"
         )
+
+
+def _write_or_error(path: Path, data: bytes) -> OSError | None:
+    """Worker-thread body of a background checkpoint write: the error instead of a raise."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        return exc
+    return None

@@ -13,6 +13,7 @@ only stops adding risk. Its state is checkpointed (live) and saved through Nauti
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -147,6 +148,8 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self.skipped_bars = 0
         self.skip_warnings = 0  # "Skipped bar" lines logged (rate-limited)
         self._checkpoint_failures = 0  # checkpoint writes failed in a row (see checkpoint_failed)
+        self._checkpoint_writer: ThreadPoolExecutor | None = None  # timer writes (persistence)
+        self._checkpoint_future: Future | None = None
         self._last_plan: tuple[float, float] | None = None
         self._last_bar_ts = 0
         self._prev_close = 0.0
@@ -184,7 +187,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
             self.clock.set_timer(
                 CHECKPOINT_TIMER,
                 timedelta(seconds=cfg.checkpoint_interval_secs),
-                callback=lambda _event: self.write_checkpoint(),
+                callback=lambda _event: self.write_checkpoint_in_background(),
             )
         self.subscribe_bars(cfg.bar_type)
         if self.breakers.tripped or self.paused:
@@ -414,6 +417,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self.unsubscribe_bars(self.config.bar_type)
         if self._checkpoint is not None:
             self.write_checkpoint()
+        self.stop_checkpoint_writer()
 
     def on_reset(self) -> None:
         self.engine = None
