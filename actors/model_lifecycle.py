@@ -62,12 +62,11 @@ import numpy as np
 
 from actors import operator_queue
 from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
-from hmm_strategy.engine import FitSettings
+from hmm_strategy.engine import FitSettings, RegimeEngine
 from hmm_strategy.features import FeatureSpec, StreamingFeatures
-from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.messages import ModelUpdate, RegimeUpdate
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
-from hmm_strategy.policy import PolicyConfig, RegimePolicy
+from hmm_strategy.policy import PolicyConfig
 
 EVENTS = (
     "champion",  # the champion at start, or a version observed on the bus
@@ -504,8 +503,7 @@ class Champion:
 class Shadow:
     version: str
     path: str
-    filter: ForwardFilter
-    policy: RegimePolicy
+    engine: RegimeEngine  # the strategy's own engine, on the candidate
     log_jacobian: float
     start_ts: int
     track: Track
@@ -644,7 +642,7 @@ class ModelLifecycle:
         if x is not None:
             self.recent.append(x)
             if self.shadow is not None:
-                actions += self._shadow_step(ts, close, x)
+                actions += self._shadow_step(ts, (open_, high, low, close, volume))
         actions += self._maybe_decide(ts)
         actions += self._maybe_fit(ts)
         return actions
@@ -691,8 +689,8 @@ class ModelLifecycle:
             "shadow_started",
             version=version,
             path=path,
-            reason=f"burn-in over {self.shadow.filter.n_steps} feature rows",
-            evidence={"target": self.shadow.policy.target},
+            reason=f"burn-in over {self.shadow.engine.filter.n_steps} feature rows",
+            evidence={"target": self.shadow.engine.policy.target},
         )
         return self._maybe_decide(ts)
 
@@ -868,19 +866,19 @@ class ModelLifecycle:
     def _start_shadow(
         self, ts: int, version: str, path: str, model: RegimeHMM, candidate: dict[str, Any]
     ) -> None:
-        flt = ForwardFilter.from_model(model)
-        policy = RegimePolicy(self.policy_config, model.n_states_)
-        for row in self.recent:  # burn-in on the past rows, as RegimeEngine.set_model does
-            policy.update(flt.update(row))
+        # the strategy's engine on the candidate, from the bars this lifecycle has seen: its
+        # features, the recent rows (filter and policy burn-in) and every policy mode's sizing
+        engine = RegimeEngine(self.features_spec, self.policy_config, self.fit)
+        engine.follow(self.features, self.recent)
+        engine.set_model(model, version, replay_policy=True)
         # evaluation starts at the last bar (the fit may land on a timer between bars, live)
         ts, close = self.history[-1][0], self.history[-1][4]
         track = Track(self.settings.cost_per_change)
-        track.start(ts, close, policy.target)
+        track.start(ts, close, engine.policy.target)
         self.shadow = Shadow(
             version=version,
             path=path,
-            filter=flt,
-            policy=policy,
+            engine=engine,
             log_jacobian=float(np.log(model.scaler_std_).sum()),
             start_ts=ts,
             track=track,
@@ -891,19 +889,19 @@ class ModelLifecycle:
         if last is not None and last.ts_event == ts:  # the champion already decided this bar
             self.champion_track.start(ts, last.close, last.target_exposure)
 
-    def _shadow_step(self, ts: int, close: float, x: np.ndarray) -> list[FitJob | ModelUpdate]:
+    def _shadow_step(self, ts: int, bar: tuple[float, ...]) -> list[FitJob | ModelUpdate]:
         s = self.shadow
         assert s is not None
         try:
-            probs = s.filter.update(x)
+            d = s.engine.update(*bar)
         except ValueError as exc:
             self._reject_shadow(ts, s, f"shadow filter failed: {exc}")
             return []
-        target = s.policy.update(probs)
-        ll = s.filter.last_log_likelihood
-        s.track.step(ts, close, target, None if ll is None else ll - s.log_jacobian)
+        assert d is not None  # features, filter and policy are all ready from the start
+        ll = d.log_likelihood
+        s.track.step(ts, bar[3], d.target_exposure, ll - s.log_jacobian)
         if self.on_shadow_decision is not None:
-            self.on_shadow_decision(ts, s.version, probs, int(np.argmax(probs)), target, ll)
+            self.on_shadow_decision(ts, s.version, d.probs, d.state, d.target_exposure, ll)
         return []
 
     def _end_shadow(self) -> None:

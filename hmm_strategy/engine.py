@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 import msgspec
 import numpy as np
@@ -239,14 +240,20 @@ class RegimeEngine:
         return None if self.slow is None else self.slow.model
 
     def set_model(
-        self, model: RegimeHMM, version: str, slow_model: RegimeHMM | None = None
+        self,
+        model: RegimeHMM,
+        version: str,
+        slow_model: RegimeHMM | None = None,
+        *,
+        replay_policy: bool = False,
     ) -> None:
         """Install a fitted model: a new filter run over the recent feature rows (all in the past).
 
         ``slow_model`` replaces the slow level's model too (hierarchical engines; without it the
         slow level keeps its model). The policy keeps its memory (current target, holding,
         cooldown) across a swap when the numbers of states are unchanged, so a promotion does not
-        by itself cause a trade.
+        by itself cause a trade. ``replay_policy`` also runs the policy over those rows, so its
+        memory is what this model would have built (a shadow evaluated from its first bar).
         """
         if model.n_features_ != len(self.feature_spec.names):
             raise ValueError(
@@ -255,9 +262,10 @@ class RegimeEngine:
             )
         if slow_model is not None and self.slow is None:
             raise ValueError("a slow model was given but the engine has no slow level")
+        if replay_policy and self.slow is not None:
+            raise ValueError("replay_policy is for single-level engines")
         new_filter = ForwardFilter.from_model(model)
-        for row in self._recent:
-            new_filter.update(row)
+        replayed = [new_filter.update_tuple(row) for row in self._recent]
         if slow_model is not None:
             self.slow.set_model(slow_model)
         self.model = model
@@ -265,6 +273,16 @@ class RegimeEngine:
         self.filter = new_filter
         self._derive_from_model()
         self._ensure_policy()
+        if replay_policy:
+            for probs in replayed:
+                self.policy.update(probs, argmax(probs), vol_forecast=self._vol_forecast(probs))
+
+    def follow(self, features: StreamingFeatures, recent: Iterable[np.ndarray]) -> None:
+        """Take over another stream's feature windows and recent rows (bars already seen), so a
+        model installed next decides from the next bar on: the online trainer's shadow."""
+        self.features = StreamingFeatures.from_state(self.feature_spec, features.state())
+        self._recent.clear()
+        self._recent.extend(recent)
 
     def _derive_from_model(self) -> None:
         """Per-model constants of the hot path (vol_target: E[r^2 at t+1 | state at t])."""
@@ -272,6 +290,12 @@ class RegimeEngine:
         if self.policy_config.mode == "vol_target":
             vol = self.model.feature_second_moment(self.feature_spec.column("volatility"))
             self._next_var = tuple((self.model.transmat_ @ vol).tolist())
+
+    def _vol_forecast(self, probs: tuple[float, ...]) -> float | None:
+        """vol_target: the next bar's expected return volatility given the state probabilities."""
+        if self._next_var is None:
+            return None
+        return math.sqrt(sum(p * v for p, v in zip(probs, self._next_var, strict=True)))
 
     def _ensure_policy(self) -> None:
         k = self.model.n_states_
@@ -314,9 +338,7 @@ class RegimeEngine:
             if slow_state is None:  # slow level still warming up: no decision (flat)
                 return None
         state = argmax(probs)
-        vol = None
-        if self._next_var is not None:
-            vol = math.sqrt(sum(p * v for p, v in zip(probs, self._next_var, strict=True)))
+        vol = None if self._next_var is None else self._vol_forecast(probs)
         target = self.policy.update(probs, state, slow_state=slow_state, vol_forecast=vol)
         return Decision(
             probs=probs,

@@ -232,7 +232,9 @@ def synthetic() -> dict:
     return {"bars": bars, "model": model, "spec": spec, "fit": fit}
 
 
-def make_lifecycle(tmp: Path, synthetic: dict, **settings) -> tuple[ModelLifecycle, str]:
+def make_lifecycle(
+    tmp: Path, synthetic: dict, policy: dict | None = None, **settings
+) -> tuple[ModelLifecycle, str]:
     model = synthetic["model"]
     ts = synthetic["bars"]["ts_event"]
     version = model_version("champ", int(ts[999]), model)
@@ -251,7 +253,7 @@ def make_lifecycle(tmp: Path, synthetic: dict, **settings) -> tuple[ModelLifecyc
         instrument_id=INSTRUMENT,
         bar_type=BAR_TYPE,
         features=synthetic["spec"],
-        policy=PolicyConfig(**POLICY),
+        policy=PolicyConfig(**(policy or POLICY)),
         fit=synthetic["fit"],
         settings=LifecycleSettings(
             **{
@@ -388,6 +390,48 @@ def test_corrupt_or_failed_candidates_are_rejected(tmp_path: Path, synthetic: di
     events = read_lifecycle(tmp_path / "lifecycle.jsonl")
     assert [e.event for e in events[-3:]] == ["candidate", "rejected", "fit_failed"]
     assert "checksum mismatch" in events[-2].reason and lc.shadow is None
+
+
+def test_the_shadow_decides_as_the_strategy_would_in_every_policy_mode(
+    tmp_path: Path, synthetic: dict
+) -> None:
+    """The shadow is a RegimeEngine, not a copy of one: in vol_target mode it sizes by the
+    candidate's volatility forecast (a filter + policy copy had none and crashed), and its
+    decisions equal those of an engine that switched to the candidate at the shadow's start."""
+    policy = {**POLICY, "mode": "vol_target", "target_vol": 0.002}
+    lc, champion = make_lifecycle(tmp_path, synthetic, policy=policy, metric="pnl")
+    shadow_rows: list[tuple] = []
+    lc.on_shadow_decision = lambda ts, version, probs, state, target, ll: shadow_rows.append(
+        (ts, version, tuple(float(p) for p in probs), state, target)
+    )
+    sim = Simulated(lc, champion)
+    sim.run(synthetic["bars"].slice(1000, 800))
+    assert shadow_rows, "no shadow ran"
+    targets = np.array([row[4] for row in shadow_rows])
+    assert np.isfinite(targets).all() and (np.abs(targets) <= 1.0).all()
+    assert ((np.abs(targets) > 0) & (np.abs(targets) < 1)).any(), "no volatility sizing"
+    # the same candidate in the strategy's engine, switched in where the shadow started
+    started = next(
+        e for e in read_lifecycle(tmp_path / "lifecycle.jsonl") if e.event == "shadow_started"
+    )
+    from hmm_strategy.artifacts import load_model
+
+    model, _ = load_model(started.path)
+    twin = Simulated(lc, champion)  # only its engine is used
+    expected = {}
+    for ts, o, h, lo, c, v in (
+        synthetic["bars"]
+        .slice(1000, 800)
+        .select("ts_event", "open", "high", "low", "close", "volume")
+        .iter_rows()
+    ):
+        d = twin.engine.update(o, h, lo, c, v)
+        if ts == started.ts_event:  # the fit landed on this bar: the shadow starts after it
+            twin.engine.set_model(model, started.version, replay_policy=True)
+        elif d is not None and twin.engine.model_version == started.version:
+            expected[ts] = (d.state, d.target_exposure)
+    got = {row[0]: (row[3], row[4]) for row in shadow_rows if row[1] == started.version}
+    assert got and got == {ts: expected[ts] for ts in got}
 
 
 def test_drift_triggers_a_refit_only_after_the_change(tmp_path: Path, synthetic: dict) -> None:
