@@ -7,6 +7,9 @@ live), writes a versioned model artifact and a training report (JSON + Markdown)
     <out>/<strategy name>/<version>.json          the artifact (hmm_strategy.artifacts)
     <out>/<strategy name>/<version>.report.json   log-likelihood, BIC per K, states, transitions
     <out>/<strategy name>/<version>.report.md     the same for humans
+    <out>/<strategy name>/<version>.insample/     the model beside buy-and-hold and EMA cross
+                                                  over the training window (backtest engine;
+                                                  --no-compare skips it)
 
 Only bars whose close time lies in ``[start, end]`` (both inclusive, UTC) are read: the training
 set never contains a bar after ``end``. Bars come from the backtest catalog (imported from the
@@ -24,6 +27,7 @@ import hashlib
 import json
 import math
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 import polars as pl
+import yaml
 from threadpoolctl import threadpool_limits
 
 from hmm_strategy import cli
@@ -401,6 +406,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     ]
     for i, row in enumerate(report["transition_matrix"]):
         lines.append(f"| {i} | " + " | ".join(f"{p:.4f}" for p in row) + " |")
+    if "in_sample_comparison" in report:
+        lines += comparison_markdown(report["in_sample_comparison"])
     return "\n".join(lines) + "\n"
 
 
@@ -501,6 +508,85 @@ def train(
     return TrainResult(artifact, version, report, rj, rm)
 
 
+# ------------------------------------------------------------------------ in-sample comparison
+COMPARISON_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("total_return_pct", "total return", "{:+.2f}%"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("max_drawdown_pct", "max drawdown", "{:.2f}%"),
+    ("fees", "fees", "{:,.0f}"),
+    ("turnover_per_year", "turnover (x equity / yr)", "{:.2f}"),
+    ("trades", "trades", "{:,.0f}"),
+)
+RUNS = (("strategy", "strategy"), ("buy_and_hold", "buy & hold"), ("ema_cross", "EMA cross"))
+
+
+def in_sample_comparison(
+    config: str,
+    overrides: Sequence[str],
+    strategy: str,
+    artifact: Path,
+    start: str,
+    end: str,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """The trained model, buy-and-hold and EMA cross over the training window, through the
+    backtest engine with the node config's bars, fees and capital (``python -m backtests.run``,
+    run as a child process: the training command stays below the backtest package).
+
+    In sample: it shows what the model does on the bars it was fitted on, an upper bound and not
+    evidence; out-of-sample figures come from ``python -m backtests.walk_forward``.
+    Returns ``{"run_dir", "comparison"}`` or ``{"run_dir", "error"}``; a failed run never raises.
+    """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    override = run_dir.parent / f"{run_dir.name}.override.yaml"
+    doc = {"strategies": [{"name": strategy, "config": {"model_path": str(artifact.resolve())}}]}
+    override.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cmd = [
+        sys.executable, "-m", "backtests.run", "--config", config,
+        *[arg for o in overrides for arg in ("--override", o)], "--override", str(override),
+        "--start", start, "--end", end, "--run-dir", str(run_dir), "--no-tearsheet",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out: dict[str, Any] = {"run_dir": str(run_dir)}
+    stats = run_dir / "stats.json"
+    if proc.returncode != 0 or not stats.exists():
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        out["error"] = cli.one_line(lines[-1] if lines else f"exit {proc.returncode}")
+        return out
+    comparison = json.loads(stats.read_text()).get("comparison") or {}
+    out["comparison"] = {
+        run: {key: comparison[run].get(key) for key, _, _ in COMPARISON_ROWS}
+        for run, _ in RUNS
+        if run in comparison
+    }
+    return out
+
+
+def comparison_markdown(section: dict[str, Any]) -> list[str]:
+    """The in-sample comparison as a Markdown table (or the reason it is missing)."""
+    lines = ["", "## In-sample comparison (training window, same backtest engine)", ""]
+    if "comparison" not in section:
+        why = section.get("error") or section.get("skipped") or "not run"
+        return [*lines, f"Not available: {why}"]
+    runs = [(run, label) for run, label in RUNS if run in section["comparison"]]
+    lines += [
+        "In sample: the model is judged on the bars it was fitted on (an upper bound, not "
+        "evidence; see `python -m backtests.walk_forward` for out-of-sample results). "
+        f"Run folder: `{section['run_dir']}`.",
+        "",
+        "| | " + " | ".join(label for _, label in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for key, label, spec in COMPARISON_ROWS:
+        cells = []
+        for run, _ in runs:
+            value = section["comparison"][run].get(key)
+            ok = isinstance(value, int | float) and math.isfinite(value)
+            cells.append(spec.format(value) if ok else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # ----------------------------------------------------------------------------------------- CLI
 def _grid(text: str) -> tuple[int, ...]:
     if not text.strip():
@@ -533,6 +619,11 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BIC_GRID,
         help="numbers of states compared by BIC in the report ('' = skip), default 2,3,4,5",
     )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip the in-sample backtest of the model beside buy-and-hold and EMA cross",
+    )
     args = parser.parse_args(argv)
     try:
         cli.check_time_order(args.start, args.end)
@@ -549,12 +640,37 @@ def main(argv: list[str] | None = None) -> int:
         print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     r = result.report
+    if args.no_compare:
+        section: dict[str, Any] = {"skipped": "--no-compare"}
+    elif args.data:
+        section = {
+            "skipped": "trained on --data, which the backtest does not read; run "
+            "python -m backtests.run with this model_path on the config's data"
+        }
+    else:
+        print("comparing in sample: the model, buy-and-hold and EMA cross through the backtest")
+        section = in_sample_comparison(
+            args.config, args.override, target.name, result.artifact, args.start, args.end,
+            result.artifact.with_name(f"{result.version}.insample"),
+        )  # fmt: skip
+    r["in_sample_comparison"] = section
+    if result.report_json is not None and result.report_md is not None:
+        result.report_json.write_text(json.dumps(r, indent=1, allow_nan=False) + "\n")
+        result.report_md.write_text(report_markdown(r))
+    if "error" in section:
+        print(f"warning: in-sample comparison failed: {section['error']}", file=sys.stderr)
     print(
         f"trained {result.version}: {r['n_states']} states on {r['bars']:,} bars "
         f"({r['first_bar']} -> {r['last_bar']}), log-lik/row {r['log_likelihood_per_row']:.4f}"
     )
     print(f"artifact {result.artifact}")
     print(f"report   {result.report_md}")
+    if "comparison" in section:
+        print("in sample (the training window; out-of-sample: python -m backtests.walk_forward):")
+        for line in comparison_markdown(section)[5:]:  # the table
+            if not line.startswith("|---"):
+                label, *cells = (c.strip() for c in line.strip("|").split("|"))
+                print(f"  {label:<26}" + "".join(f"{c:>12}" for c in cells))
     return 0
 
 

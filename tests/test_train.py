@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -115,6 +116,20 @@ def test_cli_trains_on_the_range_only_and_writes_artifact_and_report(
     assert len(report["transition_matrix"]) == 3
     md = artifact.with_suffix(".report.md").read_text()
     assert "BIC per number of states" in md and "Transition matrix" in md
+    # beside the baselines, through the backtest engine, over the training window only
+    section = report["in_sample_comparison"]
+    assert "error" not in section, section
+    runs = section["comparison"]
+    assert set(runs) == {"strategy", "buy_and_hold", "ema_cross"}
+    for run in runs.values():
+        assert all(isinstance(v, int | float) and math.isfinite(v) for v in run.values()), run
+    assert runs["buy_and_hold"]["trades"] == 1
+    stats = json.loads((Path(section["run_dir"]) / "stats.json").read_text())
+    first, last = stats["comparison"]["strategy"]["first_bar"], stats["comparison"]["strategy"][
+        "last_bar"
+    ]
+    assert to_ns("2024-01-10") <= first and last <= to_ns("2024-01-31T23:59:59")
+    assert "In-sample comparison" in md and "| total return |" in md
 
 
 def test_training_ignores_data_outside_the_range(jan_feb: Path, tmp_path: Path) -> None:
@@ -151,6 +166,8 @@ def test_training_ignores_data_outside_the_range(jan_feb: Path, tmp_path: Path) 
         assert main(args) == 0
         (artifact,) = (d / "m" / "hmm_btc").glob("*[0-9a-f].json")
         versions.append(load_model(artifact)[1].model_version)
+        skipped = json.loads(artifact.with_suffix(".report.json").read_text())
+        assert "--data" in skipped["in_sample_comparison"]["skipped"]
     assert versions[0] == versions[1]
 
 
@@ -223,6 +240,7 @@ def test_hierarchical_training_saves_both_levels_for_the_strategy(
                 "2024-03-01",
                 "--out",
                 str(out),
+                "--no-compare",
             ]
         )
         == 0
