@@ -267,6 +267,7 @@ class MetricsExporter(Actor):
         self._server: MetricsHTTPServer | None = None
         self._live = True  # on start: is the node clock live (until then, no backtest refresh)
         self._marked_dead = False  # multiprocess: on_stop removed this process's gauge shards
+        self._bar_watchers: dict[str, list[tuple[str, str]]] = {}  # bar type -> (strategy, instr)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -370,6 +371,22 @@ class MetricsExporter(Actor):
             "Event time minus model creation time (version timestamp, else first seen).",
             si,
         )
+        self.bar_interval = gauge(
+            "strategy_bar_interval_seconds",
+            "The bar interval of the strategy's bar type (what 'stale' is measured in).",
+            si,
+        )
+        self.last_bar = gauge(
+            "market_data_last_bar_epoch",
+            "Node-clock UNIX seconds when the strategy's last bar arrived (start time until the "
+            "first one).",
+            si,
+        )
+        self.last_regime = gauge(
+            "regime_last_update_epoch",
+            "Node-clock UNIX seconds of the strategy's last RegimeUpdate (none during warm-up).",
+            si,
+        )
         self.governance_state = gauge(
             "strategy_governance_state",
             "Governance state (active/throttled/paused), one-hot.",
@@ -430,6 +447,7 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
         self.msgbus.subscribe(f"{BREAKER_TRIP_TOPIC}.*", self.on_breaker_trip)
+        self.msgbus.subscribe("data.bars.*", self.on_bar_data)  # passive: requests nothing
         self.msgbus.subscribe(f"{FEED_TOPIC}.*", self.on_data_gap)
         self.msgbus.subscribe(f"{STATE_TOPIC}.*", self.on_checkpoint_write)
         self._last_refresh_ns = 0
@@ -473,6 +491,7 @@ class MetricsExporter(Actor):
         self._build_metrics(None)
         for keys in (self._order_keys, self._hmm_strategies, self._exposure_keys):
             keys.clear()
+        self._bar_watchers.clear()
         self._n_states.clear()
         self._model.clear()
         self._marked_dead = False
@@ -480,10 +499,12 @@ class MetricsExporter(Actor):
     def _zero_initialise(self) -> None:
         """Every series of the strategies registered on this node exists from the first scrape
         (0, or "active"), so dashboards and ``rate()``/``absent()`` work before any event."""
+        self._bar_watchers.clear()
         for strategy in self._registered_strategies():
             sid = self._strategy_label(strategy.id.value)
             if hasattr(strategy, "breakers"):  # ours: governed and guarded by breakers
                 self._seen_hmm_strategy(sid)
+            self._watch_bars(sid, getattr(strategy, "config", None))
             instrument = getattr(getattr(strategy, "config", None), "instrument_id", None)
             if instrument is None:
                 self._order_labels_for(self._venue, sid)
@@ -495,6 +516,18 @@ class MetricsExporter(Actor):
             self.pnl_unrealized.labels(self._venue, *key).set(0.0)
             self.exposure.labels(self._venue, *key).set(0.0)
             self._exposure_keys.add(key)
+
+    def _watch_bars(self, strategy: str, config) -> None:
+        """Staleness series for the strategy's bar type: its interval, and the last bar's arrival
+        starting at the start time (so "no bar since start" goes stale too)."""
+        bar_type = getattr(config, "bar_type", None)
+        if bar_type is None or not hasattr(bar_type, "spec"):
+            return
+        key = (strategy, self._instrument_label(str(bar_type.instrument_id)))
+        topic_type = str(bar_type.standard())  # what the data engine publishes under
+        self._bar_watchers.setdefault(topic_type, []).append(key)
+        self.bar_interval.labels(*key).set(bar_type.spec.timedelta.total_seconds())
+        self.last_bar.labels(*key).set(self.clock.timestamp())
 
     def _registered_strategies(self) -> list:
         """The node's strategies: each subscribes its own ``events.order.<id>`` at registration,
@@ -620,9 +653,17 @@ class MetricsExporter(Actor):
             self._drop(self.regime_probability, (strategy, instrument, str(k)))
         self._n_states[key] = len(probs)
         self.regime_state.labels(*key).set(update.state)
+        self.last_regime.labels(*key).set(self.clock.timestamp())
         self.target_exposure.labels(*key).set(update.target_exposure)
         self._update_model(key, update)
         self._last_update_mono = time.monotonic()
+
+    def on_bar_data(self, bar) -> None:
+        watchers = self._bar_watchers.get(str(bar.bar_type))
+        if watchers:
+            now = self.clock.timestamp()
+            for key in watchers:
+                self.last_bar.labels(*key).set(now)
 
     def _update_model(self, key: tuple[str, str], update: RegimeUpdate) -> None:
         version = (update.model_version or "none")[:64]
