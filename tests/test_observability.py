@@ -213,13 +213,21 @@ def test_promtool_test_rules():
 # -- a real Prometheus scraping a backtest-driven exporter -----------------------------------------
 
 
-def start_prometheus(tmp: Path, target_port: int) -> tuple[subprocess.Popen, str, Path]:
+def start_prometheus(
+    tmp: Path, target_port: int, alertmanager: str | None = None
+) -> tuple[subprocess.Popen, str, Path]:
     """A real Prometheus on loopback with the bundle's config, its node job pointed at
-    ``target_port``, 1 s scrapes and the bundle's alert rules (the config checked by promtool)."""
+    ``target_port``, 1 s scrapes and the bundle's alert rules (the config checked by promtool).
+    Alerts go to ``alertmanager`` (host:port), else nowhere (never to a stranger's :9093)."""
     prom_port = free_port()
     config = yaml.safe_load((OBS / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    if alertmanager is None:
+        del config["alerting"]
+    else:
+        config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [alertmanager]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert NODE_JOB in jobs, f"bundle prometheus.yml has no {NODE_JOB!r} job"
     jobs[NODE_JOB]["static_configs"][0]["targets"] = [f"127.0.0.1:{target_port}"]
@@ -424,12 +432,9 @@ def test_scrape_time_with_every_series(stack):
     assert http_med > 0  # the number is reported by bench/, never asserted as a time here
 
 
-@pytest.fixture(scope="module")
-def node_stack(tmp_path_factory):
-    """A real Prometheus scraping the offline paper node (``python -m hmm_strategy.live``)."""
-    require_tools()
-    tmp = tmp_path_factory.mktemp("node")
-    port = free_port()
+def start_paper_node(tmp: Path, port: int, extra: dict | None = None) -> subprocess.Popen:
+    """The offline paper node (``python -m hmm_strategy.live``) serving metrics on ``port``; a
+    fast replay, a short warm-up, and ``extra`` merged into its override file."""
     override = {
         "live": {
             "log_dir": str(tmp / "logs"),
@@ -443,13 +448,31 @@ def node_stack(tmp_path_factory):
         "actors": [{"name": "governance", "config": {"policy_path": str(tmp / "policy.yaml")}}],
     }
     (tmp / "policy.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
-    (tmp / "fast.yaml").write_text(yaml.safe_dump(override))
-    node = subprocess.Popen(
+    (tmp / "fast.yaml").write_text(yaml.safe_dump({**override, **(extra or {})}))
+    return subprocess.Popen(
         [sys.executable, "-m", "hmm_strategy.live", "--override", str(tmp / "fast.yaml"),
          "--metrics-port", str(port), "--run-dir", str(tmp / "run"), "--log-level", "ERROR"],
         cwd=tmp, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 30) -> None:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def node_stack(tmp_path_factory):
+    """A real Prometheus scraping the offline paper node."""
+    require_tools()
+    tmp = tmp_path_factory.mktemp("node")
+    port = free_port()
+    node = start_paper_node(tmp, port)
     proc, base, log = start_prometheus(tmp, port)
     try:
 
