@@ -171,27 +171,81 @@ def test_dashboard_json_structure():
         assert shown, f"metric {name} is on no dashboard panel"
 
 
-def test_compose_and_provisioning_agree():
+def _targets(config: dict, job: str) -> list[str]:
+    (found,) = [j for j in config["scrape_configs"] if j["job_name"] == job]
+    return found["static_configs"][0]["targets"]
+
+
+def test_compose_works_on_docker_desktop_and_linux(tmp_path):
+    """No host network (Docker Desktop has none): a bridge network, the host reached as
+    host.docker.internal (``host-gateway`` on Linux), UIs published on loopback only."""
     compose = yaml.safe_load(COMPOSE.read_text())
-    prom, graf = compose["services"]["prometheus"], compose["services"]["grafana"]
-    assert prom["network_mode"] == graf["network_mode"] == "host"
-    for service in (prom, graf):
+    services = compose["services"]
+    assert set(services) == {"prometheus", "alertmanager", "grafana"}
+    for name, service in services.items():
+        assert "network_mode" not in service, name
+        for port in service["ports"]:
+            assert port.startswith("127.0.0.1:"), (name, port)
         for volume in service["volumes"]:
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (COMPOSE.parent / source).exists(), f"compose mounts missing {source}"
-    listen = next(a for a in prom["command"] if a.startswith("--web.listen-address="))
-    (source,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
-    assert urllib.parse.urlsplit(source["url"]).netloc == listen.split("=", 1)[1]
-    (provider,) = yaml.safe_load(PROVIDERS.read_text())["providers"]
-    mounts = dict(v.split(":")[:2] for v in graf["volumes"])
-    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
-    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
-    # the bundle scrapes the exporter's default address
-    config = yaml.safe_load((OBS / "prometheus.yml").read_text())
-    node = next(j for j in config["scrape_configs"] if j["job_name"] == NODE_JOB)
+    for name in ("prometheus", "alertmanager"):  # they talk to the node / webhook on the host
+        assert "host.docker.internal:host-gateway" in services[name]["extra_hosts"], name
+    mounts = {n: dict(v.split(":")[:2] for v in svc["volumes"]) for n, svc in services.items()}
+
+    # compose/prometheus.yml is prometheus.yml with the addresses a container sees
+    host_cfg = yaml.safe_load((OBS / "prometheus.yml").read_text())
+    box_cfg = yaml.safe_load((OBS / "compose" / "prometheus.yml").read_text())
+    assert mounts["prometheus"]["./compose/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert mounts["prometheus"]["./rules"] == "/etc/prometheus/rules"
     default = MetricsExporterConfig()
-    assert f"{default.host}:{default.port}" in node["static_configs"][0]["targets"]
+    assert _targets(host_cfg, NODE_JOB) == [f"{default.host}:{default.port}"]
+    assert _targets(box_cfg, NODE_JOB) == [f"host.docker.internal:{default.port}"]
+    am_port = services["alertmanager"]["ports"][0].split(":")[-1]
+    am_targets = [c["static_configs"][0]["targets"] for c in box_cfg["alerting"]["alertmanagers"]]
+    assert am_targets == [[f"alertmanager:{am_port}"]]
+    for cfg in (host_cfg, box_cfg):
+        cfg.pop("alerting")
+        for job in cfg["scrape_configs"]:
+            job["static_configs"][0]["targets"] = []
+    assert host_cfg == box_cfg, "compose/prometheus.yml and prometheus.yml differ"
+    (tmp_path / "rules").symlink_to(OBS / "rules")
+    shutil.copy(OBS / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    res = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    # compose/alertmanager.yml: the same, the webhook on the host
+    host_am = yaml.safe_load((OBS / "alertmanager.yml").read_text())
+    box_am = yaml.safe_load((OBS / "compose" / "alertmanager.yml").read_text())
+    assert mounts["alertmanager"]["./compose/alertmanager.yml"] == (
+        "/etc/alertmanager/alertmanager.yml"
+    )
+    host_url = host_am["receivers"][0]["webhook_configs"][0]["url"]
+    box_url = box_am["receivers"][0]["webhook_configs"][0]["url"]
+    assert box_url == host_url.replace("127.0.0.1", "host.docker.internal") != host_url
+    box_am["receivers"][0]["webhook_configs"][0]["url"] = host_url
+    assert host_am == box_am, "compose/alertmanager.yml and alertmanager.yml differ"
+
+    # Grafana: the datasource is the compose service, same uid; dashboards where the provider
+    # looks
+    graf = mounts["grafana"]
+    (host_ds,) = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    (box_ds,) = yaml.safe_load((OBS / "compose" / "grafana-datasource.yml").read_text())[
+        "datasources"
+    ]
+    prom_port = services["prometheus"]["ports"][0].split(":")[-1]
+    assert box_ds.pop("url") == f"http://prometheus:{prom_port}"
+    host_url = host_ds.pop("url")
+    assert host_ds == box_ds
+    assert graf["./compose/grafana-datasource.yml"].startswith(
+        "/etc/grafana/provisioning/datasources/"
+    )
+    (provider,) = yaml.safe_load(PROVIDERS.read_text())["providers"]
+    assert graf["./grafana/dashboards"] == provider["options"]["path"]
+    assert graf["./grafana/provisioning/dashboards"] == "/etc/grafana/provisioning/dashboards"
+    # the host-run datasource points at the host-run Prometheus's documented address
+    assert urllib.parse.urlsplit(host_url).netloc == "127.0.0.1:9090"
 
 
 def test_promtool_check_config():
