@@ -329,3 +329,62 @@ def test_retiring_and_scraping_survive_a_concurrent_cleaner(tmp_path, monkeypatc
 
     monkeypatch.setattr(m, "generate_latest", flaky)
     assert b"orders_submitted_total" in exporter.render() and len(calls) == 2
+
+
+_REUSED_PID_CHILD = """
+import os, sys
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from nautilus_trader.model.data import BarType
+from tests.test_metrics import build_engine, make_bars, parse, value
+from actors.metrics import MetricsExporterConfig
+
+mp_dir = sys.argv[1]
+pid = os.getpid()
+# shards a dead process with THIS pid left behind (pid 1 in a container: every restart)
+gauges = MmapedDict(os.path.join(mp_dir, f"gauge_livemostrecent_{pid}.db"))
+gauges.write_value(mmap_key("portfolio_equity_usd", "portfolio_equity_usd", ["venue"], ["GHOST"],
+                            "x"), 123.0, 1.0)
+gauges.close()
+help_text = "Orders submitted to the venue."
+key = mmap_key("orders_submitted", "orders_submitted_total", ["venue", "strategy"],
+               ["BINANCE", "EMACross-000"], help_text)
+counters = MmapedDict(os.path.join(mp_dir, f"counter_{pid}.db"))
+counters.write_value(key, 1000.0, 0.0)
+counters.close()
+
+bar_type = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
+engine, exporter, _, _ = build_engine(
+    MetricsExporterConfig(port=0, multiprocess_dir=mp_dir), bars=make_bars(bar_type, 120))
+engine.run(streaming=True)
+s = parse(exporter.render())
+assert "GHOST" not in exporter.render().decode(), "a dead process's gauge passed for ours"
+submitted = sum(1 for o in engine.cache.orders() for e in o.events
+                if type(e).__name__ == "OrderSubmitted" and o.strategy_id.value == "EMACross-000")
+got = value(s, "orders_submitted_total", venue="BINANCE", strategy="EMACross-000")
+assert got == 1000 + submitted, (got, submitted)  # the counter continues, never drops
+
+# stop (the exporter marks this process dead: its gauges go) and start again in this process
+engine.end()
+assert not [f for f in os.listdir(mp_dir) if f.startswith("gauge_live")], os.listdir(mp_dir)
+engine.reset()
+engine.add_data(make_bars(bar_type, 120, first=120))
+engine.run(streaming=True)
+s = parse(exporter.render())
+assert ("portfolio_equity_usd", frozenset({("venue", "BINANCE")})) in s, "gauges gone after restart"
+assert value(s, "orders_submitted_total", venue="BINANCE", strategy="EMACross-000") > got
+engine.end()
+engine.dispose()
+print("OK")
+"""
+
+
+def test_a_reused_pid_and_a_restart_in_process_keep_the_books_straight(tmp_path):
+    """A new process with a dead one's pid drops that pid's gauges and continues its counters;
+    an exporter stopped (marked dead) and started again in one process exports its gauges again."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    res = subprocess.run(
+        [sys.executable, "-c", _REUSED_PID_CHILD, str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0 and res.stdout.strip().endswith("OK"), res.stderr[-3000:]

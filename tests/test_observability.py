@@ -576,3 +576,23 @@ def test_paper_node_times_submit_to_ack_on_the_wall_clock(node_stack):
     count = float(_query(node_stack, "sum(submit_to_ack_ms_count)")["result"][0]["value"][1])
     total_ms = float(_query(node_stack, "sum(submit_to_ack_ms_sum)")["result"][0]["value"][1])
     assert count > 0 and total_ms > 0
+
+
+def test_paper_node_series_exist_from_the_first_scrape(node_stack):
+    """Issue 15: 20 s after start the order, PnL, exposure and latency series were still absent
+    (dashboards said "No data"); now they are in the very first scrape Prometheus took."""
+    result = _query(node_stack, f'up{{job="{NODE_JOB}"}}[10m]')["result"]
+    first = min(float(ts) for r in result for ts, v in r["values"] if v == "1")
+    for name in (
+        "orders_submitted_total",
+        "orders_denied_total",
+        "pnl_realized_total",
+        "pnl_unrealized_total",
+        "exposure_usd",
+        "submit_to_ack_ms_count",
+        "breaker_trips_total",
+        "market_data_last_bar_epoch",
+    ):
+        params = urllib.parse.urlencode({"query": f"count({name})", "time": f"{first:.3f}"})
+        body = json.loads(http_get(f"{node_stack}/api/v1/query?{params}")[1])
+        assert body["data"]["result"], f"{name} missing from the first scrape"
