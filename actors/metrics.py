@@ -74,6 +74,45 @@ from hmm_strategy.risk import BREAKER_REASONS
 
 FAULT_KINDS = ("order_timeout", "order_rejected", "data_gap")
 TIMEOUT_REASON = "UNKNOWN"  # the reason NautilusTrader gives an in-flight order it resolves
+# orders_rejected_total{reason}: a fixed set (every one zero-initialised, so increase() counts the
+# first of each), classified from the venue's free-text reason by rejection_reason()
+REJECT_REASONS = (
+    "timeout",  # never answered; NautilusTrader's in-flight check resolved it
+    "insufficient_balance",
+    "filter",  # price/quantity/notional filters, precision
+    "rate_limit",
+    "clock",  # request timestamp outside the venue's receive window
+    "post_only",
+    "reduce_only",
+    "other",
+)
+_VENUE_CODE = re.compile(r"""code["']?\s*[:=]\s*(-?\d+)""", re.IGNORECASE)
+_CODE_REASONS = {  # Binance spot/futures error codes (Bybit and others fall back to keywords)
+    -2010: "insufficient_balance",
+    -2018: "insufficient_balance",
+    -2019: "insufficient_balance",
+    -1013: "filter",
+    -1111: "filter",
+    -1112: "filter",
+    -4164: "filter",
+    -1003: "rate_limit",
+    -1015: "rate_limit",
+    -1021: "clock",
+}
+_REASON_WORDS = (
+    ("insufficient", "insufficient_balance"),
+    ("post_only", "post_only"),
+    ("post-only", "post_only"),
+    ("reduce_only", "reduce_only"),
+    ("reduce-only", "reduce_only"),
+    ("too many", "rate_limit"),
+    ("rate limit", "rate_limit"),
+    ("recvwindow", "clock"),
+    ("filter", "filter"),
+    ("precision", "filter"),
+    ("notional", "filter"),
+)
+_HTTP_429 = re.compile(r"\b(?:http|status)\D{0,3}429\b", re.IGNORECASE)
 USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 GOVERNANCE_STATES = ("active", "throttled", "paused")
 ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
@@ -145,6 +184,19 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
             raise ValueError("max_pending_orders and max_label_values must be >= 1")
         if not _SAFE_LABEL.match(self.venue):
             raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {self.venue!r}")
+
+
+def rejection_reason(text: str) -> str:
+    """The ``orders_rejected_total`` reason class of a venue's free-text rejection reason."""
+    if text == TIMEOUT_REASON:
+        return "timeout"
+    match = _VENUE_CODE.search(text)
+    if match and int(match.group(1)) in _CODE_REASONS:
+        return _CODE_REASONS[int(match.group(1))]
+    if _HTTP_429.search(text):
+        return "rate_limit"
+    lower = text.lower()
+    return next((reason for word, reason in _REASON_WORDS if word in lower), "other")
 
 
 def is_loopback(host: str) -> bool:
@@ -282,7 +334,10 @@ class MetricsExporter(Actor):
             "orders_submitted_total", "Orders submitted to the venue.", vs, registry=registry
         )
         self.orders_rejected = Counter(
-            "orders_rejected_total", "Orders rejected by the venue.", vs, registry=registry
+            "orders_rejected_total",
+            "Orders rejected by the venue, by reason class (see REJECT_REASONS).",
+            (*vs, "reason"),
+            registry=registry,
         )
         self.orders_denied = Counter(
             "orders_denied_total",
@@ -561,13 +616,10 @@ class MetricsExporter(Actor):
         key = (venue, strategy)
         if key not in self._order_keys:  # zero-initialise so rate() works before the first event
             self._order_keys.add(key)
-            for counter in (
-                self.orders_submitted,
-                self.orders_rejected,
-                self.orders_denied,
-                self.order_fills,
-            ):
+            for counter in (self.orders_submitted, self.orders_denied, self.order_fills):
                 counter.labels(*key)
+            for reason in REJECT_REASONS:
+                self.orders_rejected.labels(*key, reason)
             for kind in FAULT_KINDS:
                 self.venue_faults.labels(*key, kind)
             self.submit_to_ack.labels(*key)
@@ -592,7 +644,7 @@ class MetricsExporter(Actor):
             if isinstance(event, OrderFilled):
                 self.order_fills.labels(*labels).inc()
         elif isinstance(event, OrderRejected):
-            self.orders_rejected.labels(*labels).inc()
+            self.orders_rejected.labels(*labels, rejection_reason(event.reason)).inc()
             # NautilusTrader resolves an order the venue never answered as rejected "UNKNOWN"
             kind = "order_timeout" if event.reason == TIMEOUT_REASON else "order_rejected"
             self.venue_faults.labels(*labels, kind).inc()

@@ -26,14 +26,19 @@ from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConf
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, TimeInForce
-from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
+from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderRejected, OrderSubmitted
 from nautilus_trader.model.identifiers import InstrumentId, Venue
 from nautilus_trader.model.objects import Money, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.trading.strategy import Strategy
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.metrics import MetricsExporter, MetricsExporterConfig
+from actors.metrics import (
+    REJECT_REASONS,
+    MetricsExporter,
+    MetricsExporterConfig,
+    rejection_reason,
+)
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -273,10 +278,17 @@ def test_exporter_values_match_the_engine():
             kinds = [type(e).__name__ for o in orders for e in o.events]
             lab = {"venue": VENUE, "strategy": strategy}
             assert value(s, "orders_submitted_total", **lab) == kinds.count("OrderSubmitted")
-            assert value(s, "orders_rejected_total", **lab) == kinds.count("OrderRejected")
+            # rejections by reason class, from each OrderRejected's own reason text
+            rejected = [e.reason for o in orders for e in o.events if isinstance(e, OrderRejected)]
+            for reason in REJECT_REASONS:
+                want = sum(rejection_reason(r) == reason for r in rejected)
+                assert value(s, "orders_rejected_total", reason=reason, **lab) == want
             assert value(s, "orders_denied_total", **lab) == kinds.count("OrderDenied")
             assert value(s, "order_fills_total", **lab) == kinds.count("OrderFilled")
-        assert value(s, "orders_rejected_total", venue=VENUE, strategy=sid) == 1
+        # the probe's post-only limit is rejected as a taker; EMACross's reduce-only closes too
+        assert value(s, "orders_rejected_total", venue=VENUE, strategy=sid, reason="post_only") == 1
+        lab = {"venue": VENUE, "strategy": "EMACross-000", "reason": "reduce_only"}
+        assert value(s, "orders_rejected_total", **lab) > 0
         assert value(s, "orders_denied_total", venue=VENUE, strategy=sid) == 1
         submitted = sum(
             1 for o in cache.orders() for e in o.events if isinstance(e, OrderSubmitted)
@@ -496,9 +508,10 @@ def test_every_series_exists_from_the_first_scrape():
         inst = str(bar_type.instrument_id)
         for strategy in ("EMACross-000", str(probe.id)):
             lab = {"venue": VENUE, "strategy": strategy}
+            for reason in REJECT_REASONS:
+                assert value(s, "orders_rejected_total", reason=reason, **lab) == 0
             for name in (
                 "orders_submitted_total",
-                "orders_rejected_total",
                 "orders_denied_total",
                 "order_fills_total",
                 "submit_to_ack_ms_count",
@@ -534,3 +547,24 @@ def test_breaker_trips_count_trips_and_rejections_count_blocked_orders():
     assert value(s, "breaker_trips_total", strategy="S-1", reason="other") == 1
     reasons = {dict(lab)["reason"] for (n, lab) in s if n == "breaker_trips_total"}
     assert reasons == {*BREAKER_REASONS, "other"}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("UNKNOWN", "timeout"),  # NautilusTrader resolved an order the venue never answered
+        ("{'code': -2010, 'msg': 'Account has insufficient balance for requested action.'}",
+         "insufficient_balance"),
+        ('{"code":-1013,"msg":"Filter failure: LOT_SIZE"}', "filter"),
+        ('{"code":-1021,"msg":"Timestamp for this request is outside of the recvWindow."}',
+         "clock"),
+        ('{"code":-1015,"msg":"Too many new orders."}', "rate_limit"),
+        ("HTTP 429 Too Many Requests", "rate_limit"),
+        ("POST_ONLY LIMIT BUY order limit px of 41326.35 would have been a TAKER", "post_only"),
+        ("REDUCE_ONLY MARKET BUY order would have increased position", "reduce_only"),
+        ("limit px of 429.50 is odd", "other"),  # a price is not an HTTP status
+        ("something new", "other"),
+    ],
+)  # fmt: skip
+def test_rejection_reasons_are_a_fixed_set(text, reason):
+    assert rejection_reason(text) == reason in REJECT_REASONS
