@@ -711,7 +711,7 @@ class MetricsExporter(Actor):
         self._last_update_mono = time.monotonic()
 
     def on_bar_data(self, bar) -> None:
-        watchers = self._bar_watchers.get(str(bar.bar_type))
+        watchers = self._bar_watchers.get(str(bar.bar_type.standard()))
         if watchers:
             now = self.clock.timestamp()
             for key in watchers:

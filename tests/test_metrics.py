@@ -340,6 +340,15 @@ def test_exporter_values_match_the_engine():
                 == p
             )
         assert value(s, "regime_state", strategy=sid, instrument=inst_id) == last.state
+        # freshness: the node clock when the last bar / regime update arrived (the last bar's
+        # time in a backtest), and the bar interval of each strategy's bar type
+        for strategy in ("EMACross-000", sid):
+            lab = {"strategy": strategy, "instrument": inst_id}
+            assert value(s, "market_data_last_bar_epoch", **lab) == last_ts
+            assert value(s, "strategy_bar_interval_seconds", **lab) == 60
+        assert value(s, "regime_last_update_epoch", strategy=sid, instrument=inst_id) == (
+            last.ts_event / 1e9
+        )
         assert value(s, "target_exposure", strategy=sid, instrument=inst_id) == last.target_exposure
         assert value(s, "model_info", strategy=sid, instrument=inst_id, model_version=V2) == 1
         assert (
