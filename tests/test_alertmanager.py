@@ -15,10 +15,13 @@ Skipped with a message only when the binaries are missing AND ``$CI`` is unset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import queue
+import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -29,7 +32,7 @@ import yaml
 from aiohttp import web
 
 from tests.helpers import free_port
-from tests.test_metrics import http_get
+from tests.test_metrics import http_get, parse
 from tests.test_observability import (
     OBS,
     require_tools,
@@ -110,6 +113,25 @@ def start_alertmanager(tmp: Path, webhook_url: str) -> tuple[subprocess.Popen, s
     return proc, f"127.0.0.1:{port}", log
 
 
+def trips_once_the_replay_is_over(port: int, limit: float = 120.0) -> dict[str, float]:
+    """``breaker_trips_total`` by reason (non-zero) once the node's replay has ended: the last
+    bar's epoch and the trips stay the same over three scrapes a second apart (trips only happen
+    on bars and on the orders they cause)."""
+    seen: list[tuple] = []
+    deadline = time.monotonic() + limit  # only stops a broken build from hanging
+    while time.monotonic() < deadline:
+        s = parse(http_get(f"http://127.0.0.1:{port}/metrics")[1])
+        trips = {
+            dict(lab)["reason"]: v for (n, lab), v in s.items() if n == "breaker_trips_total" and v
+        }
+        last_bar = max(v for (n, _), v in s.items() if n == "market_data_last_bar_epoch")
+        seen.append((last_bar, tuple(sorted(trips.items()))))
+        if len(seen) >= 3 and len(set(seen[-3:])) == 1:
+            return trips
+        time.sleep(1.0)
+    raise AssertionError(f"the replay did not end: {seen[-3:]}")
+
+
 def test_alertmanager_configs_are_valid():
     alertmanager_binary()
     res = subprocess.run(
@@ -134,11 +156,16 @@ def test_an_alert_from_the_paper_node_reaches_a_webhook(tmp_path):
     require_tools()
     alertmanager_binary()
     node_port = free_port()
-    # one order per 10 minutes: the RiskEngine's throttle denies every order after the first
-    deny_all = {"risk": {"max_order_submit_rate": "1/00:10:00"}}
+    # one order per 10 minutes: the RiskEngine's throttle denies every order after the first;
+    # a shorter replay, so the node is quiet again soon after the alerts (for the trip count)
+    deny_all = {
+        "risk": {"max_order_submit_rate": "1/00:10:00"},
+        "live": {"venues": {"replay": {"replay": {"n_bars": 2_500}}}},
+    }
     with WebhookReceiver() as receiver:
         am, am_address, am_log = start_alertmanager(tmp_path, receiver.url)
-        node = start_paper_node(tmp_path, node_port, deny_all)
+        node_log = tmp_path / "node.log"
+        node = start_paper_node(tmp_path, node_port, deny_all, log_to=node_log)
         prom, base, prom_log = start_prometheus(tmp_path, node_port, alertmanager=am_address)
         try:
             wanted = {("OrdersDenied", None), ("CircuitBreakerTripped", "rejects")}
@@ -162,10 +189,17 @@ def test_an_alert_from_the_paper_node_reaches_a_webhook(tmp_path):
                     if alert["status"] == "firing":
                         labels = alert["labels"]
                         got.setdefault((labels["alertname"], labels.get("reason")), alert)
+            trips = trips_once_the_replay_is_over(node_port)
         finally:
             stop_process(prom)
-            stop_process(node, wait=60)
+            stop_process(node, signal.SIGINT, wait=60)
             stop_process(am)
+
+    # one count per trip: as many as the strategy logged, per reason (issue 15: 6 logged, 1 counted)
+    logged = collections.Counter(re.findall(r"Breaker (\w+) tripped:", node_log.read_text()))
+    assert trips == {reason: float(n) for reason, n in logged.items()}, (trips, logged)
+    assert trips.get("rejects", 0) >= 2, trips  # the denials tripped it again after each reset
+    print("TRIPS", trips)
 
     denied = got[("OrdersDenied", None)]
     assert denied["labels"]["strategy"] == "HMMRegimeStrategy-001"

@@ -486,9 +486,12 @@ def test_scrape_time_with_every_series(stack):
     assert http_med > 0  # the number is reported by bench/, never asserted as a time here
 
 
-def start_paper_node(tmp: Path, port: int, extra: dict | None = None) -> subprocess.Popen:
+def start_paper_node(
+    tmp: Path, port: int, extra: dict | None = None, log_to: Path | None = None
+) -> subprocess.Popen:
     """The offline paper node (``python -m hmm_strategy.live``) serving metrics on ``port``; a
-    fast replay, a short warm-up, and ``extra`` merged into its override file."""
+    fast replay, a short warm-up, and ``extra`` merged into its override file. ``log_to``: its
+    console log from WARNING up goes to that file (else only errors, discarded)."""
     override = {
         "live": {
             "log_dir": str(tmp / "logs"),
@@ -502,13 +505,27 @@ def start_paper_node(tmp: Path, port: int, extra: dict | None = None) -> subproc
         "actors": [{"name": "governance", "config": {"policy_path": str(tmp / "policy.yaml")}}],
     }
     (tmp / "policy.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
-    (tmp / "fast.yaml").write_text(yaml.safe_dump({**override, **(extra or {})}))
-    return subprocess.Popen(
-        [sys.executable, "-m", "hmm_strategy.live", "--override", str(tmp / "fast.yaml"),
-         "--metrics-port", str(port), "--run-dir", str(tmp / "run"), "--log-level", "ERROR"],
-        cwd=tmp, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    (tmp / "fast.yaml").write_text(yaml.safe_dump(_merged(override, extra or {})))
+    out = subprocess.DEVNULL if log_to is None else log_to.open("w")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hmm_strategy.live", "--override", str(tmp / "fast.yaml"),
+             "--metrics-port", str(port), "--run-dir", str(tmp / "run"),
+             "--log-level", "ERROR" if log_to is None else "WARNING"],
+            cwd=tmp, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    finally:
+        if log_to is not None:
+            out.close()
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 30) -> None:
