@@ -225,6 +225,7 @@ def test_increase_is_true_across_kill_9_and_restart(tmp_path):
             assert resets and all(r["value"][1] == "0" for r in resets), (name, resets)
             got = _value_at(base, f"sum(increase({series}))", t_end)
             assert got == pytest.approx(truth, abs=1e-9), (name, got, truth)
+            print(f"\nINCREASE {name}[{window_ms}ms] = {got:g}, true count {truth}")
         assert (
             serving.last["submitted"] - start_counts["a"]["submitted"] > 0
             and restarted.last["submitted"] > 0
