@@ -41,7 +41,7 @@ from tests.test_observability import (
     stop_process,
 )
 
-ALERTMANAGER_CONFIGS = ("alertmanager.yml", "alertmanager.examples.yml")
+ALERTMANAGER_CONFIGS = ("alertmanager.yml", "alertmanager.examples.yml", "compose/alertmanager.yml")
 
 
 def alertmanager_binary() -> str:
