@@ -17,14 +17,14 @@ counters and histograms are summed; gauges use ``livemostrecent`` (the value mos
 any live process wins, which is right both for per-strategy series that one process owns and for
 a venue's equity that two processes might both report), except the ``ops_*_last_refresh_epoch``
 gauges, which use ``livemin`` so that one process whose refresh loop stalled still trips the
-stale-refresh alert. On start, shard files of processes that are gone are deleted (their live
-gauges via ``mark_process_dead``, their counters too), so a restarted node starts from zero the
-way a single-process exporter does (Prometheus treats the drop as a counter reset).
+stale-refresh alert. Counter and histogram shards of a process that died (even by ``kill -9``)
+STAY, so the summed counters never go down and ``increase()`` stays true across a restart; its
+live-gauge shards go (prometheus_client's ``mark_process_dead``) on every scrape and start, and a
+stopping exporter marks itself dead, so a dead process's gauges never linger in the totals.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import time
@@ -49,19 +49,21 @@ from nautilus_trader.model.events import (
 from nautilus_trader.model.identifiers import Venue
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prom_values
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from actors.metrics_server import MetricsHTTPServer
 from actors.valuation import PositionCycles, account_equity, convert, last_price
 from hmm_strategy.cli import is_loopback
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
+    BREAKER_TRIP_TOPIC,
     BUDGET_TOPIC,
     FEED_TOPIC,
     GOVERNANCE_TOPIC,
     REGIME_TOPIC,
     STATE_TOPIC,
     BreakerRejection,
+    BreakerTrip,
     Budget,
     CheckpointWrite,
     DataGap,
@@ -72,6 +74,45 @@ from hmm_strategy.risk import BREAKER_REASONS
 
 FAULT_KINDS = ("order_timeout", "order_rejected", "data_gap")
 TIMEOUT_REASON = "UNKNOWN"  # the reason NautilusTrader gives an in-flight order it resolves
+# orders_rejected_total{reason}: a fixed set (every one zero-initialised, so increase() counts the
+# first of each), classified from the venue's free-text reason by rejection_reason()
+REJECT_REASONS = (
+    "timeout",  # never answered; NautilusTrader's in-flight check resolved it
+    "insufficient_balance",
+    "filter",  # price/quantity/notional filters, precision
+    "rate_limit",
+    "clock",  # request timestamp outside the venue's receive window
+    "post_only",
+    "reduce_only",
+    "other",
+)
+_VENUE_CODE = re.compile(r"""code["']?\s*[:=]\s*(-?\d+)""", re.IGNORECASE)
+_CODE_REASONS = {  # Binance spot/futures error codes (Bybit and others fall back to keywords)
+    -2010: "insufficient_balance",
+    -2018: "insufficient_balance",
+    -2019: "insufficient_balance",
+    -1013: "filter",
+    -1111: "filter",
+    -1112: "filter",
+    -4164: "filter",
+    -1003: "rate_limit",
+    -1015: "rate_limit",
+    -1021: "clock",
+}
+_REASON_WORDS = (
+    ("insufficient", "insufficient_balance"),
+    ("post_only", "post_only"),
+    ("post-only", "post_only"),
+    ("reduce_only", "reduce_only"),
+    ("reduce-only", "reduce_only"),
+    ("too many", "rate_limit"),
+    ("rate limit", "rate_limit"),
+    ("recvwindow", "clock"),
+    ("filter", "filter"),
+    ("precision", "filter"),
+    ("notional", "filter"),
+)
+_HTTP_429 = re.compile(r"\b(?:http|status)\D{0,3}429\b", re.IGNORECASE)
 USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 GOVERNANCE_STATES = ("active", "throttled", "paused")
 ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
@@ -83,6 +124,7 @@ LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _VERSION_TS = re.compile(r"^(\d{8}T\d{6}Z)")
 _REFRESH_TIMER = "metrics-refresh"
+_LIVE_GAUGE_SHARD = re.compile(r"^gauge_live\w*?_(\d+)\.db$")  # gauge_<live mode>_<pid>.db
 
 
 class MetricsExporterConfig(ActorConfig, frozen=True):
@@ -144,6 +186,19 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
             raise ValueError(f"venue must match {_SAFE_LABEL.pattern}, was {self.venue!r}")
 
 
+def rejection_reason(text: str) -> str:
+    """The ``orders_rejected_total`` reason class of a venue's free-text rejection reason."""
+    if text == TIMEOUT_REASON:
+        return "timeout"
+    match = _VENUE_CODE.search(text)
+    if match and int(match.group(1)) in _CODE_REASONS:
+        return _CODE_REASONS[int(match.group(1))]
+    if _HTTP_429.search(text):
+        return "rate_limit"
+    lower = text.lower()
+    return next((reason for word, reason in _REASON_WORDS if word in lower), "other")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -154,25 +209,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_dead_shards(path: str | os.PathLike[str]) -> list[int]:
-    """Delete the multiprocess shard files of processes that no longer exist; return their pids.
+def retire_dead_processes(path: str | os.PathLike[str]) -> list[int]:
+    """``mark_process_dead`` every process that left live-gauge shards and is gone; their pids.
 
-    Shard names are ``<type>[_<mode>]_<pid>.db``. This process's own pid is always kept. Two
-    processes starting together may clean the same shards: a file already gone is fine.
+    Only live-gauge shards go: counter and histogram shards of dead processes stay, so the sums
+    never drop (a drop would read as a counter reset and inflate ``increase()``). This process's
+    own pid is kept. Two processes may retire the same pid at once: a file already gone is fine.
     """
     dead: set[int] = set()
-    for file in glob.glob(os.path.join(os.fspath(path), "*.db")):
-        tail = Path(file).stem.rsplit("_", 1)[-1]
-        if not tail.isdigit():
+    for name in os.listdir(path):
+        match = _LIVE_GAUGE_SHARD.match(name)
+        if match is None:
             continue
-        pid = int(tail)
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        dead.add(pid)
-    for pid in sorted(dead):  # every shard: live* gauges (as mark_process_dead), counters, ...
-        for file in glob.glob(os.path.join(os.fspath(path), f"*_{pid}.db")):
-            Path(file).unlink(missing_ok=True)
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _pid_alive(pid):
+            dead.add(pid)
+    for pid in sorted(dead):
+        _mark_dead(pid, os.fspath(path))
     return sorted(dead)
+
+
+def _mark_dead(pid: int, path: str) -> None:
+    for _ in range(3):  # mark_process_dead globs then removes: another process may be faster
+        try:
+            mark_process_dead(pid, path)
+            return
+        except FileNotFoundError:
+            continue
 
 
 def _enable_multiprocess(path: str) -> None:
@@ -189,6 +252,9 @@ def _enable_multiprocess(path: str) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
         return
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # No value of this process exists yet, so live-gauge shards under our pid are a previous
+    # process's (pid reuse, e.g. pid 1 in a container): they must not pass for ours.
+    _mark_dead(os.getpid(), path)
     prom_values.ValueClass = prom_values.MultiProcessValue()
 
 
@@ -241,6 +307,9 @@ class MetricsExporter(Actor):
         self._unsaved: dict[str, str] = {}  # strategy -> error of its failing checkpoint writes
         self._warned: set[str] = set()
         self._server: MetricsHTTPServer | None = None
+        self._live = True  # on start: is the node clock live (until then, no backtest refresh)
+        self._marked_dead = False  # multiprocess: on_stop removed this process's gauge shards
+        self._bar_watchers: dict[str, list[tuple[str, str]]] = {}  # bar type -> (strategy, instr)
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -255,7 +324,10 @@ class MetricsExporter(Actor):
             "orders_submitted_total", "Orders submitted to the venue.", vs, registry=registry
         )
         self.orders_rejected = Counter(
-            "orders_rejected_total", "Orders rejected by the venue.", vs, registry=registry
+            "orders_rejected_total",
+            "Orders rejected by the venue, by reason class (see REJECT_REASONS).",
+            (*vs, "reason"),
+            registry=registry,
         )
         self.orders_denied = Counter(
             "orders_denied_total",
@@ -278,7 +350,13 @@ class MetricsExporter(Actor):
         )
         self.breaker_rejections = Counter(
             "breaker_rejections_total",
-            "Circuit-breaker rejections.",
+            "Orders (or moves) a tripped or per-order circuit breaker blocked.",
+            ("strategy", "reason"),
+            registry=registry,
+        )
+        self.breaker_trips = Counter(
+            "breaker_trips_total",
+            "Circuit-breaker trips (one per trip, however many orders it then blocks).",
             ("strategy", "reason"),
             registry=registry,
         )
@@ -291,7 +369,8 @@ class MetricsExporter(Actor):
         )
         self.submit_to_ack = Histogram(
             "submit_to_ack_ms",
-            "Order submitted -> first venue acknowledgement (accepted, else first fill), ms.",
+            "Order submitted -> first venue acknowledgement (accepted, else first fill), ms, "
+            "as the node saw them (wall clock live; node clock in a backtest).",
             vs,
             buckets=LATENCY_BUCKETS_MS,
             registry=registry,
@@ -323,7 +402,7 @@ class MetricsExporter(Actor):
         self.regime_probability = gauge(
             "regime_probability",
             "Filtered HMM state probability at the last bar.",
-            (*si, "state"),
+            (*si, "hmm_state"),
         )
         self.regime_state = gauge("regime_state", "Most likely HMM state at the last bar.", si)
         self.target_exposure = gauge(
@@ -337,8 +416,26 @@ class MetricsExporter(Actor):
             "Event time minus model creation time (version timestamp, else first seen).",
             si,
         )
+        self.bar_interval = gauge(
+            "strategy_bar_interval_seconds",
+            "The bar interval of the strategy's bar type (what 'stale' is measured in).",
+            si,
+        )
+        self.last_bar = gauge(
+            "market_data_last_bar_epoch",
+            "Node-clock UNIX seconds when the strategy's last bar arrived (start time until the "
+            "first one).",
+            si,
+        )
+        self.last_regime = gauge(
+            "regime_last_update_epoch",
+            "Node-clock UNIX seconds of the strategy's last RegimeUpdate (none during warm-up).",
+            si,
+        )
         self.governance_state = gauge(
-            "strategy_governance_state", "Governance state, one-hot.", ("strategy", "state")
+            "strategy_governance_state",
+            "Governance state (active/throttled/paused), one-hot.",
+            ("strategy", "state"),
         )
         self.allocation = gauge(
             "strategy_allocation_notional", "Allocator budget, quote currency.", ("strategy",)
@@ -350,6 +447,8 @@ class MetricsExporter(Actor):
         Multiprocess mode: another process starting may delete a dead process's shard between
         the collector's listing and its read (prometheus_client then raises); read again.
         """
+        if self._mp_dir:
+            retire_dead_processes(self._mp_dir)  # a process killed -9 never marked itself dead
         for _ in range(3):
             try:
                 return generate_latest(self._registry)
@@ -379,18 +478,23 @@ class MetricsExporter(Actor):
 
     def on_start(self) -> None:
         if self._mp_dir:
-            dead = clean_dead_shards(self._mp_dir)
+            if self._marked_dead:  # restarted in this process: our gauge shards were removed
+                self._reopen_shards()
+            dead = retire_dead_processes(self._mp_dir)
             if dead:
-                self.log.info(f"Removed metric shards of {len(dead)} dead process(es)")
+                self.log.info(f"Dropped the gauges of {len(dead)} dead process(es)")
+        self._live = isinstance(self.clock, LiveClock)
+        self._zero_initialise()
         self.msgbus.subscribe("events.order.*", self.on_order_event)
         self.msgbus.subscribe("events.position.*", self.on_position_event)
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self.on_regime_update)
         self.msgbus.subscribe(f"{BUDGET_TOPIC}.*", self.on_budget)
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
+        self.msgbus.subscribe(f"{BREAKER_TRIP_TOPIC}.*", self.on_breaker_trip)
+        self.msgbus.subscribe("data.bars.*", self.on_bar_data)  # passive: requests nothing
         self.msgbus.subscribe(f"{FEED_TOPIC}.*", self.on_data_gap)
         self.msgbus.subscribe(f"{STATE_TOPIC}.*", self.on_checkpoint_write)
-        self._live = isinstance(self.clock, LiveClock)
         self._last_refresh_ns = 0
         if self._live:  # a backtest refreshes from its data instead (see _maybe_refresh)
             self.clock.set_timer(
@@ -421,6 +525,64 @@ class MetricsExporter(Actor):
             self.clock.cancel_timer(_REFRESH_TIMER)
         self.refresh()
         self._stop_server()
+        if self._mp_dir:  # a stopped node's gauges leave the totals; its counters stay
+            _mark_dead(os.getpid(), self._mp_dir)
+            self._marked_dead = True
+
+    def _reopen_shards(self) -> None:
+        """Start again after ``on_stop`` marked this process dead: fresh gauge shards (counter
+        values are read back from their shards, so they continue)."""
+        prom_values.ValueClass = prom_values.MultiProcessValue()
+        self._build_metrics(None)
+        for keys in (self._order_keys, self._hmm_strategies, self._exposure_keys):
+            keys.clear()
+        self._bar_watchers.clear()
+        self._n_states.clear()
+        self._model.clear()
+        self._marked_dead = False
+
+    def _zero_initialise(self) -> None:
+        """Every series of the strategies registered on this node exists from the first scrape
+        (0, or "active"), so dashboards and ``rate()``/``absent()`` work before any event."""
+        self._bar_watchers.clear()
+        for strategy in self._registered_strategies():
+            sid = self._strategy_label(strategy.id.value)
+            if hasattr(strategy, "breakers"):  # ours: governed and guarded by breakers
+                self._seen_hmm_strategy(sid)
+            self._watch_bars(sid, getattr(strategy, "config", None))
+            instrument = getattr(getattr(strategy, "config", None), "instrument_id", None)
+            if instrument is None:
+                self._order_labels_for(self._venue, sid)
+                continue
+            self._order_labels_for(self._venue_label(str(instrument).rsplit(".", 1)[-1]), sid)
+            key = (sid, self._instrument_label(str(instrument)))
+            self._realized.setdefault((self._venue, *key), 0.0)
+            self.pnl_realized.labels(self._venue, *key).set(self._realized[(self._venue, *key)])
+            self.pnl_unrealized.labels(self._venue, *key).set(0.0)
+            self.exposure.labels(self._venue, *key).set(0.0)
+            self._exposure_keys.add(key)
+
+    def _watch_bars(self, strategy: str, config) -> None:
+        """Staleness series for the strategy's bar type: its interval, and the last bar's arrival
+        starting at the start time (so "no bar since start" goes stale too)."""
+        bar_type = getattr(config, "bar_type", None)
+        if bar_type is None or not hasattr(bar_type, "spec"):
+            return
+        key = (strategy, self._instrument_label(str(bar_type.instrument_id)))
+        topic_type = str(bar_type.standard())  # what the data engine publishes under
+        self._bar_watchers.setdefault(topic_type, []).append(key)
+        self.bar_interval.labels(*key).set(bar_type.spec.timedelta.total_seconds())
+        self.last_bar.labels(*key).set(self.clock.timestamp())
+
+    def _registered_strategies(self) -> list:
+        """The node's strategies: each subscribes its own ``events.order.<id>`` at registration,
+        which happens before any component starts."""
+        found = {}
+        for sub in self.msgbus.subscriptions("events.order.*"):
+            owner = getattr(sub.handler, "__self__", None)
+            if owner is not None and owner is not self and "*" not in sub.topic:
+                found[sub.topic] = owner
+        return [found[t] for t in sorted(found)]
 
     def on_reset(self) -> None:
         self._pending.clear()
@@ -438,19 +600,19 @@ class MetricsExporter(Actor):
 
     def _order_labels(self, event) -> tuple[str, str]:
         venue = self._venue_label(event.instrument_id.venue.value)
-        strategy = self._strategy_label(event.strategy_id.value)
+        return self._order_labels_for(venue, self._strategy_label(event.strategy_id.value))
+
+    def _order_labels_for(self, venue: str, strategy: str) -> tuple[str, str]:
         key = (venue, strategy)
         if key not in self._order_keys:  # zero-initialise so rate() works before the first event
             self._order_keys.add(key)
-            for counter in (
-                self.orders_submitted,
-                self.orders_rejected,
-                self.orders_denied,
-                self.order_fills,
-            ):
+            for counter in (self.orders_submitted, self.orders_denied, self.order_fills):
                 counter.labels(*key)
+            for reason in REJECT_REASONS:
+                self.orders_rejected.labels(*key, reason)
             for kind in FAULT_KINDS:
                 self.venue_faults.labels(*key, kind)
+            self.submit_to_ack.labels(*key)
         return key
 
     def _venue_label(self, venue: str) -> str:
@@ -461,17 +623,18 @@ class MetricsExporter(Actor):
         coid = event.client_order_id.value
         if isinstance(event, OrderSubmitted):
             self.orders_submitted.labels(*labels).inc()
-            self._pending[coid] = event.ts_event
+            self._pending[coid] = self._now_ns()
             while len(self._pending) > self.config.max_pending_orders:
                 self._pending.popitem(last=False)
         elif isinstance(event, OrderAccepted | OrderFilled):
             submitted = self._pending.pop(coid, None)
             if submitted is not None:
-                self.submit_to_ack.labels(*labels).observe((event.ts_event - submitted) / 1e6)
+                elapsed_ms = max(0, self._now_ns() - submitted) / 1e6
+                self.submit_to_ack.labels(*labels).observe(elapsed_ms)
             if isinstance(event, OrderFilled):
                 self.order_fills.labels(*labels).inc()
         elif isinstance(event, OrderRejected):
-            self.orders_rejected.labels(*labels).inc()
+            self.orders_rejected.labels(*labels, rejection_reason(event.reason)).inc()
             # NautilusTrader resolves an order the venue never answered as rejected "UNKNOWN"
             kind = "order_timeout" if event.reason == TIMEOUT_REASON else "order_rejected"
             self.venue_faults.labels(*labels, kind).inc()
@@ -480,6 +643,11 @@ class MetricsExporter(Actor):
             self.orders_denied.labels(*labels).inc()
         elif isinstance(event, OrderCanceled | OrderExpired):
             self._pending.pop(coid, None)
+
+    def _now_ns(self) -> int:
+        """When the node sees an event: the monotonic wall clock live (event timestamps of a
+        replay feed carry bar time), the simulated clock in a backtest (its latency model)."""
+        return time.monotonic_ns() if self._live else self.clock.timestamp_ns()
 
     def on_data_gap(self, gap: DataGap) -> None:
         venue = self._venue_label(gap.instrument_id.rsplit(".", 1)[-1])
@@ -511,6 +679,7 @@ class MetricsExporter(Actor):
             self.governance_state.labels(strategy, state).set(1.0 if state == "active" else 0.0)
         for reason in BREAKER_LABELS:
             self.breaker_rejections.labels(strategy, reason)
+            self.breaker_trips.labels(strategy, reason)
         self.checkpoint_failures.labels(strategy)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
@@ -526,9 +695,17 @@ class MetricsExporter(Actor):
             self._drop(self.regime_probability, (strategy, instrument, str(k)))
         self._n_states[key] = len(probs)
         self.regime_state.labels(*key).set(update.state)
+        self.last_regime.labels(*key).set(self.clock.timestamp())
         self.target_exposure.labels(*key).set(update.target_exposure)
         self._update_model(key, update)
         self._last_update_mono = time.monotonic()
+
+    def on_bar_data(self, bar) -> None:
+        watchers = self._bar_watchers.get(str(bar.bar_type.standard()))
+        if watchers:
+            now = self.clock.timestamp()
+            for key in watchers:
+                self.last_bar.labels(*key).set(now)
 
     def _update_model(self, key: tuple[str, str], update: RegimeUpdate) -> None:
         version = (update.model_version or "none")[:64]
@@ -576,6 +753,12 @@ class MetricsExporter(Actor):
         reason = rejection.reason if rejection.reason in BREAKER_LABELS else "other"
         self.breaker_rejections.labels(strategy, reason).inc()
 
+    def on_breaker_trip(self, trip: BreakerTrip) -> None:
+        strategy = self._strategy_label(trip.strategy_id)
+        self._seen_hmm_strategy(strategy)
+        reason = trip.reason if trip.reason in BREAKER_LABELS else "other"
+        self.breaker_trips.labels(strategy, reason).inc()
+
     def on_checkpoint_write(self, result: CheckpointWrite) -> None:
         strategy = self._strategy_label(result.strategy_id)
         self._seen_hmm_strategy(strategy)
@@ -593,7 +776,7 @@ class MetricsExporter(Actor):
     def _maybe_refresh(self) -> None:
         """Backtest: refresh at most once per ``refresh_interval_secs`` of simulated time, driven
         by events, because a timer would fire hundreds of times per bar on a simulated clock."""
-        if getattr(self, "_live", True):
+        if self._live:
             return
         now = self.clock.timestamp_ns()
         if now - self._last_refresh_ns >= self.config.refresh_interval_secs * 1e9:

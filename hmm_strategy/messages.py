@@ -65,6 +65,19 @@ class BreakerRejection(msgspec.Struct, frozen=True):
     reason: str
 
 
+BREAKER_TRIP_TOPIC = "hmm.trip"  # not under hmm.breaker: ``hmm.breaker.*`` would match it
+
+
+class BreakerTrip(msgspec.Struct, frozen=True):
+    """A circuit breaker tripped (once per trip; the orders it then blocks are
+    ``BreakerRejection``s). ``reason`` is one of ``hmm_strategy.risk.BREAKER_REASONS``."""
+
+    ts_event: int
+    strategy_id: str
+    instrument_id: str
+    reason: str
+
+
 MODEL_TOPIC = "hmm.model"
 
 

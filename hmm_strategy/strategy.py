@@ -37,6 +37,7 @@ from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
+    BREAKER_TRIP_TOPIC,
     BUDGET_TOPIC,
     FEED_TOPIC,
     GOVERNANCE_TOPIC,
@@ -45,6 +46,7 @@ from hmm_strategy.messages import (
     MODEL_TOPIC,
     REGIME_TOPIC,
     BreakerRejection,
+    BreakerTrip,
     Budget,
     DataGap,
     GovernanceCommand,
@@ -292,7 +294,8 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
 
     def on_kill_switch(self, switch: KillSwitch) -> None:
         was_halted = "kill_switch" in self.breakers.tripped
-        self.breakers.set_kill_switch(switch.halted, switch.reason)
+        tripped = self.breakers.set_kill_switch(switch.halted, switch.reason)
+        self._publish_trips(tripped, switch.ts_event)
         if switch.halted and switch.flatten:
             self.flatten()
         if switch.halted != was_halted:  # "off" announced at start changes nothing
@@ -327,10 +330,24 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
     def on_breakers_tripped(self, reasons: list[str], ts_event: int) -> None:
         for reason in reasons:
             self.log.warning(f"Breaker {reason} tripped: {self.breakers.tripped.get(reason)}")
+        self._publish_trips(reasons, ts_event)
         if reasons and self.config.breakers.flatten_on_trip:
             self.flatten()
         if reasons:
             self._last_plan = None
+
+    def _publish_trips(self, reasons: list[str], ts_event: int) -> None:
+        """One ``BreakerTrip`` per new trip, for the metrics (blocked orders are counted apart)."""
+        for reason in reasons:
+            self.msgbus.publish(
+                topic_for(BREAKER_TRIP_TOPIC, str(self.id)),
+                BreakerTrip(
+                    ts_event=ts_event,
+                    strategy_id=str(self.id),
+                    instrument_id=str(self.config.instrument_id),
+                    reason=reason,
+                ),
+            )
 
     def capital(self) -> float:
         return min(self.budget * self.scale, self.config.max_notional)

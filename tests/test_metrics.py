@@ -9,12 +9,8 @@ computed independently from the engine's cache/portfolio or from what the probe 
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,14 +26,19 @@ from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConf
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.enums import AccountType, OmsType, OrderSide, TimeInForce
-from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
+from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderRejected, OrderSubmitted
 from nautilus_trader.model.identifiers import InstrumentId, Venue
 from nautilus_trader.model.objects import Money, Quantity
 from nautilus_trader.test_kit.providers import TestInstrumentProvider
 from nautilus_trader.trading.strategy import Strategy
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.metrics import MetricsExporter, MetricsExporterConfig, clean_dead_shards
+from actors.metrics import (
+    REJECT_REASONS,
+    MetricsExporter,
+    MetricsExporterConfig,
+    rejection_reason,
+)
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -132,7 +133,7 @@ class ProbeStrategy(Strategy):
 
     def on_start(self) -> None:
         if self.config.probe_url:
-            for path in ("/readyz", "/health"):
+            for path in ("/readyz", "/health", "/metrics"):
                 self.probe_at_start[path] = http_get(self.config.probe_url + path)
         self.subscribe_bars(self.config.bar_type)
 
@@ -277,10 +278,17 @@ def test_exporter_values_match_the_engine():
             kinds = [type(e).__name__ for o in orders for e in o.events]
             lab = {"venue": VENUE, "strategy": strategy}
             assert value(s, "orders_submitted_total", **lab) == kinds.count("OrderSubmitted")
-            assert value(s, "orders_rejected_total", **lab) == kinds.count("OrderRejected")
+            # rejections by reason class, from each OrderRejected's own reason text
+            rejected = [e.reason for o in orders for e in o.events if isinstance(e, OrderRejected)]
+            for reason in REJECT_REASONS:
+                want = sum(rejection_reason(r) == reason for r in rejected)
+                assert value(s, "orders_rejected_total", reason=reason, **lab) == want
             assert value(s, "orders_denied_total", **lab) == kinds.count("OrderDenied")
             assert value(s, "order_fills_total", **lab) == kinds.count("OrderFilled")
-        assert value(s, "orders_rejected_total", venue=VENUE, strategy=sid) == 1
+        # the probe's post-only limit is rejected as a taker; EMACross's reduce-only closes too
+        assert value(s, "orders_rejected_total", venue=VENUE, strategy=sid, reason="post_only") == 1
+        lab = {"venue": VENUE, "strategy": "EMACross-000", "reason": "reduce_only"}
+        assert value(s, "orders_rejected_total", **lab) > 0
         assert value(s, "orders_denied_total", venue=VENUE, strategy=sid) == 1
         submitted = sum(
             1 for o in cache.orders() for e in o.events if isinstance(e, OrderSubmitted)
@@ -328,9 +336,19 @@ def test_exporter_values_match_the_engine():
         assert probe.n_bars == 400
         for k, p in enumerate(last.probs):
             assert (
-                value(s, "regime_probability", strategy=sid, instrument=inst_id, state=str(k)) == p
+                value(s, "regime_probability", strategy=sid, instrument=inst_id, hmm_state=str(k))
+                == p
             )
         assert value(s, "regime_state", strategy=sid, instrument=inst_id) == last.state
+        # freshness: the node clock when the last bar / regime update arrived (the last bar's
+        # time in a backtest), and the bar interval of each strategy's bar type
+        for strategy in ("EMACross-000", sid):
+            lab = {"strategy": strategy, "instrument": inst_id}
+            assert value(s, "market_data_last_bar_epoch", **lab) == last_ts
+            assert value(s, "strategy_bar_interval_seconds", **lab) == 60
+        assert value(s, "regime_last_update_epoch", strategy=sid, instrument=inst_id) == (
+            last.ts_event / 1e9
+        )
         assert value(s, "target_exposure", strategy=sid, instrument=inst_id) == last.target_exposure
         assert value(s, "model_info", strategy=sid, instrument=inst_id, model_version=V2) == 1
         assert (
@@ -469,113 +487,6 @@ def test_two_exporters_in_one_process_do_not_collide():
     assert b"S-1" in a.render() and b"S-1" not in b.render()
 
 
-# -- multiprocess mode ----------------------------------------------------------------------------
-
-
-def _mp_child(mp_dir: str, port: int, n_bars: int, wait: bool) -> None:
-    """Child process: run a backtest with a multiprocess exporter, report, then linger or exit."""
-    bar_type = BarType.from_str("BTCUSDT.BINANCE-1-MINUTE-LAST-EXTERNAL")
-    engine, exporter, _, _ = build_engine(
-        MetricsExporterConfig(serve="always", port=port, multiprocess_dir=mp_dir),
-        bars=make_bars(bar_type, n_bars),
-    )
-    engine.run(streaming=True)
-    submitted = sum(
-        1 for o in engine.cache.orders() for e in o.events if isinstance(e, OrderSubmitted)
-    )
-    print(json.dumps({"pid": os.getpid(), "submitted": submitted}), flush=True)
-    if wait:
-        sys.stdin.readline()  # the parent closes stdin when it is done scraping
-    engine.end()
-    engine.dispose()
-
-
-def _spawn(mp_dir: Path, port: int, n_bars: int, wait: bool) -> subprocess.Popen:
-    args = f"{str(mp_dir)!r}, {port}, {n_bars}, {wait}"
-    code = f"from tests.test_metrics import _mp_child; _mp_child({args})"
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _report(proc: subprocess.Popen) -> dict:
-    line = proc.stdout.readline()
-    if not line:
-        proc.kill()
-        raise AssertionError(f"child failed: {proc.stderr.read()[-3000:]}")
-    return json.loads(line)
-
-
-def test_multiprocess_mode_sums_live_processes_and_cleans_dead_shards(tmp_path):
-    mp_dir = tmp_path / "prom"
-    mp_dir.mkdir()
-    # a first node runs and exits: its shards are stale once it is gone
-    dead = _spawn(mp_dir, 0, 150, wait=False)
-    dead_report = _report(dead)
-    dead.communicate(timeout=60)
-    assert dead.returncode == 0
-    dead_pid = dead_report["pid"]
-    assert list(mp_dir.glob(f"*_{dead_pid}.db"))
-
-    port = free_port()
-    serving = _spawn(mp_dir, port, 400, wait=True)
-    other = _spawn(mp_dir, 0, 250, wait=True)
-    try:
-        a, b = _report(serving), _report(other)
-        assert not list(mp_dir.glob(f"*_{dead_pid}.db")), "dead process shards were not cleaned"
-        status, body = http_get(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
-        s = parse(body)
-        assert a["submitted"] != b["submitted"]  # so the sum below cannot be 2 x one of them
-        assert total(s, "orders_submitted_total") == a["submitted"] + b["submitted"]
-        fills = sum(
-            v
-            for (n, lab), v in s.items()
-            if n == "order_fills_total" and dict(lab)["strategy"] == "EMACross-000"
-        )
-        assert fills > 0
-        # gauges are collapsed across processes (no pid label), one series per label set
-        gauges = [k for k in s if k[0] in ("portfolio_equity_usd", "regime_probability")]
-        assert gauges and all("pid" not in dict(lab) for _, lab in gauges)
-        assert len([k for k in s if k[0] == "portfolio_equity_usd"]) == 1
-    finally:
-        for proc in (serving, other):
-            try:
-                proc.communicate(input="\n", timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    assert serving.returncode == 0 and other.returncode == 0, serving.stderr
-
-
-def test_clean_dead_shards_keeps_live_and_own_files(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    gone = int(proc.stdout)
-    files = [
-        tmp_path / f"counter_{gone}.db",
-        tmp_path / f"gauge_livemostrecent_{gone}.db",
-        tmp_path / f"histogram_{gone}.db",
-        tmp_path / f"counter_{os.getpid()}.db",
-        tmp_path / "counter_1.db",  # pid 1 is alive (init)
-    ]
-    for f in files:
-        f.write_bytes(b"")
-    assert clean_dead_shards(tmp_path) == [gone]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f.name for f in files[3:])
-
-
 def test_label_values_are_capped():
     exporter = MetricsExporter(MetricsExporterConfig(port=0, max_label_values=2))
     for k in range(5):
@@ -589,29 +500,80 @@ def test_label_values_are_capped():
     assert strategies == {"S-0", "S-1", "other"}
 
 
-def test_shard_cleanup_and_scrape_survive_a_concurrent_cleaner(tmp_path, monkeypatch) -> None:
-    """Two exporters starting together clean the same dead shards; a scrape may list a shard
-    that another process deletes before it is read. Neither is an error."""
-    import actors.metrics as m
+def test_every_series_exists_from_the_first_scrape():
+    """Issue 15: before any order, fill or bar, the first scrape already has every order, latency
+    and PnL/exposure series of each registered strategy (zero), so dashboards and ``rate()`` show
+    0 rather than "No data". The probe scrapes ``/metrics`` from its ``on_start``."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    engine, exporter, probe, bar_type = build_engine(
+        MetricsExporterConfig(serve="always", port=port), probe_url=base
+    )
+    try:
+        engine.run(streaming=True)
+        status, body = probe.probe_at_start["/metrics"]
+        assert status == 200
+        s = parse(body)
+        inst = str(bar_type.instrument_id)
+        for strategy in ("EMACross-000", str(probe.id)):
+            lab = {"venue": VENUE, "strategy": strategy}
+            for reason in REJECT_REASONS:
+                assert value(s, "orders_rejected_total", reason=reason, **lab) == 0
+            for name in (
+                "orders_submitted_total",
+                "orders_denied_total",
+                "order_fills_total",
+                "submit_to_ack_ms_count",
+                "submit_to_ack_ms_sum",
+            ):
+                assert value(s, name, **lab) == 0
+            assert value(s, "venue_faults_total", kind="order_timeout", **lab) == 0
+            for name in ("pnl_realized_total", "pnl_unrealized_total", "exposure_usd"):
+                assert value(s, name, instrument=inst, **lab) == 0
+        # ... and the engine then moves them: the zero series are the real ones
+        after = parse(exporter.render())
+        lab = {"venue": VENUE, "strategy": "EMACross-000"}
+        assert value(after, "orders_submitted_total", **lab) > 0
+        assert value(after, "submit_to_ack_ms_count", **lab) > 0
+    finally:
+        engine.end()
+        engine.dispose()
 
-    dead_pid = 2**22 + 12345  # beyond pid_max: never alive
-    for name in (f"counter_{dead_pid}.db", f"gauge_livemostrecent_{dead_pid}.db"):
-        (tmp_path / name).write_bytes(b"")
-    listed = [str(p) for p in tmp_path.glob("*.db")]
-    for p in tmp_path.glob("*.db"):
-        p.unlink()  # the other process was faster
-    monkeypatch.setattr(m.glob, "glob", lambda pattern: [f for f in listed if "*" in pattern])
-    assert m.clean_dead_shards(tmp_path) == [dead_pid]
 
-    exporter = m.MetricsExporter(m.MetricsExporterConfig(port=0, serve="never"))
-    calls = []
-    real = m.generate_latest
+def test_breaker_trips_count_trips_and_rejections_count_blocked_orders():
+    """A trip is counted once however many orders it blocks; reasons are the risk module's."""
+    from hmm_strategy.messages import BreakerTrip
+    from hmm_strategy.risk import BREAKER_REASONS
 
-    def flaky(registry):
-        calls.append(1)
-        if len(calls) == 1:
-            raise FileNotFoundError("shard deleted between listing and reading")
-        return real(registry)
+    exporter = MetricsExporter(MetricsExporterConfig(port=0))
+    exporter.on_breaker_trip(BreakerTrip(1, "S-1", "BTCUSDT.BINANCE", "drawdown"))
+    for _ in range(3):
+        exporter.on_breaker_rejection(BreakerRejection(2, "S-1", "BTCUSDT.BINANCE", "drawdown"))
+    exporter.on_breaker_trip(BreakerTrip(3, "S-1", "BTCUSDT.BINANCE", "no_such_breaker"))
+    s = parse(exporter.render())
+    assert value(s, "breaker_trips_total", strategy="S-1", reason="drawdown") == 1
+    assert value(s, "breaker_rejections_total", strategy="S-1", reason="drawdown") == 3
+    assert value(s, "breaker_trips_total", strategy="S-1", reason="other") == 1
+    reasons = {dict(lab)["reason"] for (n, lab) in s if n == "breaker_trips_total"}
+    assert reasons == {*BREAKER_REASONS, "other"}
 
-    monkeypatch.setattr(m, "generate_latest", flaky)
-    assert b"orders_submitted_total" in exporter.render() and len(calls) == 2
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("UNKNOWN", "timeout"),  # NautilusTrader resolved an order the venue never answered
+        ("{'code': -2010, 'msg': 'Account has insufficient balance for requested action.'}",
+         "insufficient_balance"),
+        ('{"code":-1013,"msg":"Filter failure: LOT_SIZE"}', "filter"),
+        ('{"code":-1021,"msg":"Timestamp for this request is outside of the recvWindow."}',
+         "clock"),
+        ('{"code":-1015,"msg":"Too many new orders."}', "rate_limit"),
+        ("HTTP 429 Too Many Requests", "rate_limit"),
+        ("POST_ONLY LIMIT BUY order limit px of 41326.35 would have been a TAKER", "post_only"),
+        ("REDUCE_ONLY MARKET BUY order would have increased position", "reduce_only"),
+        ("limit px of 429.50 is odd", "other"),  # a price is not an HTTP status
+        ("something new", "other"),
+    ],
+)  # fmt: skip
+def test_rejection_reasons_are_a_fixed_set(text, reason):
+    assert rejection_reason(text) == reason in REJECT_REASONS
