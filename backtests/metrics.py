@@ -298,13 +298,24 @@ def evaluate(
     capital: float,
     *,
     measure_from: int | None = None,
+    measure_to: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics and curves (ts, pnl, position) of one run's reports over its bars.
 
     ``measure_from`` (ns) drops the earlier bars (a walk-forward fold's warm-up): the PnL is
     rebased to the last bar before it, so a position carried in is valued from there on.
+    ``measure_to`` (ns) drops the later bars, and the fills and closed positions after it (one
+    fold's window of a continuous walk-forward run: a position carried out stays open).
     """
     fills = fill_frame(fills_report, instrument_id)
+    if measure_to is not None:
+        keep = np.asarray(bar_ts, dtype=np.int64) <= measure_to
+        bar_ts, close = np.asarray(bar_ts)[keep], np.asarray(close)[keep]
+        fills = fills.filter(pl.col("ts") <= measure_to)
+        if positions_report is not None and not positions_report.empty:
+            closed = pd.to_datetime(positions_report["ts_closed"], utc=True)
+            cutoff = pd.Timestamp(measure_to, unit="ns", tz="UTC")
+            positions_report = positions_report[closed.isna() | (closed <= cutoff)]
     pnl, position = marked_curve(bar_ts, close, fills)
     bar_ts = np.asarray(bar_ts, dtype=np.int64)
     if measure_from is not None:

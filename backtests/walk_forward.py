@@ -42,7 +42,7 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from backtests.metrics import METRIC_KEYS, performance, read_fills, starting_balance
+from backtests.metrics import METRIC_KEYS, evaluate, performance, read_fills, starting_balance
 from hmm_strategy import cli
 from hmm_strategy.config import (
     ComponentSpec,
@@ -278,35 +278,79 @@ def run_fold(
         for name in ("regimes.html", "comparison.html"):
             (run / name).unlink(missing_ok=True)
 
-    decisions = pl.read_csv(run / "decisions.csv", infer_schema_length=0).with_columns(
-        pl.col("ts_event").cast(pl.Int64),
-        pl.col("target_exposure").cast(pl.Float64),
-        pl.col("log_likelihood").cast(pl.Float64),
-    )
-    if decisions.height and int(decisions["ts_event"].min()) < fold.test_start:
-        first = iso(int(decisions["ts_event"].min()))
-        raise RuntimeError(f"fold {fold.index}: a decision at {first} precedes the test window")
-    fills = read_fills(run / "fills.csv")
-    if fills.height and int(fills["ts"].min()) < fold.test_start:
-        raise RuntimeError(f"fold {fold.index}: an order filled before the test window")
-
+    decisions = read_decisions(run)
+    check_inside(fold, decisions, read_fills(run / "fills.csv"))
     capital, currency = starting_balance(settings)
     # mark-to-market curves of the strategy and its baselines over the test window only
     equity = pl.read_csv(run / "equity.csv")
     if equity.height != test.height or (equity["ts_event"] != test["ts_event"]).any():
         raise RuntimeError(f"fold {fold.index}: the run's bars differ from the test window")
     stats = json.loads((run / "stats.json").read_text())
-    comparison = stats["comparison"]
-    mine = comparison["strategy"]
+    curves = {
+        name: {"pnl": equity[f"{name}_pnl"].to_list(), "position": equity[f"{name}_position"]}
+        for name in stats["comparison"]
+    }
     engine_pnl = stats.get("stats_pnls", {}).get(currency, {}).get("PnL (total)")
+    return fold_result(
+        fold,
+        trained,
+        equity["ts_event"],
+        equity["close"],
+        decisions,
+        stats["comparison"],
+        curves,
+        orders=read_fills(run / "fills.csv").height,
+        engine_pnl=None if engine_pnl is None else float(engine_pnl),
+        baseline_notional=stats.get("baseline_notional"),
+        capital=capital,
+        currency=currency,
+        update=update,
+    )
+
+
+def read_decisions(run: Path) -> pl.DataFrame:
+    return pl.read_csv(run / "decisions.csv", infer_schema_length=0).with_columns(
+        pl.col("ts_event").cast(pl.Int64),
+        pl.col("target_exposure").cast(pl.Float64),
+        pl.col("log_likelihood").cast(pl.Float64),
+    )
+
+
+def check_inside(fold: Fold, decisions: pl.DataFrame, fills: pl.DataFrame) -> None:
+    """No decision and no fill before the fold's test window (its warm-up only fills features)."""
+    if decisions.height and int(decisions["ts_event"].min()) < fold.test_start:
+        first = iso(int(decisions["ts_event"].min()))
+        raise RuntimeError(f"fold {fold.index}: a decision at {first} precedes the test window")
+    if fills.height and int(fills["ts"].min()) < fold.test_start:
+        raise RuntimeError(f"fold {fold.index}: an order filled before the test window")
+
+
+def fold_result(
+    fold: Fold,
+    trained: TrainedFold,
+    ts: pl.Series,
+    close: pl.Series,
+    decisions: pl.DataFrame,
+    comparison: dict[str, dict[str, Any]],
+    curves: dict[str, dict[str, Any]],
+    *,
+    orders: int,
+    engine_pnl: float | None,
+    baseline_notional: float | None,
+    capital: float,
+    currency: str,
+    update: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One fold's plain-data result: out-of-sample metrics and the PnL curves of its window
+    (``curves[name]``: ``pnl`` from 0 at the window's start and ``position`` per bar)."""
+    mine = comparison["strategy"]
     exposure = decisions["target_exposure"].to_numpy() if decisions.height else np.zeros(0)
-    interval = typical_spacing(test["ts_event"]) or 1
-    curve = {"ts": equity["ts_event"].to_list(), "close": equity["close"].to_list()}
-    for name in comparison:
-        curve[f"{name}_pnl"] = equity[f"{name}_pnl"].to_list()
-        curve[f"{name}_position"] = equity[f"{name}_position"].to_list()
+    curve: dict[str, Any] = {"ts": ts.to_list(), "close": close.to_list()}
+    for name, c in curves.items():
+        curve[f"{name}_pnl"] = np.asarray(c["pnl"], dtype=np.float64).tolist()
+        curve[f"{name}_position"] = np.asarray(c["position"], dtype=np.float64).tolist()
     curve["pnl"] = curve["strategy_pnl"]
-    result: dict[str, Any] = {
+    return {
         "fold": fold.index,
         **{name: getattr(fold, name) for name in Fold.__struct_fields__ if name != "index"},
         "train_first_bar": trained.train_first_bar,
@@ -315,12 +359,12 @@ def run_fold(
         "artifact": trained.artifact,
         "n_states": trained.n_states,
         "train_loglik_per_row": trained.train_loglik_per_row,
-        "test_bars": int(test.height),
+        "test_bars": int(len(ts)),
         "decisions": int(decisions.height),
-        "orders": int(fills.height),
+        "orders": int(orders),
         **{k: mine[k] for k in METRIC_KEYS},
         "return_pct": mine["total_return_pct"],
-        "engine_pnl": None if engine_pnl is None else float(engine_pnl),
+        "engine_pnl": engine_pnl,
         "exposure_share": float((exposure != 0).mean()) if len(exposure) else 0.0,
         "mean_loglik": (
             float(decisions["log_likelihood"].mean()) - trained.log_jacobian
@@ -330,14 +374,113 @@ def run_fold(
         "buy_hold_return_pct": comparison.get("buy_and_hold", {}).get("total_return_pct"),
         "ema_cross_return_pct": comparison.get("ema_cross", {}).get("total_return_pct"),
         "comparison": comparison,
-        "baseline_notional": stats.get("baseline_notional"),
-        "interval_ns": int(interval),
+        "baseline_notional": baseline_notional,
+        "interval_ns": int(typical_spacing(ts) or 1),
         "capital": capital,
         "currency": currency,
         "config_update": {k: v for k, v in update.items() if k != "model_path"},
         "curve": curve,
     }
-    return result
+
+
+def run_continuous(
+    settings: NodeSettings,
+    target: StrategyTarget,
+    folds: list[Fold],
+    out_dir: str | Path,
+    *,
+    config_update: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every fold's model trained on its own train window, then ONE backtest over all the test
+    windows: the strategy starts on fold 0's model and switches to fold k's just before fold k's
+    first test bar (``backtests.model_schedule``), carrying its position across the seams as it
+    would live. Returns the per-fold results (each window's slice of the run) and the whole
+    run's comparison (strategy and baselines over the joined test windows)."""
+    import pandas as pd
+
+    from backtests.run import run_backtest
+
+    update = dict(config_update or {})
+    out = Path(out_dir)
+    trained = [
+        train_fold(settings, target, f, out / f"fold-{f.index:03d}", config_update=update)
+        for f in folds
+    ]
+    run_settings = fold_settings(settings, target, {**update, "model_path": trained[0].artifact})
+    schedule = ComponentSpec(
+        path="backtests.model_schedule:ModelSchedule",
+        config={
+            "strategy_id": target.strategy_id,
+            "schedule": [
+                [f.test_start, t.artifact, t.version]
+                for f, t in zip(folds[1:], trained[1:], strict=True)
+            ],
+        },
+    )
+    run_settings = msgspec.structs.replace(run_settings, actors=[*run_settings.actors, schedule])
+    run = run_backtest(
+        run_settings,
+        out / "run",
+        start=iso(folds[0].run_start),
+        end=iso(folds[-1].test_end),
+        tearsheet=False,
+        measure_from=folds[0].test_start,
+    )
+    for name in ("regimes.html", "comparison.html"):
+        (run / name).unlink(missing_ok=True)
+    stats = json.loads((run / "stats.json").read_text())
+    capital, currency = starting_balance(settings)
+    bars = load_frame(settings, target.bar_type, iso(folds[0].run_start), iso(folds[-1].test_end))
+    bar_ts, close = bars["ts_event"].to_numpy(), bars["close"].to_numpy()
+    decisions = read_decisions(run)
+    reports = {}
+    for name in stats["comparison"]:
+        prefix = "" if name == "strategy" else f"{name}_"
+        reports[name] = tuple(
+            pd.read_csv(run / f"{prefix}{kind}.csv") if (run / f"{prefix}{kind}.csv").exists()
+            and (run / f"{prefix}{kind}.csv").stat().st_size else None
+            for kind in ("fills", "positions")
+        )
+    all_fills = read_fills(run / "fills.csv")
+    check_inside(folds[0], decisions, all_fills)
+    results = []
+    for fold, model in zip(folds, trained, strict=True):
+        window = (pl.col("ts_event") >= fold.test_start) & (pl.col("ts_event") <= fold.test_end)
+        mine = decisions.filter(window)
+        wrong = mine.filter(pl.col("model_version") != model.version)
+        if wrong.height:  # the schedule must have switched exactly at the window's start
+            raise RuntimeError(
+                f"fold {fold.index}: a decision at {iso(int(wrong['ts_event'][0]))} used model "
+                f"{wrong['model_version'][0]}, not {model.version}"
+            )
+        comparison, curves = {}, {}
+        for name, (fills, positions) in reports.items():
+            comparison[name], curves[name] = evaluate(
+                fills, positions, target.instrument_id, bar_ts, close, capital,
+                measure_from=fold.test_start, measure_to=fold.test_end,
+            )  # fmt: skip
+        inside = (bar_ts >= fold.test_start) & (bar_ts <= fold.test_end)
+        orders = all_fills.filter(
+            (pl.col("ts") >= fold.test_start) & (pl.col("ts") <= fold.test_end)
+        ).height
+        results.append(
+            fold_result(
+                fold,
+                model,
+                pl.Series(bar_ts[inside]),
+                pl.Series(close[inside]),
+                mine,
+                comparison,
+                curves,
+                orders=orders,
+                engine_pnl=None,
+                baseline_notional=stats.get("baseline_notional"),
+                capital=capital,
+                currency=currency,
+                update=update,
+            )
+        )
+    return results, stats["comparison"]
 
 
 # ---------------------------------------------------------------------------------- stitching
@@ -486,11 +629,23 @@ def write_plot(curve: pl.DataFrame, path: Path, title: str) -> None:
 
 
 def write_outputs(
-    folds: list[dict[str, Any]], out_dir: Path, meta: Mapping[str, Any]
+    folds: list[dict[str, Any]],
+    out_dir: Path,
+    meta: Mapping[str, Any],
+    comparison: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """folds.csv/.md, equity.csv, summary.json and walk_forward.html in ``out_dir``."""
+    """folds.csv/.md, equity.csv, summary.json and walk_forward.html in ``out_dir``.
+
+    ``comparison`` (a continuous run's own, over all test windows) replaces the one computed
+    from the stitched folds."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {**meta, **summarize(folds)}
+    if comparison is not None:
+        summary["comparison"] = comparison
+        for key, field in (("return_pct", "total_return_pct"), ("sharpe", "sharpe")):
+            summary[key] = comparison["strategy"][field]
+        summary["max_drawdown_pct"] = comparison["strategy"]["max_drawdown_pct"]
+        summary["pnl"] = comparison["strategy"]["pnl"]
     df = table(folds)
     df.write_csv(out_dir / "folds.csv")
     (out_dir / "folds.md").write_text(markdown_table(df))
@@ -513,23 +668,40 @@ def walk_forward(
     strategy: str | None = None,
     config_update: Mapping[str, Any] | None = None,
     on_fold: Callable[[dict[str, Any]], None] | None = None,
+    continuous: bool = False,
 ) -> dict[str, Any]:
-    """Run every fold in order; write the reports; return the summary (with ``fold_results``)."""
+    """Run every fold in order; write the reports; return the summary (with ``fold_results``).
+
+    ``continuous``: one backtest over all test windows with the folds' models switched in at
+    their windows (``run_continuous``) instead of one flat-to-flat run per fold."""
     out = Path(out_dir)
     target = strategy_target(settings, strategy)
     warmup = _warmup_bars(settings, target, config_update or {})
     ts = load_frame(settings, target.bar_type, spec.start, spec.end)["ts_event"].to_numpy()
     folds = make_folds(ts, spec, warmup)
-    results = []
-    for fold in folds:
-        r = run_fold(
-            settings, target, fold, out / f"fold-{fold.index:03d}", config_update=config_update
+    whole = None
+    if continuous:
+        results, whole = run_continuous(
+            settings, target, folds, out, config_update=config_update
         )
-        results.append(r)
-        if on_fold is not None:
-            on_fold(r)
-    meta = {"strategy": target.name, "spec": msgspec.to_builtins(spec)}
-    summary = write_outputs(results, out, meta)
+        for r in results:
+            if on_fold is not None:
+                on_fold(r)
+    else:
+        results = []
+        for fold in folds:
+            r = run_fold(
+                settings, target, fold, out / f"fold-{fold.index:03d}", config_update=config_update
+            )
+            results.append(r)
+            if on_fold is not None:
+                on_fold(r)
+    meta = {
+        "strategy": target.name,
+        "spec": msgspec.to_builtins(spec),
+        "continuous": continuous,
+    }
+    summary = write_outputs(results, out, meta, whole)
     summary["fold_results"] = results
     return summary
 
@@ -575,6 +747,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     add_walk_forward_arguments(parser)
     parser.add_argument("--out", help="output folder (default: <output_dir>/walk_forward)")
+    parser.add_argument(
+        "--continuous",
+        action="store_true",
+        help="one backtest over all test windows, each fold's model switched in at its window "
+        "(positions carried across folds) instead of one flat-to-flat run per fold",
+    )
     args = parser.parse_args(argv)
     try:
         spec = walk_forward_spec(args)
@@ -590,7 +768,14 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
-        summary = walk_forward(settings, out, spec, strategy=args.strategy, on_fold=progress)
+        summary = walk_forward(
+            settings,
+            out,
+            spec,
+            strategy=args.strategy,
+            on_fold=progress,
+            continuous=args.continuous,
+        )
     except (ConfigError, ValueError, cli.CLIError) as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return 2

@@ -144,3 +144,49 @@ def test_cli_rejects_bad_windows(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["--train", "forever", "--out", str(tmp_path)]) == 2
     assert "cannot parse interval" in capsys.readouterr().err
     assert to_ns("2024-01-01") % DAY == 0
+
+
+def test_continuous_walk_forward_carries_positions_across_folds(
+    runs: dict, data_dir: Path, tmp_path: Path
+) -> None:
+    """One run over the same folds: each window is decided by its own fold's model (switched in
+    just before its first bar), positions cross the seams, buy-and-hold buys once, and the
+    folds' slices add up to the run."""
+    source = write_csv(real_bars(data_dir, "2024-01-01", "2024-02-06"), tmp_path / "short.csv")
+    spec = WalkForwardSpec(train="21d", test="5d", start="2024-01-01")
+    summary = walk_forward(
+        settings_for(tmp_path, source), tmp_path / "wf", spec, continuous=True
+    )
+    folds = summary["fold_results"]
+    separate = runs["appended"]["fold_results"]
+    assert len(folds) == len(separate) == 3
+    # the same models, trained on the same windows, as the fold-by-fold walk-forward
+    assert [r["model_version"] for r in folds] == [r["model_version"] for r in separate]
+    decisions = pl.read_csv(tmp_path / "wf" / "run" / "decisions.csv")
+    assert decisions["ts_event"].min() == folds[0]["test_start"]  # nothing decided in warm-up
+    for r in folds:
+        _, meta = load_model(r["artifact"])
+        assert meta.data_range[1] < r["test_start"]
+        window = decisions.filter(pl.col("ts_event").is_between(r["test_start"], r["test_end"]))
+        assert window.height == r["test_bars"] == 5 * 96
+        assert set(window["model_version"]) == {r["model_version"]}
+    # slices add up to the one run, for the strategy and the baselines
+    whole = summary["comparison"]
+    assert sum(r["pnl"] for r in folds) == pytest.approx(whole["strategy"]["pnl"], abs=1e-6)
+    for name in ("buy_and_hold", "ema_cross"):
+        assert sum(r["comparison"][name]["pnl"] for r in folds) == pytest.approx(
+            whole[name]["pnl"], abs=1e-6
+        )
+    assert whole["buy_and_hold"]["trades"] <= 1  # bought once, not once per fold
+    equity = pl.read_csv(tmp_path / "wf" / "equity.csv")
+    assert equity["pnl"][-1] == pytest.approx(whole["strategy"]["pnl"], abs=1e-6)
+    # positions cross the seams: buy-and-hold is held through every one, and the strategy's
+    # position only changes at a seam by an order it decided on the new fold's first bar
+    fills = pl.read_csv(tmp_path / "wf" / "run" / "fills.csv")
+    fill_ts = set(
+        pl.Series(fills["ts_last"]).str.to_datetime(time_zone="UTC").dt.epoch("ns").to_list()
+    )
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert a["curve"]["buy_and_hold_position"][-1] == b["curve"]["buy_and_hold_position"][0] > 0
+        before, after = a["curve"]["strategy_position"][-1], b["curve"]["strategy_position"][0]
+        assert before == after or b["test_start"] in fill_ts, (before, after)
