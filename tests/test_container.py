@@ -1,0 +1,150 @@
+"""The node's container image, built and run the way CI can without an image registry.
+
+A Debian trixie (Python 3.13) root file system made with ``debootstrap --variant=minbase`` is
+imported with ``podman import`` as the base image, ``Containerfile`` is built on it
+(``--build-arg BASE=...``; dependencies from PyPI), and the offline paper node runs in the
+container (``--runtime runc``, a containers.conf with ``default_ulimits = []``) while the host
+scrapes its ``/metrics``. Everything lives in a private podman storage under the test's temporary
+folder and is deleted afterwards, so every run builds from nothing (CI's worst case, a few
+minutes: see docs/OPS_RUNBOOK.md "Containers").
+
+Needs root, podman, runc and debootstrap (CI installs them, .ci/run); it is skipped with the
+reason where they are absent, unless ``HMM_REQUIRE_CONTAINER_TEST=1`` (set by .ci/run) makes
+that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hmm_strategy.config import REPO_ROOT
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.slow
+
+MIRROR = os.environ.get("HMM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind a TLS-intercepting proxy
+BASE = "localhost/hmm-ci-base:trixie"
+IMAGE = "localhost/nautilus-hmm:ci"
+
+
+def _missing() -> str | None:
+    tools = [t for t in ("podman", "runc", "debootstrap") if shutil.which(t) is None]
+    if tools:
+        return f"{', '.join(tools)} not installed (apt-get install podman runc debootstrap)"
+    if os.geteuid() != 0:
+        return "needs root (debootstrap and rootful podman)"
+    return None
+
+
+@pytest.fixture
+def podman(tmp_path: Path):
+    """``podman`` with a private storage, runc and the ulimit-free containers.conf."""
+    why = _missing()
+    if why:
+        if os.environ.get("HMM_REQUIRE_CONTAINER_TEST") == "1":
+            pytest.fail(f"container test required but cannot run: {why}")
+        pytest.skip(why)
+    conf = tmp_path / "containers.conf"
+    conf.write_text("[containers]\ndefault_ulimits = []\n")
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    root = ["podman", "--root", str(tmp_path / "storage"), "--runroot", str(tmp_path / "run")]
+
+    def run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        done = subprocess.run([*root, *args], env=env, capture_output=True, text=True, **kw)
+        if check and done.returncode != 0:
+            pytest.fail(f"podman {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return done
+
+    try:
+        yield run
+    finally:
+        run("rm", "--all", "--force", check=False)
+        run("system", "reset", "--force", check=False)  # images and layers of this test
+        shutil.rmtree(tmp_path / "rootfs", ignore_errors=True)
+        shutil.rmtree(tmp_path / "storage", ignore_errors=True)
+
+
+def _samples(url: str) -> dict[str, list] | None:
+    try:
+        body = urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        return None
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def test_image_on_a_debootstrap_base_runs_the_paper_node(podman, tmp_path: Path) -> None:
+    started = time.monotonic()
+    rootfs = tmp_path / "rootfs"
+    boot = subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+         "trixie", str(rootfs), MIRROR],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert boot.returncode == 0, f"debootstrap failed: {boot.stdout[-1500:]}{boot.stderr[-1500:]}"
+    t_boot = time.monotonic()
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    podman("import", "-", BASE, stdin=tar.stdout)
+    assert tar.wait() == 0
+    t_import = time.monotonic()
+
+    build = ["build", "--runtime", "runc", "--network", "host", "-f", "Containerfile"]
+    build += ["--build-arg", f"BASE={BASE}", "-t", IMAGE]
+    if HOST_CA.exists():
+        build += [
+            "-v",
+            f"{HOST_CA}:/run/host-ca.crt:ro",
+            "--build-arg",
+            "PIP_CERT=/run/host-ca.crt",
+        ]
+    podman(*build, str(REPO_ROOT))
+    t_build = time.monotonic()
+    py = podman("run", "--rm", "--runtime", "runc", "--network", "host", "--entrypoint",
+                "python", IMAGE, "-c", "import sys; print(sys.version_info[:2])")  # fmt: skip
+    assert py.stdout.strip() == "(3, 13)", py.stdout  # trixie's Python, not the host's
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    podman(
+        "run", "-d", "--name", "hmm-node", "--runtime", "runc", "--network", "host", IMAGE,
+        "hmm_strategy.live", "--metrics-port", str(port), "--duration", "600",
+        "--log-level", "WARNING",
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    samples = None
+    while time.monotonic() < deadline:
+        samples = _samples(url)
+        # up, and the portfolio refresh has run against the sandbox account at least once
+        if samples and any(s.value > 0 for s in samples.get("portfolio_equity_usd", [])):
+            break
+        state = podman("inspect", "--format", "{{.State.Status}}", "hmm-node").stdout.strip()
+        assert state == "running", podman("logs", "hmm-node", check=False).stdout[-3000:]
+        time.sleep(1)
+    assert samples, "the node's /metrics never answered from the container"
+    equity = {s.labels["venue"]: s.value for s in samples.get("portfolio_equity_usd", [])}
+    assert equity.get("BINANCE", 0) > 0, f"no sandbox equity on /metrics: {sorted(samples)}"
+    assert "orders_submitted_total" in samples or "ops_exposure_last_refresh_epoch" in samples
+    t_scraped = time.monotonic()
+
+    podman("kill", "--signal", "INT", "hmm-node")
+    code = podman("wait", "hmm-node").stdout.strip()
+    logs = podman("logs", "hmm-node", check=False)
+    assert code == "0", logs.stdout[-3000:] + logs.stderr[-3000:]
+    assert "stopped cleanly" in logs.stdout
+    print(
+        f"\ncontainer test wall time: debootstrap {t_boot - started:.0f}s, import "
+        f"{t_import - t_boot:.0f}s, build {t_build - t_import:.0f}s, run+scrape "
+        f"{t_scraped - t_build:.0f}s, total {time.monotonic() - started:.0f}s"
+    )
