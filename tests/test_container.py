@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -56,7 +57,8 @@ def podman(tmp_path: Path):
     conf = tmp_path / "containers.conf"
     conf.write_text("[containers]\ndefault_ulimits = []\n")
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    root = ["podman", "--root", str(tmp_path / "storage"), "--runroot", str(tmp_path / "run")]
+    short = Path(tempfile.mkdtemp(prefix="hmmci-"))  # podman refuses a runroot over 50 chars
+    root = ["podman", "--root", str(short / "storage"), "--runroot", str(short / "run")]
 
     def run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
         done = subprocess.run([*root, *args], env=env, capture_output=True, text=True, **kw)
@@ -70,7 +72,7 @@ def podman(tmp_path: Path):
         run("rm", "--all", "--force", check=False)
         run("system", "reset", "--force", check=False)  # images and layers of this test
         shutil.rmtree(tmp_path / "rootfs", ignore_errors=True)
-        shutil.rmtree(tmp_path / "storage", ignore_errors=True)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def _samples(url: str) -> dict[str, list] | None:

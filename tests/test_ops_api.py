@@ -4,14 +4,17 @@ and records as the operator CLIs, and a real paper node steered and aggregated o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import msgspec
 import pytest
 import yaml
@@ -272,23 +275,34 @@ def _metric(url: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_paper_node_steered_and_aggregated_over_http(tmp_path: Path) -> None:
-    """The user's path: a real offline paper node; the ops API pauses its strategy (governance
-    applies and records it, the node's metrics show it), flips its kill switch (the node logs the
-    reason) and sums its PnL/exposure with another node's; an unreachable node is reported."""
+class PaperNode(msgspec.Struct):
+    proc: subprocess.Popen
+    url: str
+    node: NodeTarget
+    other: MetricsHTTPServer
+    log: Path  # the node's console output (a file: a pipe nobody reads could block the node)
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory: pytest.TempPathFactory):
+    """A real offline paper node (subprocess, the user's command) that has opened a position,
+    and a second exporter with known values standing in for another venue's node."""
+    tmp = tmp_path_factory.mktemp("paper")
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    live = {"log_dir": str(tmp_path / "logs"), "state_dir": str(tmp_path / "state"),
+    live = {"log_dir": str(tmp / "logs"), "state_dir": str(tmp / "state"),
             "venues": {"replay": {"replay": {"n_bars": 200_000, "speed": 0}}}}  # fmt: skip
-    override = node_override(tmp_path, {"live": live}, trainer=False)
+    override = node_override(tmp, {"live": live}, trainer=False)
     cmd = [
         sys.executable, "-m", "hmm_strategy.live", "--override", str(override),
-        "--run-dir", str(tmp_path / "run"), "--metrics-port", str(port), "--log-level", "WARNING",
+        "--run-dir", str(tmp / "run"), "--metrics-port", str(port), "--log-level", "WARNING",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )  # fmt: skip
+    log = tmp / "node.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )  # fmt: skip
     other = fake_node({
         ("pnl_realized_total", "BYBIT", "B-002"): 120.5,
         ("pnl_unrealized_total", "BYBIT", "B-002"): -20.25,
@@ -297,59 +311,78 @@ def test_paper_node_steered_and_aggregated_over_http(tmp_path: Path) -> None:
     })  # fmt: skip
     node = resolve_node("paper", REPO_ROOT / "configs" / "node.yaml", [str(override)],
                         metrics_url=url)  # fmt: skip
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    running = PaperNode(proc, url, node, other, log)
     try:
         deadline = time.monotonic() + 120
         # until the strategy has held a position (the exporter reports exposure from then on)
         while _metric(url, "exposure_usd") is None or not node.registry_path.exists():
-            assert proc.poll() is None, proc.stdout.read()
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the paper node never opened a position"
             time.sleep(0.5)
-
-        async def run() -> dict:
-            app = create_app(
-                [node],
-                token=TOKEN,
-                scrape_only={
-                    "bybit": f"http://127.0.0.1:{other.port}/metrics",
-                    "down": f"http://127.0.0.1:{free_port()}/metrics",
-                },
-            )
-            client = await _client(app)
-            out: dict = {}
-            try:
-                r = await client.post(
-                    f"/strategy/{SID}/pause", json={"reason": "ops drill", "operator": "carol"},
-                    headers=auth,
-                )  # fmt: skip
-                out["pause"] = r.status
-                end = time.monotonic() + 30
-                while time.monotonic() < end:
-                    doc = read_registry(node.registry_path)
-                    if doc.strategies[SID].state == "paused":
-                        break
-                    await asyncio.sleep(0.5)
-                out["status"] = await (await client.get(f"/strategy/{SID}")).json()
-                r = await client.post("/killswitch/on", json={"reason": "ops api drill"},
-                                      headers=auth)  # fmt: skip
-                out["kill"] = r.status
-                await asyncio.sleep(3)  # the kill switch actor polls every second
-                out["pnl"] = await (await client.get("/aggregate/pnl")).json()
-                out["exposure"] = await (await client.get("/aggregate/exposure")).json()
-            finally:
-                await client.close()
-            return out
-
-        out = asyncio.run(run())
-        paused_gauge = _metric(url, "strategy_governance_state", strategy=SID, state="paused")
+        yield running
     finally:
         other.stop()
         proc.terminate()
         try:
-            log, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            log, _ = proc.communicate()
+            proc.wait()
+
+
+def node_log_until(paper: PaperNode, text: str, timeout: float = 15) -> bool:
+    """Wait for ``text`` in the node's output (the node keeps running)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if text in paper.log.read_text(errors="replace"):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_paper_node_steered_and_aggregated_over_http(paper: PaperNode) -> None:
+    """The user's path: a real offline paper node; the ops API pauses its strategy (governance
+    applies and records it, the node's metrics show it), flips its kill switch (the node logs the
+    reason) and sums its PnL/exposure with another node's; an unreachable node is reported."""
+    node, url, other = paper.node, paper.url, paper.other
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def run() -> dict:
+        app = create_app(
+            [node],
+            token=TOKEN,
+            scrape_only={
+                "bybit": f"http://127.0.0.1:{other.port}/metrics",
+                "down": f"http://127.0.0.1:{free_port()}/metrics",
+            },
+        )
+        client = await _client(app)
+        out: dict = {}
+        try:
+            r = await client.post(
+                f"/strategy/{SID}/pause", json={"reason": "ops drill", "operator": "carol"},
+                headers=auth,
+            )  # fmt: skip
+            out["pause"] = r.status
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                doc = read_registry(node.registry_path)
+                if doc.strategies[SID].state == "paused":
+                    break
+                await asyncio.sleep(0.5)
+            out["status"] = await (await client.get(f"/strategy/{SID}")).json()
+            r = await client.post("/killswitch/on", json={"reason": "ops api drill"},
+                                  headers=auth)  # fmt: skip
+            out["kill"] = r.status
+            out["pnl"] = await (await client.get("/aggregate/pnl")).json()
+            out["exposure"] = await (await client.get("/aggregate/exposure")).json()
+        finally:
+            await client.close()
+        return out
+
+    out = asyncio.run(run())
+    paused_gauge = _metric(url, "strategy_governance_state", strategy=SID, state="paused")
+    logged = node_log_until(paper, "Kill switch ON: ops api drill [operator ops-api]")
     assert out["pause"] == 202
     record = read_registry(node.registry_path).strategies[SID]
     (decision,) = [d for d in record.decisions if d.source == "operator"]
@@ -360,8 +393,8 @@ def test_paper_node_steered_and_aggregated_over_http(tmp_path: Path) -> None:
     status = out["status"]
     assert status["state"] == "paused" and status["trader_id"] == "HMM-001"
     assert status["regime"]["instrument"] == "BTCUSDT.BINANCE" and "pnl" in status
-    assert "carol@ops-api" in [d.get("operator") for d in status["decisions"]]
-    assert out["kill"] == 202 and "Kill switch ON: ops api drill [operator ops-api]" in log
+    assert status["manual_override"]["reason"] == "ops drill" and status["decisions"]
+    assert out["kill"] == 202 and logged
 
     pnl, exposure = out["pnl"], out["exposure"]
     assert pnl["complete"] is False and exposure["complete"] is False
@@ -377,3 +410,75 @@ def test_paper_node_steered_and_aggregated_over_http(tmp_path: Path) -> None:
     assert exposure["total"]["gross"] == pytest.approx(
         4000.0 + exposure["by_venue"]["BINANCE"]["gross"]
     )
+
+
+FLEET_DASHBOARD = REPO_ROOT / "observability" / "grafana" / "dashboards" / "hmm-fleet.json"
+
+
+def fleet_panel_queries() -> list[tuple[str, str]]:
+    """(title, PromQL) of every panel of the fleet dashboard, ``$node`` meaning all nodes."""
+    dash = json.loads(FLEET_DASHBOARD.read_text())
+    assert {v["name"] for v in dash["templating"]["list"]} == {"node"}
+    return [
+        (p["title"], t["expr"].replace("$node", ".*"))
+        for p in dash["panels"]
+        if p["type"] != "row"
+        for t in p["targets"]
+    ]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed")
+def test_fleet_dashboard_panels_return_data(paper: PaperNode, tmp_path: Path) -> None:
+    """The Grafana fleet row, evaluated by a real Prometheus that scrapes the paper node (as
+    node "paper") and the ops API: every panel returns data."""
+    queries = fleet_panel_queries()
+    assert len(queries) >= 8
+
+    async def run() -> dict[str, list]:
+        client = await _client(create_app([paper.node], token=TOKEN))
+        prom_port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "nautilus-node", "static_configs": [
+                    {"targets": [paper.url.split("/")[2]], "labels": {"node": "paper"}}]},
+                {"job_name": "ops-api", "static_configs": [
+                    {"targets": [f"127.0.0.1:{client.server.port}"]}]},
+            ],
+        }  # fmt: skip
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        with (tmp_path / "prometheus.log").open("w") as log:
+            prom = subprocess.Popen(
+                ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        results: dict[str, list] = {}
+        try:
+            refused = await client.post("/killswitch/on", json={"reason": "x"},
+                                        headers={"Authorization": "Bearer nope"})  # fmt: skip
+            assert refused.status == 401
+            api = f"http://127.0.0.1:{prom_port}/api/v1/query"
+            async with aiohttp.ClientSession() as session:
+                end = time.monotonic() + 60
+                while time.monotonic() < end and not (results and all(results.values())):
+                    await asyncio.sleep(1)
+                    for title, expr in queries:
+                        try:
+                            async with session.get(api, params={"query": expr}) as r:
+                                body = await r.json()
+                        except aiohttp.ClientError:
+                            break  # Prometheus still starting
+                        assert body["status"] == "success", (title, body)
+                        results[title] = body["data"]["result"]
+        finally:
+            prom.terminate()
+            prom.wait(timeout=30)
+            await client.close()
+        return results
+
+    results = asyncio.run(run())
+    empty = [title for title, _ in queries if not results.get(title)]
+    assert not empty, f"panels without data: {empty}"
+    assert float(results["Nodes up"][0]["value"][1]) == 1.0
