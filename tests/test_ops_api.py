@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.kill_switch import main as kill_switch_main
 from actors.metrics_server import MetricsHTTPServer
 from actors.model_lifecycle import LifecycleRequest
 from actors.registry import Override, Registry, read_registry
@@ -247,6 +248,18 @@ def test_api_leaves_the_same_requests_as_the_clis(tmp_path: Path) -> None:
     assert out["on"] == (202, "drill halt [operator bob@ops-api]\n")
     assert out["switch"]["nodes"]["paper"]["on"] is True
     assert out["off"] == (202, False)
+
+
+def test_kill_switch_cli_writes_what_the_actor_reads(tmp_path: Path, capsys) -> None:
+    """``python -m actors.kill_switch``: the file the KillSwitchActor polls (reason line with
+    who, optional flatten line); a missing reason is one line and exit 2, nothing written."""
+    path = tmp_path / "state" / "KILL_SWITCH"
+    assert kill_switch_main(["on", "--path", str(path)]) == 2
+    assert "one-line --reason" in capsys.readouterr().err and not path.exists()
+    assert kill_switch_main(["on", "--path", str(path), "--reason", "halt", "--flatten"]) == 0
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("halt [operator ") and lines[1:] == ["flatten"]
+    assert kill_switch_main(["off", "--path", str(path)]) == 0 and not path.exists()
 
 
 def fake_node(values: dict[tuple[str, str, str], float]) -> MetricsHTTPServer:
