@@ -16,7 +16,8 @@ import msgspec
 import yaml
 from nautilus_trader.common.config import resolve_config_path
 
-from hmm_strategy.config import ConfigError, _fill_dirs, strategy_id_of
+from actors.registry import DEFAULT_REGISTRY_PATH
+from hmm_strategy.config import ConfigError, strategy_id_of
 from hmm_strategy.live import kill_switch_files, resolve_settings
 
 GOVERNANCE_ACTOR = "actors.governance:GovernanceActor"
@@ -52,22 +53,24 @@ def resolve_node(
     )
     settings, venue_name = resolve_settings(args, dict(os.environ if environ is None else environ))
     state_dir = settings.live.state_dir
+    run_dir = "{run_dir}"  # kept as is: a path that depends on the run is not the node's state
     registries = [
-        Path(_fill_dirs(a.config, "run", state_dir).get("registry_path", ""))
-        for a in settings.actors
-        if a.path == GOVERNANCE_ACTOR
+        Path(a.config.get("registry_path", DEFAULT_REGISTRY_PATH))
+        for a in settings.actor_configs(run_dir, state_dir)
+        if a.actor_path == GOVERNANCE_ACTOR
     ]
-    if any("{run_dir}" in str(p) or not str(p) for p in registries):
-        raise ConfigError("the governance registry_path must be set and not use {run_dir}")
+    if any(run_dir in str(p) or not str(p) for p in registries):
+        raise ConfigError("the governance registry_path must not use {run_dir} (per-run state)")
     switches = sorted(kill_switch_files(settings))
     metrics = settings.live.metrics
     if metrics_url is None and metrics.port:
         metrics_url = f"http://{metrics.host}:{metrics.port}/metrics"
     strategy_ids = []
-    for spec in settings.strategies:
-        cls = resolve_config_path(spec.resolved_config_path)
-        parsed = cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", state_dir)))
-        strategy_ids.append(strategy_id_of(spec, parsed))
+    for spec, importable in zip(
+        settings.strategies, settings.strategy_configs(run_dir, state_dir), strict=True
+    ):
+        cls = resolve_config_path(importable.config_path)
+        strategy_ids.append(strategy_id_of(spec, cls.parse(msgspec.json.encode(importable.config))))
     venue_file = Path(config).parent / "venues" / f"{venue_name}.yaml"
     layers = ([str(venue_file)] if venue_file.exists() else []) + [str(o) for o in overrides]
     return NodeTarget(
