@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -495,3 +496,47 @@ def test_fleet_dashboard_panels_return_data(paper: PaperNode, tmp_path: Path) ->
     empty = [title for title, _ in queries if not results.get(title)]
     assert not empty, f"panels without data: {empty}"
     assert float(results["Nodes up"][0]["value"][1]) == 1.0
+
+
+def test_python_m_ops_takes_the_token_from_the_environment_only(tmp_path: Path) -> None:
+    """The user's command: ``OPS_API_TOKEN=... python -m ops``; a refused and an accepted call;
+    neither the token nor the wrong one shows in its output."""
+    node = the_node(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops", "--port", str(port),
+         *[a for layer in layers(tmp_path) for a in ("--override", layer)]],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OPS_API_TOKEN": TOKEN},
+    )  # fmt: skip
+
+    def post(auth: str) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/killswitch/on", method="POST",
+            data=b'{"reason": "drill"}', headers={"Authorization": auth},
+        )  # fmt: skip
+        try:
+            return urllib.request.urlopen(request, timeout=5).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "python -m ops never answered"
+                time.sleep(0.3)
+        refused = post("Bearer not-the-token")
+        assert not node.kill_switch_path.exists()
+        accepted = post(f"Bearer {TOKEN}")
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert (refused, accepted) == (401, 202), out
+    assert node.kill_switch_path.read_text() == "drill [operator ops-api]\n"
+    assert "refused POST /killswitch/{action}" in out and "kill switch on" in out
+    assert TOKEN not in out and "not-the-token" not in out
