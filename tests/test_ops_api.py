@@ -540,3 +540,50 @@ def test_python_m_ops_takes_the_token_from_the_environment_only(tmp_path: Path) 
     assert node.kill_switch_path.read_text() == "drill [operator ops-api]\n"
     assert "refused POST /killswitch/{action}" in out and "kill switch on" in out
     assert TOKEN not in out and "not-the-token" not in out
+
+
+def test_a_fleet_routes_each_call_to_the_node_running_the_strategy(tmp_path: Path) -> None:
+    """Two nodes of configs/fleet/ (state moved to tmp): a strategy's override lands in its own
+    node's folder, the kill switch reaches every node or the one named, unknown ids are 404."""
+    fleet = REPO_ROOT / "configs" / "fleet"
+    nodes = []
+    for name, venue in (("paper", "replay"), ("bybit", "bybit_linear")):
+        state = tmp_path / name / "state"
+        layer = tmp_path / f"{name}.yaml"
+        layer.write_text(yaml.safe_dump({"live": {"state_dir": str(state)}}))
+        nodes.append(
+            resolve_node(
+                name,
+                REPO_ROOT / "configs" / "node.yaml",
+                [str(fleet / f"{name}.yaml"), str(layer)],
+                venue,
+            )  # fmt: skip
+        )
+    paper, bybit = nodes
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"reason": "drill", "force": True}
+
+    async def run() -> list[int]:
+        client = await _client(create_app(nodes, token=TOKEN))
+        try:
+            return [
+                (await client.post("/strategy/HMMRegimeStrategy-201/pause", json=body,
+                                   headers=auth)).status,
+                (await client.post("/strategy/HMMRegimeStrategy-999/pause", json=body,
+                                   headers=auth)).status,
+                (await client.post("/killswitch/on?node=bybit", json={"reason": "one"},
+                                   headers=auth)).status,
+                int(paper.kill_switch_path.exists()),  # ?node=bybit reached bybit only
+                (await client.post("/killswitch/on", json={"reason": "all"}, headers=auth)).status,
+                (await client.post("/killswitch/on?node=nope", json={"reason": "x"},
+                                   headers=auth)).status,
+            ]  # fmt: skip
+        finally:
+            await client.close()
+
+    codes = asyncio.run(run())
+    assert codes == [202, 404, 202, 0, 202, 404]
+    assert len(list((bybit.registry_path.parent / "overrides").glob("*.json"))) == 1
+    assert not (paper.registry_path.parent / "overrides").exists()
+    assert paper.kill_switch_path.read_text().startswith("all [")
+    assert bybit.kill_switch_path.read_text().startswith("all [")
