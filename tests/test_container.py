@@ -4,9 +4,10 @@ A Debian trixie (Python 3.13) root file system made with ``debootstrap --variant
 imported with ``podman import`` as the base image, ``Containerfile`` is built on it
 (``--build-arg BASE=...``; dependencies from PyPI), and the offline paper node runs in the
 container (``--runtime runc``, a containers.conf with ``default_ulimits = []``) while the host
-scrapes its ``/metrics``. Everything lives in a private podman storage under the test's temporary
-folder and is deleted afterwards, so every run builds from nothing (CI's worst case, a few
-minutes: see docs/OPS_RUNBOOK.md "Containers").
+scrapes its ``/metrics``; the operations API runs from the same image beside it (shared state
+volume, as in docker-compose.yml) and flips the node's kill switch. Everything lives in a private
+podman storage, deleted afterwards, so every run builds from nothing (CI's worst case, about 5
+minutes: see docs/OPS_RUNBOOK.md 4.3).
 
 Needs root, podman, runc and debootstrap (CI installs them, .ci/run); it is skipped with the
 reason where they are absent, unless ``HMM_REQUIRE_CONTAINER_TEST=1`` (set by .ci/run) makes
@@ -15,7 +16,9 @@ that a failure.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +38,7 @@ MIRROR = os.environ.get("HMM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # pip behind a TLS-intercepting proxy
 BASE = "localhost/hmm-ci-base:trixie"
 IMAGE = "localhost/nautilus-hmm:ci"
+TOKEN = secrets.token_hex(16)
 
 
 def _missing() -> str | None:
@@ -60,8 +64,12 @@ def podman(tmp_path: Path):
     short = Path(tempfile.mkdtemp(prefix="hmmci-"))  # podman refuses a runroot over 50 chars
     root = ["podman", "--root", str(short / "storage"), "--runroot", str(short / "run")]
 
-    def run(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-        done = subprocess.run([*root, *args], env=env, capture_output=True, text=True, **kw)
+    def run(
+        *args: str, check: bool = True, extra_env: dict | None = None, **kw
+    ) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [*root, *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, **kw
+        )
         if check and done.returncode != 0:
             pytest.fail(f"podman {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
         return done
@@ -87,7 +95,18 @@ def _samples(url: str) -> dict[str, list] | None:
     return out
 
 
-def test_image_on_a_debootstrap_base_runs_the_paper_node(podman, tmp_path: Path) -> None:
+def _get_json(url: str, deadline: float) -> dict:
+    while True:
+        try:
+            return json.loads(urllib.request.urlopen(url, timeout=5).read())
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(1)
+
+
+def test_image_on_a_debootstrap_base_runs_the_paper_node_and_ops_api(
+    podman, tmp_path: Path
+) -> None:
     started = time.monotonic()
     rootfs = tmp_path / "rootfs"
     boot = subprocess.run(
@@ -120,9 +139,9 @@ def test_image_on_a_debootstrap_base_runs_the_paper_node(podman, tmp_path: Path)
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     podman(
-        "run", "-d", "--name", "hmm-node", "--runtime", "runc", "--network", "host", IMAGE,
-        "hmm_strategy.live", "--metrics-port", str(port), "--duration", "600",
-        "--log-level", "WARNING",
+        "run", "-d", "--name", "hmm-node", "--runtime", "runc", "--network", "host",
+        "-v", "hmm-state:/app/state", IMAGE, "hmm_strategy.live", "--metrics-port", str(port),
+        "--duration", "600", "--log-level", "WARNING",
     )  # fmt: skip
     deadline = time.monotonic() + 180
     samples = None
@@ -137,8 +156,33 @@ def test_image_on_a_debootstrap_base_runs_the_paper_node(podman, tmp_path: Path)
     assert samples, "the node's /metrics never answered from the container"
     equity = {s.labels["venue"]: s.value for s in samples.get("portfolio_equity_usd", [])}
     assert equity.get("BINANCE", 0) > 0, f"no sandbox equity on /metrics: {sorted(samples)}"
-    assert "orders_submitted_total" in samples or "ops_exposure_last_refresh_epoch" in samples
     t_scraped = time.monotonic()
+
+    # the ops API from the same image, beside the node, sharing its state volume (as in compose)
+    ops_port = free_port()
+    ops = f"http://127.0.0.1:{ops_port}"
+    podman(
+        "run", "-d", "--name", "hmm-ops", "--runtime", "runc", "--network", "host",
+        "-v", "hmm-state:/app/state", "-e", "OPS_API_TOKEN", IMAGE,
+        "ops", "--port", str(ops_port), "--metrics-url", url,
+        extra_env={"OPS_API_TOKEN": TOKEN},
+    )  # fmt: skip
+    pnl = _get_json(f"{ops}/aggregate/pnl", deadline=time.monotonic() + 60)
+    assert pnl["complete"] is True and [n["node"] for n in pnl["nodes"]] == ["node"], pnl
+    request = urllib.request.Request(
+        f"{ops}/killswitch/on", method="POST", data=b'{"reason": "ci drill"}',
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert urllib.request.urlopen(request, timeout=10).status == 202
+    halted, end = "", time.monotonic() + 30
+    while "Kill switch ON: ci drill [operator ops-api]" not in halted:
+        assert time.monotonic() < end, f"the node never saw the kill switch: {halted[-2000:]}"
+        time.sleep(1)
+        halted = podman("logs", "hmm-node", check=False).stdout
+    ops_logs = podman("logs", "hmm-ops", check=False)
+    assert TOKEN not in ops_logs.stdout + ops_logs.stderr
+    podman("stop", "--time", "10", "hmm-ops")
+    t_ops = time.monotonic()
 
     podman("kill", "--signal", "INT", "hmm-node")
     code = podman("wait", "hmm-node").stdout.strip()
@@ -148,5 +192,6 @@ def test_image_on_a_debootstrap_base_runs_the_paper_node(podman, tmp_path: Path)
     print(
         f"\ncontainer test wall time: debootstrap {t_boot - started:.0f}s, import "
         f"{t_import - t_boot:.0f}s, build {t_build - t_import:.0f}s, run+scrape "
-        f"{t_scraped - t_build:.0f}s, total {time.monotonic() - started:.0f}s"
+        f"{t_scraped - t_build:.0f}s, ops API {t_ops - t_scraped:.0f}s, "
+        f"total {time.monotonic() - started:.0f}s"
     )
