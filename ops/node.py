@@ -17,7 +17,7 @@ import yaml
 from nautilus_trader.common.config import resolve_config_path
 
 from actors.registry import DEFAULT_REGISTRY_PATH
-from hmm_strategy.config import ConfigError, strategy_id_of
+from hmm_strategy.config import ConfigError, strategy_id_of, venue_settings
 from hmm_strategy.live import kill_switch_files, resolve_settings
 
 GOVERNANCE_ACTOR = "actors.governance:GovernanceActor"
@@ -52,6 +52,7 @@ def resolve_node(
         config=str(config), override=list(overrides), venue=venue, metrics_port=None
     )
     settings, venue_name = resolve_settings(args, dict(os.environ if environ is None else environ))
+    venue_settings(settings, venue_name)  # an unknown profile fails as it does for the node
     state_dir = settings.live.state_dir
     run_dir = "{run_dir}"  # kept as is: a path that depends on the run is not the node's state
     registries = [
