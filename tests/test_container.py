@@ -67,6 +67,7 @@ def podman(tmp_path: Path):
     def run(
         *args: str, check: bool = True, extra_env: dict | None = None, **kw
     ) -> subprocess.CompletedProcess:
+        kw.setdefault("timeout", 300)  # a hung podman fails the test instead of the CI job
         done = subprocess.run(
             [*root, *args], env={**env, **(extra_env or {})}, capture_output=True, text=True, **kw
         )
@@ -112,7 +113,7 @@ def test_image_on_a_debootstrap_base_runs_the_paper_node_and_ops_api(
     boot = subprocess.run(
         ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
          "trixie", str(rootfs), MIRROR],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert boot.returncode == 0, f"debootstrap failed: {boot.stdout[-1500:]}{boot.stderr[-1500:]}"
     t_boot = time.monotonic()
@@ -130,7 +131,7 @@ def test_image_on_a_debootstrap_base_runs_the_paper_node_and_ops_api(
             "--build-arg",
             "PIP_CERT=/run/host-ca.crt",
         ]
-    podman(*build, str(REPO_ROOT))
+    podman(*build, str(REPO_ROOT), timeout=1500)
     t_build = time.monotonic()
     py = podman("run", "--rm", "--runtime", "runc", "--network", "host", "--entrypoint",
                 "python", IMAGE, "-c", "import sys; print(sys.version_info[:2])")  # fmt: skip
