@@ -6,8 +6,8 @@ imported with ``podman import`` as the base image, ``Containerfile`` is built on
 container (``--runtime runc``, a containers.conf with ``default_ulimits = []``) while the host
 scrapes its ``/metrics``; the operations API runs from the same image beside it (shared state
 volume, as in docker-compose.yml) and flips the node's kill switch. Everything lives in a private
-podman storage, deleted afterwards, so every run builds from nothing (CI's worst case, about 5
-minutes: see docs/OPS_RUNBOOK.md 4.3).
+podman storage, deleted afterwards, so every run builds from nothing (CI's worst case, 3 to 5.5
+minutes here: see docs/OPS_RUNBOOK.md 4.3).
 
 Needs root, podman, runc and debootstrap (CI installs them, .ci/run); it is skipped with the
 reason where they are absent, unless ``HMM_REQUIRE_CONTAINER_TEST=1`` (set by .ci/run) makes
