@@ -7,16 +7,21 @@ Two inputs, either one halts every strategy at once (no new risk; with ``flatten
 * a watched file (default ``state/KILL_SWITCH``): create it to halt (its first line is logged as
   the reason; a line ``flatten`` also closes positions), delete it to resume.
 
-Changing state needs write access to the state folder, nothing reachable over the network. The
-switch is broadcast as ``KillSwitch`` on ``hmm.killswitch`` and its current state is kept in the
-cache under ``KILL_SWITCH_CACHE_KEY``: a strategy that starts after this actor reads it there, one
-that starts before gets the broadcast, so the halt holds from the first bar whatever the start
-order. Strategies obey it through their breakers. Backtests never poll the file (live clock only).
+Changing state needs write access to the state folder (``python -m actors.kill_switch on --reason
+... [--flatten]`` / ``off`` / ``status`` writes or removes the file; the operations API, ``ops``,
+calls the same ``switch_on``/``switch_off`` behind its bearer token). The switch is broadcast
+as ``KillSwitch`` on ``hmm.killswitch`` and its current state is kept in the cache under
+``KILL_SWITCH_CACHE_KEY``: a strategy that starts after this actor reads it there, one that
+starts before gets the broadcast, so the halt holds from the first bar whatever the start order.
+Strategies obey it through their breakers. Backtests never poll the file (live clock only).
 """
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
 
+from hmm_strategy import cli
+from hmm_strategy.atomic import atomic_write
 from hmm_strategy.flags import FlagError, trading_enabled
 from hmm_strategy.messages import KILL_SWITCH_CACHE_KEY, KILL_SWITCH_TOPIC, KillSwitch
 
@@ -110,3 +117,74 @@ class KillSwitchActor(Actor):
     def on_stop(self) -> None:
         if POLL_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(POLL_TIMER)
+
+
+# -- operator side: the file the actor watches ----------------------------------------------------
+
+
+def switch_on(
+    path: str | os.PathLike[str], reason: str, *, flatten: bool = False, operator: str | None = None
+) -> Path:
+    """Halt trading: write the switch file (atomically). Its first line, the logged reason, says
+    who and why; a ``flatten`` line also closes positions. Overwrites an earlier reason."""
+    if not reason.strip() or "\n" in reason:
+        raise ValueError("the kill switch needs a one-line --reason")
+    path = Path(path)
+    text = f"{reason.strip()} [operator {operator or getpass.getuser()}]\n"
+    atomic_write(path, (text + ("flatten\n" if flatten else "")).encode())
+    return path
+
+
+def switch_off(path: str | os.PathLike[str]) -> bool:
+    """Resume trading: remove the switch file; False if it was not there."""
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def switch_state(path: str | os.PathLike[str]) -> dict[str, object]:
+    """What the actor will read at its next poll: on/off, the reason line and flatten."""
+    path = Path(path)
+    if not path.exists():
+        return {"on": False, "path": str(path), "reason": None, "flatten": False}
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return {
+        "on": True,
+        "path": str(path),
+        "reason": lines[0] if lines else f"{path} exists",
+        "flatten": any(line.strip().lower() == "flatten" for line in lines),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cli.ArgumentParser(
+        prog="python -m actors.kill_switch",
+        description="Flip the running node's kill switch file (the KillSwitchActor polls it).",
+    )
+    parser.add_argument("command", choices=("on", "off", "status"))
+    parser.add_argument(
+        "--path",
+        default=os.environ.get("HMM_KILL_SWITCH", "state/KILL_SWITCH"),
+        help="the node's kill switch file (default: $HMM_KILL_SWITCH or %(default)s)",
+    )
+    parser.add_argument("--reason", default="", help="on: why (the logged reason)")
+    parser.add_argument("--flatten", action="store_true", help="on: also close positions")
+    args: argparse.Namespace = parser.parse_args(argv)
+    try:
+        if args.command == "on":
+            print(f"kill switch ON: {switch_on(args.path, args.reason, flatten=args.flatten)}")
+        elif args.command == "off":
+            gone = switch_off(args.path)
+            print(f"kill switch off: {args.path} {'removed' if gone else 'was not there'}")
+        else:
+            print(msgspec.json.encode(switch_state(args.path)).decode())
+    except (ValueError, OSError) as exc:
+        print(cli.describe(exc, known=True), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_cli(main))

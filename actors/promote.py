@@ -32,6 +32,7 @@ import msgspec
 
 from actors.model_lifecycle import (
     LifecycleEvent,
+    LifecycleRequest,
     new_request,
     read_lifecycle,
     submit_request,
@@ -57,20 +58,31 @@ class Target(msgspec.Struct, frozen=True):
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """The strategy id and lifecycle folders, from the node config and/or the flags."""
-    strategy_id = args.strategy
+    return target_of(args.config, args.override, args.strategy, args.requests_dir, args.log)
+
+
+def target_of(
+    config: str | Path | None,
+    overrides: list,
+    strategy: str | None,
+    requests_dir: str | None = None,
+    log: str | None = None,
+) -> Target:
+    """``resolve_target`` with plain arguments (the operations API calls it too)."""
+    strategy_id = strategy
     trainer = None
     expected = None
-    if args.config:
+    if config:
         from actors.online_trainer import OnlineTrainerConfig
         from hmm_strategy.train import strategy_target
 
-        settings = load_node_settings(args.config, args.override)
+        settings = load_node_settings(config, overrides)
         try:
-            strategy = strategy_target(settings, args.strategy)
-            strategy_id = strategy.strategy_id
-            expected = strategy.expected_model()
+            chosen = strategy_target(settings, strategy)
+            strategy_id = chosen.strategy_id
+            expected = chosen.expected_model()
         except ConfigError:
-            if not args.requests_dir:
+            if not requests_dir:
                 raise
         for spec in settings.actors:
             if spec.path != TRAINER_PATH:
@@ -78,7 +90,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
             cfg = OnlineTrainerConfig.parse(msgspec.json.encode(spec.config))
             if cfg.strategy_id == strategy_id:
                 trainer = cfg
-    if trainer is None and not args.requests_dir:
+    if trainer is None and not requests_dir:
         raise ConfigError(
             f"no {TRAINER_PATH} for strategy {strategy_id!r} in the node config: "
             "pass --requests-dir (and --log) of the running node"
@@ -89,9 +101,9 @@ def resolve_target(args: argparse.Namespace) -> Target:
             instrument_id=trainer.instrument_id,
             bar_type=trainer.bar_type,
         )
-    model_dir = Path(trainer.model_dir) if trainer else Path(args.requests_dir).parent
-    requests = args.requests_dir or (trainer.requests_dir if trainer else None)
-    log = args.log or (trainer.log_path if trainer else None)
+    model_dir = Path(trainer.model_dir) if trainer else Path(requests_dir).parent
+    requests = requests_dir or (trainer.requests_dir if trainer else None)
+    log = log or (trainer.log_path if trainer else None)
     target = Target(
         strategy_id=strategy_id,
         requests_dir=Path(requests or model_dir / "requests"),
@@ -137,6 +149,54 @@ def status_text(events: list[LifecycleEvent], last: int = 15) -> str:
     return "\n".join(lines)
 
 
+def submit_lifecycle_request(
+    target: Target,
+    action: str,
+    reason: str,
+    *,
+    model: str | None = None,
+    to: str | None = None,
+    operator: str | None = None,
+) -> tuple[LifecycleRequest, Path]:
+    """Check a promote / reject / rollback request and queue it for the node's trainer: the one
+    code path of this CLI and the operations API (``ops``), so both leave the same record."""
+    if action not in ("promote", "reject", "rollback"):
+        raise ValueError(f"unknown lifecycle action {action!r}")
+    if not reason.strip():
+        raise ValueError(f"{action} needs --reason")
+    model_path = str(Path(model).resolve()) if model else None
+    version = None
+    if action == "rollback":
+        if not (to or model):
+            raise ValueError("rollback needs --to VERSION (or --model PATH)")
+        version = to
+        if model_path is None:
+            known = {e.version: e.path for e in _events(target) if e.version and e.path}
+            guess = target.model_dir / f"{version}.json"
+            model_path = known.get(version) or (str(guess) if guess.exists() else None)
+            if model_path is None:
+                raise ValueError(
+                    f"version {version!r} is not in {target.log_path} nor {guess}; "
+                    f"known: {sorted(known) or 'none'}"
+                )
+    elif action == "reject" and model_path:
+        raise ValueError("reject takes no --model: it discards the candidate in shadow")
+    if model_path is not None:
+        found = _check_artifact(Path(model_path), target)
+        if version and found != version:
+            raise ValueError(f"{model_path} holds version {found}, not {version}")
+    request = new_request(
+        target.strategy_id,
+        action,
+        reason,
+        model_path=model_path,
+        version=version,
+        operator=operator or getpass.getuser(),
+    )
+    path = submit_request(target.requests_dir, request)
+    return request, path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(
         prog="python -m actors.promote",
@@ -158,38 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"strategy {target.strategy_id} ({target.log_path})")
             print(status_text(_events(target)))
             return 0
-        if not args.reason.strip():
-            raise ValueError(f"{args.action} needs --reason")
-        model_path = str(Path(args.model).resolve()) if args.model else None
-        version = None
-        if args.action == "rollback":
-            if not (args.to or args.model):
-                raise ValueError("rollback needs --to VERSION (or --model PATH)")
-            version = args.to
-            if model_path is None:
-                known = {e.version: e.path for e in _events(target) if e.version and e.path}
-                guess = target.model_dir / f"{version}.json"
-                model_path = known.get(version) or (str(guess) if guess.exists() else None)
-                if model_path is None:
-                    raise ValueError(
-                        f"version {version!r} is not in {target.log_path} nor {guess}; "
-                        f"known: {sorted(known) or 'none'}"
-                    )
-        elif args.action == "reject" and model_path:
-            raise ValueError("reject takes no --model: it discards the candidate in shadow")
-        if model_path is not None:
-            found = _check_artifact(Path(model_path), target)
-            if version and found != version:
-                raise ValueError(f"{model_path} holds version {found}, not {version}")
-        request = new_request(
-            target.strategy_id,
+        request, path = submit_lifecycle_request(
+            target,
             args.action,
             args.reason,
-            model_path=model_path,
-            version=version,
-            operator=args.operator or getpass.getuser(),
+            model=args.model,
+            to=args.to,
+            operator=args.operator,
         )
-        path = submit_request(target.requests_dir, request)
     except (ConfigError, ModelArtifactError, ValueError, OSError) as exc:
         print(cli.describe(exc, known=True), file=sys.stderr)
         return 2

@@ -503,28 +503,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _submit(args: argparse.Namespace, path: Path) -> int:
+def submit_operator_override(
+    path: str | os.PathLike[str],
+    strategy_id: str,
+    action: str,
+    reason: str,
+    *,
+    scale: float | None = None,
+    flatten: bool = False,
+    force: bool = False,
+    operator: str | None = None,
+) -> tuple[Override, Path]:
+    """Check and queue one operator override for the registry at ``path``: the one code path of
+    the CLI and the operations API (``ops``), so both leave the same file and audit record."""
+    path = Path(path)
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {ACTIONS}")
     if path.exists():
         known = read_registry(path).strategies
-        if args.strategy not in known and not args.force:
+        if strategy_id not in known and not force:
             raise RegistryError(
-                f"unknown strategy {args.strategy!r}; the registry knows {sorted(known)} "
+                f"unknown strategy {strategy_id!r}; the registry knows {sorted(known)} "
                 "(use --force for a strategy that has not run yet)"
             )
-    elif not args.force:
+    elif not force:
         raise RegistryError(f"no governance registry at {path} (wrong --registry? or --force)")
-    now = datetime.now(UTC)
+    if scale is None:
+        scale = 0.5 if action == "throttle" else 1.0
     override = Override(
         id=uuid.uuid4().hex,
-        strategy_id=args.strategy,
-        action=args.command,
-        reason=args.reason,
-        scale=getattr(args, "scale", 1.0),
-        flatten=getattr(args, "flatten", False) or args.command == "retire",
-        operator=getpass.getuser(),
-        created_utc=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        strategy_id=strategy_id,
+        action=action,  # type: ignore[arg-type]
+        reason=reason,
+        scale=scale,
+        flatten=flatten or action == "retire",
+        operator=operator or getpass.getuser(),
+        created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     )
-    written = submit_override(overrides_dir_for(path), override)
+    return override, submit_override(overrides_dir_for(path), override)
+
+
+def _submit(args: argparse.Namespace, path: Path) -> int:
+    override, written = submit_operator_override(
+        path,
+        args.strategy,
+        args.command,
+        args.reason,
+        scale=getattr(args, "scale", 1.0),
+        flatten=getattr(args, "flatten", False),
+        force=args.force,
+    )
     print(
         f"override {override.id} written to {written}; the governance actor applies it at its "
         "next poll and records it (check with: history "

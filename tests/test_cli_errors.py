@@ -35,6 +35,7 @@ NODE_CONFIG_CLIS = (
 
 
 def _mains() -> dict[str, Callable[[list[str] | None], int]]:
+    from actors.kill_switch import main as kill_switch
     from actors.promote import main as promote
     from actors.registry import main as registry
     from backtests.ingest import main as ingest
@@ -43,6 +44,7 @@ def _mains() -> dict[str, Callable[[list[str] | None], int]]:
     from backtests.walk_forward import main as walk_forward
     from hmm_strategy.live import main as live
     from hmm_strategy.train import main as train
+    from ops.__main__ import main as ops
 
     return {
         "backtests.run": run,
@@ -53,6 +55,8 @@ def _mains() -> dict[str, Callable[[list[str] | None], int]]:
         "actors.promote": promote,
         "hmm_strategy.live": live,
         "actors.registry": registry,
+        "actors.kill_switch": kill_switch,
+        "ops": ops,
     }
 
 
@@ -237,6 +241,17 @@ CASES: list = [
     ("live-usdtt", "hmm_strategy.live", ["--override", "{live_usdtt.yaml}"],
      r"unknown currency 'USDTT'"),
     ("live-unknown-venue", "hmm_strategy.live", ["--venue", "nasdaq"], r"nasdaq"),
+    ("ops-public-host", "ops", ["--host", "0.0.0.0"], r"not loopback.*--allow-remote"),
+    ("ops-bad-scrape", "ops", ["--scrape", "nourl"], r"expected NAME=http"),
+    ("ops-fleet-missing", "ops", ["--fleet", "{dir}/none.yaml"], r"fleet file .*none\.yaml"),
+    ("ops-fleet-and-venue", "ops", ["--fleet", "{dir}/none.yaml", "--venue", "ib"],
+     r"--fleet lists the nodes"),
+    ("ops-trader-id", "ops", ["--override", "{trader_id.yaml}"], r"trader_id 'bad'"),
+    ("ops-unknown-venue", "ops", ["--venue", "nasdaq"], r"nasdaq"),
+    ("kill-switch-no-reason", "actors.kill_switch", ["on", "--path", "{dir}/KS"],
+     r"one-line --reason"),
+    ("kill-switch-under-file", "actors.kill_switch",
+     ["on", "--reason", "x", "--path", "{a_file}/KS"], r"a_file"),
     ("live-run-dir-of-another-run", "hmm_strategy.live",
      ["--override", "{base.yaml}", "--run-dir", "{dir}"], r"already holds files of another run"),
     ("run-run-dir-of-another-run", "backtests.run", ["--run-dir", "{dir}"],
@@ -291,7 +306,7 @@ SUBPROCESS_CASES = [
     "run-start-banana", "run-trader-id", "ingest-garbage-gz", "train-out-is-a-file",
     "promote-deep-json", "registry-json-list", "sweep-workers-zero",
     "walk-forward-max-folds-negative", "live-log-level-loud", "live-trader-id",
-    "live-duration-nan",
+    "live-duration-nan", "ops-public-host", "kill-switch-no-reason",
 ]  # fmt: skip
 
 

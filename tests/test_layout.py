@@ -32,7 +32,11 @@ CORE = (
     "flags",
 )
 WIRING = ("cli", "config", "live", "train", "strategy", "persistence", "trade_reports")
-FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench")
+FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench", "ops")
+# The operations plane sits on top: it may use actors, hmm_strategy and venues; nothing of the
+# node imports it (a node runs without it), and it does not reach into backtests or benchmarks.
+OPS_MAY_IMPORT = ("actors", "hmm_strategy", "venues", "ops")
+PACKAGES = ("hmm_strategy", "actors", "venues", "backtests", "marketdata", "bench", "ops")
 
 
 def _tree(path: Path) -> ast.Module:
@@ -131,3 +135,25 @@ def test_packages_import_only_downwards(package: str) -> None:
         if module.split(".")[0] in above
     ]
     assert not bad, f"{package} imports a package above it:\n" + "\n".join(bad)
+
+
+def test_nothing_of_the_node_imports_the_ops_plane() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for package in PACKAGES
+        if package != "ops"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for line, module, _ in _imported_modules(_tree(path))
+        if module.split(".")[0] == "ops"
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_ops_imports_only_the_node_packages() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / "ops").rglob("*.py"))
+        for line, module, _ in _imported_modules(_tree(path))
+        if module.split(".")[0] in PACKAGES and module.split(".")[0] not in OPS_MAY_IMPORT
+    ]
+    assert (ROOT / "ops" / "api.py").exists() and not bad, "\n".join(bad)
