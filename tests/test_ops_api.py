@@ -328,8 +328,13 @@ def paper(tmp_path_factory: pytest.TempPathFactory):
     running = PaperNode(proc, url, node, other, log)
     try:
         deadline = time.monotonic() + 120
-        # until the strategy has held a position (the exporter reports exposure from then on)
-        while _metric(url, "exposure_usd") is None or not node.registry_path.exists():
+        # until the strategy has decided and filled an order (the exporter zero-initialises its
+        # series, so their presence alone says nothing)
+        while (
+            (_metric(url, "order_fills_total") or 0.0) < 1
+            or _metric(url, "regime_state") is None
+            or not node.registry_path.exists()
+        ):
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the paper node never opened a position"
             time.sleep(0.5)
