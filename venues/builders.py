@@ -223,6 +223,8 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         venue=Venue(name),
         account_type=account_type,
         environment=environment,
+        base_url_http=settings.base_url_http,
+        base_url_ws=settings.base_url_ws,
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
@@ -234,6 +236,9 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         environment=environment,
         api_key=creds.api_key,
         api_secret=creds.api_secret,
+        base_url_http=settings.base_url_http,
+        base_url_ws=settings.base_url_ws_api,  # the adapter's name for its WebSocket API URL
+        base_url_ws_stream=settings.base_url_ws_stream,
         instrument_provider=_load_ids(ids),
     )
     return VenueClients(
@@ -289,6 +294,7 @@ def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
     data = BybitDataClientConfig(
         product_types=products,
         environment=environment,
+        base_url_http=settings.base_url_http,
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
@@ -299,6 +305,9 @@ def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
         api_secret=creds.api_secret,
         product_types=products,
         environment=environment,
+        base_url_http=settings.base_url_http,
+        base_url_ws_private=settings.base_url_ws_private,
+        base_url_ws_trade=settings.base_url_ws_trade,
         instrument_provider=_load_ids(ids),
     )
     return VenueClients(
