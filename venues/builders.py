@@ -250,16 +250,19 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
 
 @functools.cache
 def binance_factories() -> tuple[DataFactory, ExecFactory]:
-    """NautilusTrader's Binance factories with the API key masked fully in the log."""
+    """NautilusTrader's Binance factories with the API key masked fully in the log; spot
+    execution clients report the held base asset as the position (``venues.binance_spot``)."""
     from nautilus_trader.adapters.binance import (
         BinanceLiveDataClientFactory,
         BinanceLiveExecClientFactory,
     )
 
+    from venues.binance_spot import with_spot_positions
+
     mod, getter = "nautilus_trader.adapters.binance.factories", "get_cached_binance_http_client"
     return (
         masked_key_factory(BinanceLiveDataClientFactory, mod, getter),
-        masked_key_factory(BinanceLiveExecClientFactory, mod, getter),
+        with_spot_positions(masked_key_factory(BinanceLiveExecClientFactory, mod, getter)),
     )
 
 

@@ -37,7 +37,9 @@ INSUFFICIENT = (400, -2010, "Account has insufficient balance for requested acti
 NO_SUCH_ORDER = (400, -2013, "Order does not exist.")
 UNKNOWN_ORDER = (400, -2011, "Unknown order sent.")
 
-FAULT_KINDS = ("insufficient_balance", "filter_failure", "timestamp", "rate_limit", "unanswered")
+FAULT_KINDS = (
+    "insufficient_balance", "filter_failure", "timestamp", "rate_limit", "unanswered", "held",
+)
 
 
 @dataclass
@@ -120,10 +122,13 @@ class Order:
     status: str = "NEW"
     time: int = 0
     updateTime: int = 0
+    reserve_px: str = "0"  # the price its locked balance was reserved at (not shown)
+    held: bool = False  # a "held" fault: accepted, matched only on release
 
     def view(self) -> dict[str, Any]:
         """The order as ``GET /api/v3/order`` returns it."""
         out = asdict(self)
+        del out["reserve_px"], out["held"]
         out.update(
             stopPrice="0.00000000",
             icebergQty="0.00000000",
@@ -324,11 +329,14 @@ class Exchange:
             raise VenueError(400, -2010, "Order would immediately match and take.")
         fill_px = (self.ask if side == "BUY" else self.bid) if marketable else price
         assert fill_px is not None
-        self._reserve(side, qty, fill_px if price is None else price)
+        reserve_px = fill_px if price is None else price
+        self._reserve(side, qty, reserve_px)
+        order.reserve_px = str(reserve_px)
+        order.held = f.take("held")
         self.next_order_id += 1
         self.orders[order.orderId] = order
         events = [self._report(order, "NEW", now_ms)]
-        if marketable:
+        if marketable and not order.held:
             events += self._fill(order, qty, fill_px, now_ms, maker=False)
         self._save()
         events.append(self.account_event(now_ms))
@@ -353,8 +361,7 @@ class Exchange:
         """Unlock the reservation of ``qty`` unfilled units."""
         s = self.symbol
         if order.side == "BUY":
-            px = _d(order.price) if _d(order.price) > 0 else self.ask
-            asset, amount = s.quote, qty * px * (1 + _d(s.taker_fee))
+            asset, amount = s.quote, qty * _d(order.reserve_px) * (1 + _d(s.taker_fee))
         else:
             asset, amount = s.base, qty
         amount = min(amount, self.locked.get(asset, Decimal(0)))
@@ -404,11 +411,30 @@ class Exchange:
         events = [self._report(order, "CANCELED", now_ms), self.account_event(now_ms)]
         return order.view(), events
 
+    def release(self, now_ms: int) -> list[dict]:
+        """End a "held" fault: held orders match now, at the current price (market orders) or
+        as limit orders from the next bar on."""
+        events: list[dict] = []
+        for order in self.open_orders():
+            if not order.held:
+                continue
+            order.held = False
+            if order.type == "MARKET":
+                remaining = _d(order.origQty) - _d(order.executedQty)
+                px = self.ask if order.side == "BUY" else self.bid
+                events += self._fill(order, remaining, px, now_ms, maker=False)
+        self._save()
+        if events:
+            events.append(self.account_event(now_ms))
+        return events
+
     def on_price(self, bid: Decimal, ask: Decimal, low: Decimal, high: Decimal, now_ms: int):
         """A new bar: resting limit orders the bar traded through fill at their price (maker)."""
         self.bid, self.ask = bid, ask
         events: list[dict] = []
         for order in self.open_orders():
+            if order.held or order.type == "MARKET":
+                continue
             px = _d(order.price)
             if order.side == "BUY" and low < px or order.side == "SELL" and high > px:
                 remaining = _d(order.origQty) - _d(order.executedQty)

@@ -390,14 +390,19 @@ class SimVenue:
         })
 
     async def _faults(self, request: web.Request) -> web.Response:
-        """``{"<kind>": count, ..., "retry_after_secs": n, "ws_drop": true}``."""
+        """``{"<kind>": count, ..., "retry_after_secs": n, "ws_drop": true, "release": true}``:
+        queue faults for the next orders, drop every WebSocket now, match held orders now."""
         try:
             body = await request.json()
             drop = bool(body.pop("ws_drop", False))
+            release = bool(body.pop("release", False))
             retry_after = body.pop("retry_after_secs", None)
             self.set_faults(body, retry_after)
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        if release:
+            self.exchange.bid, self.exchange.ask = self._bid, self._ask
+            await self._send_user_events(self.exchange.release(now_ms()))
         dropped = await self.drop_connections() if drop else 0
         return web.json_response({"pending": self.exchange.faults.pending, "dropped": dropped})
 
