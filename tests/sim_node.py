@@ -30,7 +30,14 @@ def sim_config(**overrides: Any) -> SimConfig:
     return SimConfig(**{**base, **overrides})
 
 
-def node_override(tmp: Path, urls: dict[str, str], name: str = "node.yaml") -> Path:
+def node_override(
+    tmp: Path,
+    urls: dict[str, str],
+    name: str = "node.yaml",
+    *,
+    live: dict[str, Any] | None = None,
+    strategy: dict[str, Any] | None = None,
+) -> Path:
     """The shipped config on the sim: its URLs, 1-second bars, a short in-run fit."""
     data = {
         "live": {
@@ -38,6 +45,7 @@ def node_override(tmp: Path, urls: dict[str, str], name: str = "node.yaml") -> P
             "state_dir": str(tmp / "state"),
             "timeout_connection": 20.0,
             "venues": {"binance_sim": urls},
+            **(live or {}),
         },
         "strategies": [{"name": "hmm_btc", "config": {
             "bar_type": "BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL",
@@ -45,6 +53,7 @@ def node_override(tmp: Path, urls: dict[str, str], name: str = "node.yaml") -> P
             "fit": {"warmup_bars": 310, "n_restarts": 1, "n_iter": 30, "sticky": 0.0},
             "policy": {"min_confidence": 0.5, "min_hold_bars": 2, "cooldown_bars": 1},
             "checkpoint_interval_secs": 0.5,
+            **(strategy or {}),
         }}],
     }  # fmt: skip
     path = tmp / name
