@@ -33,8 +33,15 @@ def test_sigkill_and_restart_reconciles_position_and_open_order(tmp_path) -> Non
         try:
             wait_until(lambda: balance(sim_state(venue), "BTC") > 0, first, 120,
                        "the first node to buy")
-            post_json(admin, {"held": 1})  # its next order stays open at the venue
-            wait_until(lambda: sim_state(venue)["open_orders"], first, 60, "an open order")
+            model = tmp_path / "state" / "HMM-001-HMMRegimeStrategy-001.checkpoint.model.json"
+            wait_until(model.exists, first, 30, "its fitted model in the checkpoint")
+            for _ in range(5):  # its next order stays open at the venue; we want it long then
+                wait_until(lambda: balance(sim_state(venue), "BTC") > 0, first, 60, "a long")
+                post_json(admin, {"held": 1})
+                wait_until(lambda: sim_state(venue)["open_orders"], first, 60, "an open order")
+                if balance(sim_state(venue), "BTC") > 0:
+                    break
+                post_json(admin, {"release": True})  # it was flat: let that order fill, again
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)

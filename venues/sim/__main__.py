@@ -12,19 +12,21 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from venues.sim.exchange import FAULT_KINDS
 from venues.sim.feed import INTERVALS
 from venues.sim.server import SimConfig, SimVenue, write_urls
 
-DEFAULT_CSV = "../shared/data/binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"
+CSV = "binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"  # in ${HMM_DATA_DIR}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m venues.sim", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
     p.add_argument("--source", choices=["csv", "synthetic"], default="csv")
-    p.add_argument("--path", default=DEFAULT_CSV, help="bar file for --source csv")
+    p.add_argument("--path", default=None,
+                   help=f"bar file for --source csv (default: $HMM_DATA_DIR/{CSV})")
     p.add_argument("--format", default=None, help="bar file format (detected when omitted)")
     p.add_argument("--bars", type=int, default=20_000, help="bars to serve (the file's last N)")
     p.add_argument("--seed", type=int, default=7, help="synthetic bars: random seed")
@@ -62,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         balances = dict(b.split("=", 1) for b in (args.balance or ["USDT=100000"]))
+        path = args.path
+        if args.source == "csv" and path is None:
+            from hmm_strategy.config import default_data_dir
+
+            path = str(Path(default_data_dir()) / CSV)
         config = SimConfig(
-            api_key=key, api_secret=secret, port=args.port, source=args.source, path=args.path,
+            api_key=key, api_secret=secret, port=args.port, source=args.source, path=path,
             format=args.format, n_bars=args.bars, seed=args.seed, interval=args.interval,
             history_bars=args.history_bars, speed=args.speed, wait_for_subscriber=not args.no_wait,
             balances=balances, state_path=args.state, faults=json.loads(args.faults),

@@ -1,12 +1,13 @@
-"""Bars for the simulated venue, re-stamped onto the wall clock, and the pace they are served at.
+"""Bars for the simulated venue on the wall clock, and the pace they are served at.
 
 The venue replays a fixed series of bars (real ones from a CSV, or synthetic regime bars). The
-first ``history_bars`` are history from the start: ``GET /api/v3/klines`` serves them at once.
-The rest are published one by one, ``speed`` bars per second, each as a closed kline. Bar
-timestamps are moved onto the wall clock so that a node sees what it would see on Binance:
-the last bar of the series closes exactly when the replay publishes it, and no published bar
-ever closes after the moment it is published (which needs ``speed * interval >= 1``, i.e. at
-least real time). Klines are served only up to the bar last published: no look-ahead.
+first ``history_bars`` are history that ends when the venue starts: ``GET /api/v3/klines``
+serves them at once, so a node that starts with the venue and asks for the latest bars (a warm
+start, NautilusTrader's ``request_bars``) gets them, as it would from Binance. The rest are
+published one by one, ``speed`` bars per second, each as a closed kline continuing the same
+timeline; above real time (``speed * interval > 1``) their timestamps run ahead of the wall clock,
+as the replay venue's run behind it: strategies and breakers work on bar time. Klines are served
+only up to the bar last published: no look-ahead.
 """
 
 from __future__ import annotations
@@ -70,17 +71,16 @@ class Timeline:
             raise ValueError(f"interval must be one of {list(INTERVALS)}, was {interval!r}")
         step = INTERVALS[interval]
         speed = speed or 1.0 / step
-        if speed * step < 1.0:
-            raise ValueError(f"speed {speed} bars/s is slower than real time for {interval} bars")
+        if not speed > 0:
+            raise ValueError(f"speed must be positive bars per second, was {speed}")
         if not 0 < history_bars < len(rows):
             raise ValueError(f"history_bars must be in 1..{len(rows) - 1}, was {history_bars}")
         self.interval, self.step_ms, self.speed = interval, step * 1000, speed
         self.history = history_bars
         q = Decimal(tick)
         start_s = time.time() if start_s is None else start_s
-        n_live = len(rows) - history_bars
-        last_close_ms = int((start_s + n_live / speed) * 1000)
-        first_open = (last_close_ms // self.step_ms - len(rows)) * self.step_ms
+        # the last history bar is the one that closed last before the start
+        first_open = (int(start_s * 1000) // self.step_ms - history_bars) * self.step_ms
         self.bars = [
             Bar(first_open + i * self.step_ms,
                 *(str(Decimal(repr(float(v))).quantize(q)) for v in row[:4]),

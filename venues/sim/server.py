@@ -83,6 +83,7 @@ class SimVenue:
         self._subscribed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.port = config.port
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -111,6 +112,7 @@ class SimVenue:
         return app
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # other threads schedule work on it
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
