@@ -135,6 +135,19 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
     )  # fmt: skip
 
 
+CHECKPOINT = "HMM-001-HMMRegimeStrategy-001.checkpoint.json"
+
+
+def handled_last_bar(tmp: Path, venue) -> bool:
+    """The strategy's checkpoint (written every 0.5 s) records the venue's last bar."""
+    last = venue.timeline.close_ms(venue.timeline.bars[-1]) * 1_000_000
+    try:
+        state = json.loads((tmp / "state" / CHECKPOINT).read_text())["state"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return (state.get("last_bar_ts") or 0) >= last
+
+
 def stop_node(proc: subprocess.Popen, timeout: float = 60) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=timeout)

@@ -9,14 +9,13 @@ the same. Every run is a subprocess, exactly the user's command.
 
 from __future__ import annotations
 
-import time
-
 import polars as pl
 import pytest
 
 from tests.helpers import free_port
 from tests.sim_node import (
     balance,
+    handled_last_bar,
     node_override,
     scrape,
     sim_config,
@@ -39,9 +38,8 @@ def run_to_end(tmp, mode: str) -> dict:
         run_dir = tmp / "run"
         proc = start_node(tmp, override, run_dir, mode=mode, metrics_port=port)
         try:
-            wait_until(lambda: sim_state(venue)["bars_published"] == 1_100, proc, 120,
-                       "the venue to publish every bar")
-            time.sleep(1.0)  # let the node handle the last bars before it is stopped
+            wait_until(lambda: handled_last_bar(tmp, venue), proc, 120,
+                       "the node to handle the venue's last bar")
             metrics = scrape(port)
             out = stop_node(proc)
         finally:
