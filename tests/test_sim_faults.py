@@ -65,6 +65,8 @@ def test_each_venue_error_is_survived_and_counted(tmp_path) -> None:
                 assert total(after, "venue_faults_total", kind=fault) == (
                     total(before, "venue_faults_total", kind=fault) + n
                 )
+            # the unanswered order was asked about (in-flight check) before it was given up
+            assert sim_state(venue)["requests"].get("GET /api/v3/order", 0) >= 1
             # five rejections in a row trip the consecutive-rejects breaker; once it cools down
             # (a few bars) the node trades again
             fills = total(scrape(port), "order_fills_total")
