@@ -76,7 +76,9 @@ class SimVenue:
                            seed=config.seed, fmt=config.format)
         self.timeline = Timeline(rows, interval=config.interval, history_bars=config.history_bars,
                                  speed=config.speed, tick=config.symbol.tick_size)
-        self._price_from(self.timeline.bars[self.timeline.published - 1])
+        self.exchange.bid, self.exchange.ask = self._quote(
+            self.timeline.bars[self.timeline.published - 1]
+        )
         self.requests: Counter[str] = Counter()
         self._streams: dict[web.WebSocketResponse, set[str]] = {}
         self._sessions: dict[web.WebSocketResponse, dict[str, Any]] = {}
@@ -157,10 +159,11 @@ class SimVenue:
 
     # -- the feed -----------------------------------------------------------------------------
 
-    def _price_from(self, bar) -> None:
+    def _quote(self, bar) -> tuple[Decimal, Decimal]:
+        """Bid and ask one tick around the bar's close."""
         tick = Decimal(self.config.symbol.tick_size)
         close = Decimal(bar.close)
-        self._bid, self._ask = close - tick, close + tick
+        return close - tick, close + tick
 
     async def _run_feed(self) -> None:
         if self.config.wait_for_subscriber:
@@ -180,10 +183,9 @@ class SimVenue:
         tl = self.timeline
         bar = tl.bars[tl.published]
         tl.published += 1
-        self._price_from(bar)
+        bid, ask = self._quote(bar)
         t = tl.close_ms(bar)
-        events = self.exchange.on_price(self._bid, self._ask, Decimal(bar.low),
-                                        Decimal(bar.high), now_ms())
+        events = self.exchange.on_price(bid, ask, Decimal(bar.low), Decimal(bar.high), now_ms())
         await self._send_user_events(events)
         sym = self.config.symbol.symbol
         lower = sym.lower()
@@ -193,7 +195,7 @@ class SimVenue:
         agg = {"e": "aggTrade", "E": t, "s": sym, "a": n, "p": bar.close, "q": bar.volume,
                "f": n, "l": n, "T": t, "m": False, "M": True}
         size = self.config.symbol.qty(Decimal(10))
-        book = {"u": n, "s": sym, "b": str(self._bid), "B": size, "a": str(self._ask), "A": size}
+        book = {"u": n, "s": sym, "b": str(bid), "B": size, "a": str(ask), "A": size}
         k = {"t": bar.open_ms, "T": t, "s": sym, "i": tl.interval, "f": n, "L": n, "o": bar.open,
              "c": bar.close, "h": bar.high, "l": bar.low, "v": bar.volume, "n": 1, "x": True,
              "q": "0", "V": "0", "Q": "0", "B": "0"}
@@ -288,9 +290,10 @@ class SimVenue:
 
     async def _book_ticker(self, request: web.Request) -> web.Response:
         self._count(request)
-        return web.json_response({"symbol": self.config.symbol.symbol, "bidPrice": str(self._bid),
-                                  "bidQty": "10.00000", "askPrice": str(self._ask),
-                                  "askQty": "10.00000"})
+        size = self.config.symbol.qty(Decimal(10))
+        return web.json_response({"symbol": self.config.symbol.symbol,
+                                  "bidPrice": str(self.exchange.bid), "bidQty": size,
+                                  "askPrice": str(self.exchange.ask), "askQty": size})
 
     async def _account(self, request: web.Request) -> web.Response:
         try:
@@ -309,7 +312,6 @@ class SimVenue:
     async def _new_order(self, request: web.Request) -> web.Response:
         try:
             params = self._signed(request)
-            self.exchange.bid, self.exchange.ask = self._bid, self._ask
             body, events = self.exchange.new_order(params, now_ms())
         except VenueError as exc:
             log.info("order refused: %s", exc)
@@ -403,7 +405,6 @@ class SimVenue:
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         if release:
-            self.exchange.bid, self.exchange.ask = self._bid, self._ask
             await self._send_user_events(self.exchange.release(now_ms()))
         dropped = await self.drop_connections() if drop else 0
         return web.json_response({"pending": self.exchange.faults.pending, "dropped": dropped})
