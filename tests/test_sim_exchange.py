@@ -8,6 +8,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -16,6 +19,7 @@ from decimal import Decimal
 
 import pytest
 
+from hmm_strategy.config import REPO_ROOT
 from tests.sim_node import KEYS, get_json, sim_config
 from venues.sim.exchange import Exchange, VenueError
 from venues.sim.server import BackgroundVenue
@@ -141,3 +145,35 @@ def test_klines_as_the_adapter_requests_them(venue) -> None:
     rows = get_json(f"{venue.urls['base_url_http']}/api/v3/klines?symbol=BTCUSDT&interval=1s"
                     "&limit=1000")  # fmt: skip
     assert len(rows) == 501
+
+
+def test_command_serves_until_ctrl_c_and_refuses_missing_keys(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
+    missing = subprocess.run([sys.executable, "-m", "venues.sim"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "error: set BINANCE_API_KEY and BINANCE_API_SECRET (the pair the node will use)"
+    )
+    urls = tmp_path / "urls.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "venues.sim", "--port", "0", "--source", "synthetic",
+         "--bars", "600", "--history-bars", "500", "--interval", "1s", "--urls-file", str(urls),
+         "--state", str(tmp_path / "sim.json")],
+        cwd=tmp_path, env={**env, **KEYS}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not urls.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        base = json.loads(urls.read_text())["base_url_http"]
+        assert base.startswith("http://127.0.0.1:")
+        assert get_json(base + "/api/v3/time")["serverTime"] > 0
+        assert (tmp_path / "sim.json").exists()  # the account's state file
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
