@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import free_port
 from tests.sim_node import (
+    KEYS,
     balance,
     handled_last_bar,
     node_override,
@@ -46,7 +47,7 @@ def run_to_end(tmp, mode: str) -> dict:
             if proc.poll() is None:
                 proc.kill()
         return {"run_dir": run_dir, "state": sim_state(venue), "metrics": metrics, "out": out,
-                "code": proc.returncode}
+                "code": proc.returncode, "logs": sorted((tmp / "logs").glob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,10 @@ def live_run(tmp_path_factory) -> dict:
 def test_live_node_trades_through_the_binance_adapter(live_run: dict) -> None:
     assert live_run["code"] == 0, live_run["out"]
     assert "stopped cleanly" in live_run["out"]
+    # the keys signed every request and the user-data logon, and appear in no output or log
+    assert live_run["logs"]
+    for text in [live_run["out"], *(f.read_text() for f in live_run["logs"])]:
+        assert not any(secret in text for secret in KEYS.values())
     state, metrics, run_dir = live_run["state"], live_run["metrics"], live_run["run_dir"]
     # the adapter's real calls reached the venue: signed session, user data, orders
     requests = state["requests"]

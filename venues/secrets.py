@@ -210,7 +210,7 @@ def masked_key_factory(factory: type, module: str, getter: str) -> type:
 
     def create(*args, **kwargs):
         config = kwargs.get("config")
-        if config is not None:  # the adapter sends the key itself: a plain str (see below)
+        if config is not None:  # the adapter sends the key itself: a plain str (_plain_keys)
             kwargs["config"] = _plain_keys(config)
         original = getattr(mod, getter)
         setattr(mod, getter, lambda *a, **k: MaskedKeyHttpClient(original(*a, **k)))
