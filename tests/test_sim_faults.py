@@ -44,6 +44,8 @@ def test_each_venue_error_is_survived_and_counted(tmp_path) -> None:
             assert post_json(admin, {"ws_drop": True})["dropped"] >= 2
             wait_until(lambda: sim_state(venue)["sessions"] == 1, proc, 60,
                        "the user-data session to log on again")
+            wait_until(lambda: sim_state(venue)["stream_sockets"] >= 1, proc, 60,
+                       "the market streams to reconnect")
             wait_until(lambda: total(scrape(port), "order_fills_total") > fills, proc, 60,
                        "a fill after the reconnect")
             # each rejection once, for five orders in a row (the venue applies them in a fixed
