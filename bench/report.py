@@ -171,6 +171,30 @@ def markdown(result: dict[str, Any]) -> str:
             f"{', '.join(a.split(':')[-1] for a in live['actors'])}.")  # fmt: skip
     add("")
 
+    sim = result.get("sim_latency")
+    if sim is not None:
+        add("### 4b. Live path on the simulated Binance venue (wall clock)")
+        add("")
+        if _todo(sim):
+            add(_todo(sim))
+        else:
+            add("| latency (ms) | n | p50 | p99 | max |")
+            add("|---|---|---|---|---|")
+            for key in ("submit_to_ack_ms", "submit_to_fill_ms"):
+                s = sim[key]
+                add(
+                    f"| {key.removesuffix('_ms').replace('_', ' ')} | {s['n']} | "
+                    f"{_f(s.get('p50'), '.2f')} | {_f(s.get('p99'), '.2f')} | "
+                    f"{_f(s.get('max'), '.2f')} |"
+                )
+            add("")
+            add(
+                "Live node, NautilusTrader's Binance adapter: signed REST order, WebSocket-API "
+                f"execution reports, 127.0.0.1. {sim['bars']:,} trading bars in "
+                f"{sim['wall_seconds']:.1f} s, {sim['venue_orders']} orders at the venue."
+            )
+        add("")
+
     scrape = result["metrics_scrape"]
     add("### 5. /metrics scrape")
     add("")

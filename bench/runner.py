@@ -38,6 +38,7 @@ class Sizes(msgspec.Struct, frozen=True):
     paper_bars: int
     scrape_renders: int
     scrape_requests: int
+    sim_bars: int
 
 
 MODES: dict[str, Sizes] = {
@@ -57,6 +58,7 @@ MODES: dict[str, Sizes] = {
         paper_bars=12_000,
         scrape_renders=200,
         scrape_requests=100,
+        sim_bars=2_400,
     ),
     "quick": Sizes(
         main_bars=60_000,
@@ -74,6 +76,7 @@ MODES: dict[str, Sizes] = {
         paper_bars=3_000,
         scrape_renders=100,
         scrape_requests=50,
+        sim_bars=600,
     ),
     "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
         main_bars=3_000,
@@ -91,6 +94,7 @@ MODES: dict[str, Sizes] = {
         paper_bars=400,
         scrape_renders=5,
         scrape_requests=3,
+        sim_bars=150,
     ),
 }
 
@@ -253,6 +257,15 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         return paper_latency(work / "paper", model_path, sizes.paper_bars)
 
     result["live_latency"] = _optional("venues.replay", live)
+
+    _log(f"live path: live node on the simulated Binance venue over {sizes.sim_bars:,} bars")
+
+    def sim() -> dict[str, Any]:
+        from bench.sim import sim_latency
+
+        return sim_latency(work / "sim", sizes.sim_bars)
+
+    result["sim_latency"] = _optional("venues.sim", sim)
 
     # -- 5. /metrics -----------------------------------------------------------------------------
     _log("metrics scrape")

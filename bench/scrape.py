@@ -18,7 +18,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "venue": ("BINANCE", "BYBIT"),
     "strategy": tuple(f"HMMRegimeStrategy-{i:03d}" for i in range(1, 5)),
     "instrument": ("BTCUSDT.BINANCE", "ETHUSDT.BINANCE"),
-    "state": ("0", "1", "2", "3"),
+    "hmm_state": ("0", "1", "2", "3"),
     "reason": ("daily_loss", "drawdown", "stale_data", "price_jump", "rejects", "kill_switch"),
     "model_version": ("20240101T000000Z-0123456789ab",),
     "kind": ("order_timeout", "order_rejected", "data_gap"),
@@ -45,10 +45,7 @@ def populated_exporter() -> tuple[Any, int]:
     families = [m for m in vars(exporter).values() if isinstance(m, Counter | Gauge | Histogram)]
     for metric in families:
         names = metric._labelnames
-        values = [
-            GOVERNANCE_STATES if (n == "state" and "instrument" not in names) else LABEL_VALUES[n]
-            for n in names
-        ]
+        values = [GOVERNANCE_STATES if n == "state" else LABEL_VALUES[n] for n in names]
         for combo in itertools.product(*values):
             child = metric.labels(*combo)
             if isinstance(metric, Histogram):

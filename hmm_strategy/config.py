@@ -213,15 +213,16 @@ class NodeSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def strategy_configs(
         self, run_dir: str | Path, state_dir: str | Path | None = None
     ) -> list[ImportableStrategyConfig]:
-        """The strategies as NautilusTrader importable configs (shared by backtest and live)."""
-        return [
+        """The strategies as NautilusTrader importable configs (shared by backtest and live),
+        each claiming the venue's orders on its instrument (:func:`claim_own_instruments`)."""
+        return claim_own_instruments([
             ImportableStrategyConfig(
                 strategy_path=s.path,
                 config_path=s.resolved_config_path,
                 config=_fill_dirs(s.config, run_dir, state_dir),
             )
             for s in self.strategies
-        ]
+        ])
 
     def actor_configs(
         self, run_dir: str | Path, state_dir: str | Path | None = None
@@ -465,6 +466,30 @@ def traded_instruments(settings: NodeSettings) -> tuple[list[str], list[str]]:
     ids = sorted({str(s.config["instrument_id"]) for s in settings.strategies})
     bar_types = sorted({str(s.config["bar_type"]) for s in settings.strategies})
     return ids, bar_types
+
+
+def claim_own_instruments(
+    strategies: list[ImportableStrategyConfig],
+) -> list[ImportableStrategyConfig]:
+    """Each strategy claims the venue's orders on its instrument (NautilusTrader's
+    ``external_order_claims``) unless its config names claims or another strategy already claims
+    that instrument. After a crash, reconciliation rebuilds the orders and the position from the
+    venue; unclaimed they belong to ``EXTERNAL`` and the restarted strategy, seeing no position
+    of its own, would buy it all again. Orders placed by hand on the same instrument and account
+    are claimed too (and cancelled when the strategy stops)."""
+    claimed = {
+        i for s in strategies for i in (s.config.get("external_order_claims") or [])
+    }
+    out = []
+    for spec in strategies:
+        instrument = spec.config.get("instrument_id")
+        if "external_order_claims" not in spec.config and instrument and instrument not in claimed:
+            claimed.add(instrument)
+            spec = msgspec.structs.replace(
+                spec, config={**spec.config, "external_order_claims": [instrument]}
+            )
+        out.append(spec)
+    return out
 
 
 def trading_node_config(

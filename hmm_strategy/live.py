@@ -250,7 +250,9 @@ def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> lis
         serving += "  ** reachable from other machines (allow_remote) **"
     return [
         "Nautilus HMM node",
-        f"  venue       {venue_name} ({venue.kind}, {'testnet' if venue.testnet else 'mainnet'})",
+        f"  venue       {venue_name} ({venue.kind}, "
+        + (f"endpoints {venue.base_url_http})" if venue.urls_overridden and venue.base_url_http
+           else f"{'testnet' if venue.testnet else 'mainnet'})"),
         f"  mode        {venue.mode}" + ("  ** REAL ORDERS **" if venue.mode == "live" else ""),
         f"  instruments {', '.join(ids)}  bars {', '.join(bar_types)}",
         f"  model       {'; '.join(map(str, models))}",

@@ -35,6 +35,7 @@ SECTIONS = (
     "fit",
     "walk_forward",
     "live_latency",
+    "sim_latency",
     "metrics_scrape",
     "memory",
     "targets",
@@ -84,7 +85,7 @@ def test_result_document_has_every_section(tiny) -> None:
     assert inference["naive"]["max_abs_diff_vs_filter"] < 1e-8  # same numbers, fair comparison
     assert set(inference["engine"]["breakdown_us"]) >= {"features", "filter", "policy"}
     assert len(result["fit"]["runs"]) == 2 * len(result["settings"]["fit_sizes"])
-    for key in ("walk_forward", "live_latency", "metrics_scrape"):
+    for key in ("walk_forward", "live_latency", "sim_latency", "metrics_scrape"):
         assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
     assert result["walk_forward"]["folds"] >= 1
     assert result["live_latency"]["bar_to_decision_us"]["n"] > 0

@@ -223,6 +223,8 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         venue=Venue(name),
         account_type=account_type,
         environment=environment,
+        base_url_http=settings.base_url_http,
+        base_url_ws=settings.base_url_ws,
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
@@ -234,6 +236,9 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
         environment=environment,
         api_key=creds.api_key,
         api_secret=creds.api_secret,
+        base_url_http=settings.base_url_http,
+        base_url_ws=settings.base_url_ws_api,  # the adapter's name for its WebSocket API URL
+        base_url_ws_stream=settings.base_url_ws_stream,
         instrument_provider=_load_ids(ids),
     )
     return VenueClients(
@@ -245,16 +250,19 @@ def _binance(settings: VenueSettings, ids: list[str]) -> VenueClients:
 
 @functools.cache
 def binance_factories() -> tuple[DataFactory, ExecFactory]:
-    """NautilusTrader's Binance factories with the API key masked fully in the log."""
+    """NautilusTrader's Binance factories with the API key masked fully in the log; spot
+    execution clients report the held base asset as the position (``venues.binance_spot``)."""
     from nautilus_trader.adapters.binance import (
         BinanceLiveDataClientFactory,
         BinanceLiveExecClientFactory,
     )
 
+    from venues.binance_spot import with_spot_positions
+
     mod, getter = "nautilus_trader.adapters.binance.factories", "get_cached_binance_http_client"
     return (
         masked_key_factory(BinanceLiveDataClientFactory, mod, getter),
-        masked_key_factory(BinanceLiveExecClientFactory, mod, getter),
+        with_spot_positions(masked_key_factory(BinanceLiveExecClientFactory, mod, getter)),
     )
 
 
@@ -289,6 +297,7 @@ def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
     data = BybitDataClientConfig(
         product_types=products,
         environment=environment,
+        base_url_http=settings.base_url_http,
         instrument_provider=_load_ids(ids),
     )
     if settings.mode == "paper":
@@ -299,6 +308,9 @@ def _bybit(settings: VenueSettings, ids: list[str]) -> VenueClients:
         api_secret=creds.api_secret,
         product_types=products,
         environment=environment,
+        base_url_http=settings.base_url_http,
+        base_url_ws_private=settings.base_url_ws_private,
+        base_url_ws_trade=settings.base_url_ws_trade,
         instrument_provider=_load_ids(ids),
     )
     return VenueClients(

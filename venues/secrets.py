@@ -184,6 +184,20 @@ class MaskedKeyHttpClient:
         return getattr(self._inner, name)
 
 
+def _plain_keys(config):
+    """``config`` with its keys as plain ``str``: the clients get them from here, and Binance's
+    WebSocket API client JSON-encodes the API key into ``session.logon`` with msgspec, which
+    refuses a ``str`` subclass (``Secret``), so the user-data stream never started."""
+    import msgspec
+
+    keys = {
+        name: str.__str__(value)
+        for name in ("api_key", "api_secret")
+        if isinstance(value := getattr(config, name, None), Secret)
+    }
+    return msgspec.structs.replace(config, **keys) if keys else config
+
+
 def masked_key_factory(factory: type, module: str, getter: str) -> type:
     """A subclass of an adapter client factory whose clients get a :class:`MaskedKeyHttpClient`.
 
@@ -195,6 +209,9 @@ def masked_key_factory(factory: type, module: str, getter: str) -> type:
     mod = importlib.import_module(module)
 
     def create(*args, **kwargs):
+        config = kwargs.get("config")
+        if config is not None:  # the adapter sends the key itself: a plain str (_plain_keys)
+            kwargs["config"] = _plain_keys(config)
         original = getattr(mod, getter)
         setattr(mod, getter, lambda *a, **k: MaskedKeyHttpClient(original(*a, **k)))
         try:

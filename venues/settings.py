@@ -220,6 +220,17 @@ class VenueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     paper_price_feed: Literal["quotes", "trades"] = "quotes"
     ib: IBSettings = msgspec.field(default_factory=IBSettings)
     replay: ReplaySettings = msgspec.field(default_factory=ReplaySettings)
+    # Endpoint overrides, passed to the adapters' own settings of the same name (e.g. to run on
+    # the simulated venue, venues/sim). Binance: base_url_http (REST), base_url_ws (market-data
+    # streams), base_url_ws_api (the WebSocket API for orders/user data: the execution client's
+    # `base_url_ws`), base_url_ws_stream (futures user-data stream). Bybit: base_url_http,
+    # base_url_ws_private, base_url_ws_trade (its public market-data WebSocket has no override).
+    base_url_http: str | None = None
+    base_url_ws: str | None = None
+    base_url_ws_api: str | None = None
+    base_url_ws_stream: str | None = None
+    base_url_ws_private: str | None = None
+    base_url_ws_trade: str | None = None
 
     def __post_init__(self) -> None:
         _check_literal(self.kind, VenueKind, "kind")
@@ -256,6 +267,35 @@ class VenueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if not isinstance(self.ib, IBSettings) or not isinstance(self.replay, ReplaySettings):
             raise VenueConfigError("ib/replay must be IBSettings/ReplaySettings")
+        self._check_urls()
+
+    def _check_urls(self) -> None:
+        binance = ("base_url_ws", "base_url_ws_api", "base_url_ws_stream")
+        bybit = ("base_url_ws_private", "base_url_ws_trade")
+        allowed = {
+            "binance_spot": ("base_url_http", *binance),
+            "binance_futures": ("base_url_http", *binance),
+            "bybit_linear": ("base_url_http", *bybit),
+        }.get(self.kind, ())
+        for name in ("base_url_http", *binance, *bybit):
+            url = getattr(self, name)
+            if url is None:
+                continue
+            if name not in allowed:
+                raise VenueConfigError(f"{name} cannot be set for kind={self.kind!r}")
+            schemes = ("http://", "https://") if name == "base_url_http" else ("ws://", "wss://")
+            if not isinstance(url, str) or not url.startswith(schemes) or " " in url:
+                allowed_schemes = " or ".join(schemes)
+                raise VenueConfigError(f"{name} must start with {allowed_schemes}, was {url!r}")
+
+    @property
+    def urls_overridden(self) -> bool:
+        """True when any endpoint is overridden (the banner and the data source say so)."""
+        return any(
+            getattr(self, n) is not None
+            for n in ("base_url_http", "base_url_ws", "base_url_ws_api", "base_url_ws_stream",
+                      "base_url_ws_private", "base_url_ws_trade")
+        )
 
     @property
     def venue(self) -> str | None:
@@ -269,6 +309,8 @@ class VenueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         them). A checkpoint written under another id is never resumed."""
         env = "demo" if self.demo else ("testnet" if self.testnet else "mainnet")
         parts = [self.kind, self.venue or "", env, self.mode]
+        if self.base_url_http is not None:  # another venue behind the same adapter (e.g. sim)
+            parts.append(self.base_url_http)
         if self.kind == "replay":
             r = self.replay
             where = str(Path(r.path).resolve()) if r.path else r.generator

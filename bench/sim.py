@@ -1,0 +1,155 @@
+"""Live path on the wall clock: order submitted -> venue ack, through NautilusTrader's Binance
+adapter against the simulated Binance venue (``venues.sim``) on 127.0.0.1.
+
+The node is ``python -m hmm_strategy.live --venue binance_sim --mode live`` built in-process (the
+shipped config on 1-second bars with short feature windows and an in-run fit, as in the tests:
+regimes then switch often enough for a percentile) with a ``SubmitAckProbe`` actor. The probe
+stamps ``OrderSubmitted`` (the adapter emits it just before the signed REST
+``POST /api/v3/order``) and ``OrderAccepted`` (built from the venue's ``executionReport`` on the
+WebSocket-API user-data stream) with ``time.perf_counter_ns`` when each reaches the message bus:
+the full round trip of REST request, venue matching, user-data event and the engines' queues.
+Loopback, so this is the node's own share of the latency, not an exchange's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
+
+KEYS = {"BINANCE_API_KEY": "bench-sim-key", "BINANCE_API_SECRET": "bench-sim-secret"}
+
+
+class SubmitAckProbeConfig(ActorConfig, frozen=True):
+    output_path: str
+
+
+class SubmitAckProbe(Actor):
+    """Wall-clock submit -> accepted and submit -> filled per order (ms)."""
+
+    def __init__(self, config: SubmitAckProbeConfig) -> None:
+        super().__init__(config)
+        self._submitted: dict[str, int] = {}
+        self.ack_ms: list[float] = []
+        self.fill_ms: list[float] = []
+
+    def on_start(self) -> None:
+        self.msgbus.subscribe(topic="events.order.*", handler=self._on_order_event, priority=100)
+
+    def _on_order_event(self, event) -> None:
+        now = time.perf_counter_ns()
+        coid = event.client_order_id.value
+        if type(event) is OrderSubmitted:
+            self._submitted[coid] = now
+        elif type(event) is OrderAccepted and coid in self._submitted:
+            self.ack_ms.append((now - self._submitted[coid]) / 1e6)
+        elif type(event) is OrderFilled and coid in self._submitted:
+            self.fill_ms.append((now - self._submitted.pop(coid)) / 1e6)
+
+    def on_stop(self) -> None:
+        Path(self.config.output_path).write_text(
+            json.dumps({"ack_ms": self.ack_ms, "fill_ms": self.fill_ms})
+        )
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    if not ordered:
+        return {"n": 0}
+    return {
+        "n": len(ordered),
+        "p50": statistics.median(ordered),
+        "p99": ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
+        "max": ordered[-1],
+    }
+
+
+def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
+    """Run a live node on the simulated venue: a 310-bar in-run fit, then ``n_bars`` trading
+    bars (1-second bars, 40 per second)."""
+    from hmm_strategy.config import (
+        DEFAULT_CONFIG,
+        ComponentSpec,
+        load_node_settings,
+        trading_node_config,
+        venue_settings,
+    )
+    from venues.builders import build_trading_node
+    from venues.runtime import run_node
+    from venues.sim.server import BackgroundVenue, SimConfig
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    history, warmup = 100, 310
+    sim = SimConfig(
+        api_key=KEYS["BINANCE_API_KEY"], api_secret=KEYS["BINANCE_API_SECRET"],
+        source="synthetic", n_bars=history + warmup + n_bars, seed=3, interval="1s",
+        history_bars=history, speed=40.0,
+    )  # fmt: skip
+    saved = {k: os.environ.get(k) for k in KEYS}
+    os.environ.update(KEYS)  # the node reads its keys from the environment, as in production
+    try:
+        with BackgroundVenue(sim) as venue:
+            override = {
+                "strategies": [{"name": "hmm_btc", "config": {
+                    "bar_type": "BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL",
+                    "features": {"vol_window": 5, "volume_window": 10},
+                    "fit": {"warmup_bars": warmup, "n_restarts": 1, "n_iter": 30, "sticky": 0.0},
+                    "checkpoint_dir": None,
+                    "policy": {"min_confidence": 0.5, "min_hold_bars": 2, "cooldown_bars": 1},
+                    "breakers": {"daily_loss_limit": None, "max_drawdown": None},
+                }}],
+                "live": {
+                    "log_dir": str(work_dir / "logs"),
+                    "state_dir": str(work_dir / "state"),
+                    "log_level": "ERROR",
+                    "metrics": {"port": 0},
+                    "venues": {"binance_sim": dict(venue.urls)},
+                },
+            }  # fmt: skip
+            path = work_dir / "override.yaml"
+            path.write_text(yaml.safe_dump(override))
+            venue_file = DEFAULT_CONFIG.parent / "venues" / "binance_sim.yaml"
+            settings = load_node_settings(DEFAULT_CONFIG, [venue_file, path])
+            output = work_dir / "submit_ack.json"
+            probe = ComponentSpec(path="bench.sim:SubmitAckProbe",
+                                  config={"output_path": str(output)})
+            actors = [
+                msgspec.structs.replace(a, config={**a.config, "port": 0})
+                if a.path.startswith("actors.metrics:")
+                else a
+                for a in settings.actors
+            ]
+            settings = msgspec.structs.replace(settings, actors=[*actors, probe])
+            spec = msgspec.structs.replace(venue_settings(settings, "binance_sim"), mode="live")
+            run_dir = work_dir / "run"
+            run_dir.mkdir(exist_ok=True)
+            node = build_trading_node(
+                trading_node_config(settings, spec, run_dir, log_level="ERROR"), spec
+            )
+            wall = time.perf_counter()
+            run_node(node, stop_when=lambda: venue.timeline.finished, max_runtime_secs=600)
+            wall = time.perf_counter() - wall
+            orders = venue.exchange.next_order_id - 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    data = json.loads(output.read_text())
+    return {
+        "bars": n_bars,
+        "wall_seconds": wall,
+        "venue_orders": orders,
+        "submit_to_ack_ms": _summary(data["ack_ms"]),
+        "submit_to_fill_ms": _summary(data["fill_ms"]),
+    }

@@ -1,0 +1,82 @@
+"""Binance spot positions after a restart: the held base asset is the position.
+
+NautilusTrader 1.231.0's Binance spot execution client reports no positions at all ("never cash
+positions"). At start-up reconciliation rebuilds a strategy's position from the venue's order
+history, then asks for position reports, gets none, takes the venue to be flat and books an
+inferred closing fill: a node restarted after a crash believes it is flat while the account
+still holds the coins (found on the simulated venue, ``tests/test_sim_restart.py``). Here the
+client reports, for every loaded spot instrument, a LONG position of the base asset it holds
+(free + locked, rounded down to the instrument's size increment; below the minimum size it is
+flat). That assumes the account trades each base asset through one instrument only and holds
+no other coins of it; the venue profile docs say so.
+"""
+
+from __future__ import annotations
+
+import types
+from decimal import ROUND_DOWN, Decimal
+
+from nautilus_trader.core.uuid import UUID4
+from nautilus_trader.execution.reports import PositionStatusReport
+from nautilus_trader.model.enums import PositionSide
+from nautilus_trader.model.objects import Quantity
+
+
+async def _held(client) -> dict[str, Decimal]:
+    info = await client._spot_http_account.query_spot_account_info(recv_window="5000")
+    return {b.asset: Decimal(b.free) + Decimal(b.locked) for b in info.balances}
+
+
+def _position_qty(instrument, held: Decimal) -> Decimal:
+    step = instrument.size_increment.as_decimal()
+    qty = (held / step).to_integral_value(rounding=ROUND_DOWN) * step
+    minimum = instrument.min_quantity.as_decimal() if instrument.min_quantity else step
+    return qty if qty >= minimum else Decimal(0)
+
+
+async def _position_reports(self, symbol: str | None = None) -> list[PositionStatusReport]:
+    held = await _held(self)
+    now = self._clock.timestamp_ns()
+    reports = []
+    for instrument in self._instrument_provider.list_all():
+        if symbol is not None and instrument.id.symbol.value != symbol:
+            continue
+        qty = _position_qty(instrument, held.get(instrument.base_currency.code, Decimal(0)))
+        if qty == 0:
+            continue
+        reports.append(
+            PositionStatusReport(
+                account_id=self.account_id,
+                instrument_id=instrument.id,
+                position_side=PositionSide.LONG,
+                quantity=Quantity(qty, instrument.size_precision),
+                report_id=UUID4(),
+                ts_last=now,
+                ts_init=now,
+            )
+        )
+    return reports
+
+
+async def _active_symbols(self, symbol: str | None = None) -> set[str]:
+    return {r.instrument_id.symbol.value for r in await _position_reports(self, symbol)}
+
+
+def report_held_assets_as_positions(client) -> None:
+    """Give a Binance spot execution client the position reports described in the module."""
+    from nautilus_trader.adapters.binance.spot.execution import BinanceSpotExecutionClient
+
+    if isinstance(client, BinanceSpotExecutionClient) and client._binance_account_type.is_spot:
+        client._get_binance_position_status_reports = types.MethodType(_position_reports, client)
+        client._get_binance_active_position_symbols = types.MethodType(_active_symbols, client)
+
+
+def with_spot_positions(factory: type) -> type:
+    """A subclass of a Binance exec client factory whose spot clients report positions."""
+
+    def create(*args, **kwargs):
+        client = factory.create(*args, **kwargs)
+        report_held_assets_as_positions(client)
+        return client
+
+    return type(factory.__name__, (factory,), {"create": staticmethod(create)})
