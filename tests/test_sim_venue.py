@@ -72,6 +72,9 @@ def test_live_node_trades_through_the_binance_adapter(live_run: dict) -> None:
     assert total(metrics, "orders_submitted_total") >= 2
     assert total(metrics, "order_fills_total") >= 2
     assert total(metrics, "submit_to_ack_ms_count") >= 2
+    # measured on the wall clock from submit to the venue's ack: positive, and plausible
+    acks = total(metrics, "submit_to_ack_ms_count")
+    assert 0 < total(metrics, "submit_to_ack_ms_sum") / acks < 5_000
     # the node's fills are the venue's trades: same count, quantities, prices and fee
     fills = pl.read_csv(run_dir / "fills.csv")
     assert fills.height == state["trades"]
