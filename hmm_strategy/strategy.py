@@ -55,8 +55,10 @@ from hmm_strategy.messages import (
 from hmm_strategy.persistence import StrategyPersistence
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
+from hmm_strategy.warm_start import WarmStart, bars_needed, select_history
 
 CHECKPOINT_TIMER = "hmm-checkpoint"
+WARM_START_TIMER = "hmm-warm-start"
 
 
 def bar_time(ts_ns: int) -> str:
@@ -84,6 +86,10 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         Capital (quote currency) used for a full +-1 exposure until the allocator sends a budget.
     max_notional : float
         Hard cap on the position notional, whatever the budget says.
+    warm_start : WarmStart
+        Live and paper nodes request history from the venue's data client at start
+        (``request_bars``) and run it through the engine, so a fresh strategy decides on its first
+        live bar; resumed state and backtests need none.
     checkpoint_dir : str, optional
         Live nodes write a crash-safe checkpoint here every ``checkpoint_interval_secs`` and
         resume from it on start (backtests never read or write checkpoints).
@@ -103,6 +109,7 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     fit: FitSettings = msgspec.field(default_factory=FitSettings)
     slow: SlowLevel | None = None
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    warm_start: WarmStart = msgspec.field(default_factory=WarmStart)
     notional: float = 10_000.0
     max_notional: float = 50_000.0
     checkpoint_dir: str | None = "state"
@@ -131,6 +138,16 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         """What a model artifact must have been made for to drive this strategy."""
         return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
+    def warm_start_bars(self) -> int:
+        """History bars requested at start (0 = warm start off)."""
+        if not self.warm_start.enabled:
+            return 0
+        return self.warm_start.bars or self.bars_to_first_decision()
+
+    def bars_to_first_decision(self) -> int:
+        """Bars the engine needs before its first decision (history or live)."""
+        return bars_needed(self.features, self.fit, self.slow, self.model_path is not None)
+
 
 class HMMRegimeStrategy(StrategyPersistence, Strategy):
     """HMM regime strategy: features -> causal forward filter -> policy -> one market order."""
@@ -155,6 +172,9 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self._sid = ""  # str(self.id), the regime topic and the bars' instrument, set on start
         self._regime_topic = ""
         self._bar_instrument = ""
+        self._warm_request = None  # the pending history request's id (warm start)
+        self._history: list[Bar] = []  # history bars received for it
+        self._live_buffer: list[Bar] = []  # live bars that arrived before the history
 
     def on_start(self) -> None:
         cfg = self.config
@@ -186,6 +206,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
                 timedelta(seconds=cfg.checkpoint_interval_secs),
                 callback=lambda _event: self.write_checkpoint(),
             )
+        self._request_history()  # before the subscription: the history comes first
         self.subscribe_bars(cfg.bar_type)
         if self.breakers.tripped or self.paused:
             blocks = [f"{r} ({why})" for r, why in self.breakers.tripped.items()]
@@ -209,7 +230,131 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         if current is not None:
             self.on_kill_switch(current)
 
+    # ------------------------------------------------------------------ warm start
+
+    def _request_history(self) -> None:
+        """Ask the venue's data client for the bars the engine needs before its first decision.
+        Backtests stream their data from its first bar and resumed state needs no history."""
+        cfg = self.config
+        if not isinstance(self.clock, LiveClock):
+            return
+        n = cfg.warm_start_bars()
+        if n == 0:
+            need = cfg.bars_to_first_decision()
+            self.log.info(
+                f"Warm start off (warm_start.enabled: false): first decision after {need} live bars"
+            )
+            return
+        if self.engine.bars_seen:
+            self.log.info(f"Warm start not needed: state resumed at bar {self.engine.bars_seen}")
+            return
+        now = self.clock.utc_now()
+        try:
+            start = now - cfg.bar_type.spec.timedelta * n
+            self._warm_request = self.request_bars(
+                cfg.bar_type, start=start, limit=n, callback=self._on_history
+            )
+        except Exception as exc:  # any refusal: trade without history rather than not at all
+            self._warm_request = None
+            self._no_history(f"the history request failed ({type(exc).__name__}: {exc})")
+            return
+        self.clock.set_time_alert(
+            WARM_START_TIMER,
+            now + timedelta(seconds=cfg.warm_start.timeout_secs),
+            callback=self._on_history_timeout,
+        )
+        venue = cfg.bar_type.instrument_id.venue
+        self.log.info(
+            f"Warm start: requested {n} bars of {cfg.bar_type} from the {venue} data client "
+            f"(timeout {cfg.warm_start.timeout_secs:g} s)"
+        )
+
+    def on_historical_data(self, data) -> None:
+        wanted = self._warm_request is not None and isinstance(data, Bar)
+        if wanted and data.bar_type == self.config.bar_type:
+            self._history.append(data)
+
+    def _on_history(self, request_id) -> None:
+        if self._warm_request is None or request_id != self._warm_request:
+            return  # answered after the timeout: the strategy already went on without it
+        if WARM_START_TIMER in self.clock.timer_names:
+            self.clock.cancel_timer(WARM_START_TIMER)
+        self._finish_warm_start(self._history, "")
+
+    def _on_history_timeout(self, _event) -> None:
+        if self._warm_request is not None:
+            timeout = self.config.warm_start.timeout_secs
+            self._finish_warm_start([], f"no complete answer within {timeout:g} s")
+
+    def _finish_warm_start(self, bars: list[Bar], failure: str) -> None:
+        """Run the history through the engine (no orders), then the live bars that waited."""
+        self._warm_request, self._history = None, []
+        buffered, self._live_buffer = self._live_buffer, []
+        first_live = buffered[0].ts_event if buffered else None
+        n = self.config.warm_start_bars()
+        history = select_history(bars, first_live, n) if not failure else []
+        if not history:
+            self._no_history(failure or "the venue returned no bars before the first live bar")
+        else:
+            self._warm_up(history, n)
+        for bar in buffered:
+            self.on_bar(bar)
+
+    def _warm_up(self, history: list[Bar], requested: int) -> None:
+        engine = self.engine
+        lls = []
+        for bar in history:
+            close = bar.close.as_double()
+            try:
+                decision = engine.update(
+                    bar.open.as_double(),
+                    bar.high.as_double(),
+                    bar.low.as_double(),
+                    close,
+                    bar.volume.as_double(),
+                )
+            except ValueError:  # as on a live bar: skipped, counted
+                engine.rejected_bars += 1
+                continue
+            self._last_bar_ts, self._prev_close = bar.ts_event, close
+            if decision is not None:
+                lls.append(decision.log_likelihood)
+        venue = self.config.bar_type.instrument_id.venue
+        used = (
+            f"Warm start: {len(history)} history bars of {self.config.bar_type} from the {venue} "
+            f"data client ({bar_time(history[0].ts_event)} .. {bar_time(history[-1].ts_event)})"
+        )
+        short = self._bars_still_needed()
+        if short:
+            self.log.warning(
+                f"{used}: only {len(history)} of the {requested} requested; warming up on the "
+                f"next {short} live bars before the first decision"
+            )
+            return
+        check = ""
+        if lls and self.config.model_path:
+            check = f"; mean log-likelihood {sum(lls) / len(lls):.3f}/bar on them"
+        self.log.info(
+            f"{used}: model {engine.model_version}{check}; first decision on the first live bar"
+        )
+
+    def _bars_still_needed(self) -> int:
+        """Live bars before the first decision, 0 once the engine is ready to decide."""
+        need = self.config.bars_to_first_decision()
+        return max(0, need - self.engine.bars_seen)  # bars_seen counts usable bars only
+
+    def _no_history(self, why: str) -> None:
+        self.log.warning(
+            f"Warm start: no history used ({why}); warming up on the next "
+            f"{self._bars_still_needed()} live bars before the first decision"
+        )
+
+    # ------------------------------------------------------------------ bars
+
     def on_bar(self, bar: Bar) -> None:
+        if self._warm_request is not None:  # the history is still to come: it goes first
+            self._live_buffer.append(bar)
+            return
         ts = bar.ts_event
         if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
             self.skipped_bars += 1
@@ -406,8 +551,10 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
     def on_stop(self) -> None:
         """Close first, persist after: a full or read-only state folder must never keep a
         position open."""
-        if CHECKPOINT_TIMER in self.clock.timer_names:
-            self.clock.cancel_timer(CHECKPOINT_TIMER)
+        for timer in (CHECKPOINT_TIMER, WARM_START_TIMER):
+            if timer in self.clock.timer_names:
+                self.clock.cancel_timer(timer)
+        self._warm_request, self._history, self._live_buffer = None, [], []
         self.cancel_all_orders(self.config.instrument_id)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self.config.instrument_id)
