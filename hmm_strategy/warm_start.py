@@ -48,13 +48,14 @@ def bars_needed(
 
     Fast level: the feature windows (first complete row at index ``features.warmup_bars``), plus
     ``fit.warmup_bars`` rows to fit on when there is no saved model. Slow level: the same on
-    coarse bars of ``bars_per_bar`` bars (a coarse bar counts once its last bar has closed).
+    coarse bars of ``bars_per_bar`` bars; the slow level is ready on the bar that closes its
+    last needed coarse bar, and that bar is already decided on.
     """
     fast = features.warmup_bars + (0 if has_model else fit.warmup_bars)
     if slow is None:
         return fast
     coarse = slow.features.warmup_bars + (1 if has_model else slow.warmup_bars)
-    return max(fast, coarse * slow.bars_per_bar)
+    return max(fast, coarse * slow.bars_per_bar - 1)
 
 
 def select_history(bars: list[Bar], before_ns: int | None, limit: int) -> list[Bar]:

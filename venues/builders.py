@@ -421,6 +421,7 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         bar_types=tuple(bar_types),
         **fields,
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
+        unanswered_history=bool(faults and faults.unanswered_history),
     )
     exec_clients = _sandboxes(settings, ids)
     order_faults = _order_fault_drill(settings)

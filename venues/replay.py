@@ -120,6 +120,7 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     start_delay_secs: float = 0.0
     trade_ticks: bool = True
     outages: tuple[tuple[int, int], ...] = ()  # (after_bars, bars): fault drill, bars lost
+    unanswered_history: bool = False  # fault drill: bar requests are never answered
 
 
 # -- instruments ----------------------------------------------------------------------------------
@@ -543,6 +544,9 @@ class ReplayDataClient(LiveMarketDataClient):
         the replayed bars' historical times means "the latest bars". A window overlapping the
         replayed history filters by it.
         """
+        if self._replay_config.unanswered_history:
+            self._log.warning(f"Fault drill: bars request {request.id} is never answered")
+            return
         key = str(request.bar_type)
         bars = self._history.get(key, []) + [
             b for b in self._bars[: self._n_emitted] if str(b.bar_type) == key

@@ -133,12 +133,14 @@ class FaultDrill(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     as after a real websocket reconnect. ``unanswered_orders``: these submits (1 = the first order
     of the run) are acknowledged as sent but the venue never answers, a timeout that
     NautilusTrader's in-flight check resolves (``live.exec_engine``). ``rejected_orders``: these
-    submits are rejected by the venue.
+    submits are rejected by the venue. ``unanswered_history``: history requests (a strategy's warm
+    start) are never answered, as when a venue's kline request fails.
     """
 
     data_outages: list[Outage] = []
     unanswered_orders: list[int] = []
     rejected_orders: list[int] = []
+    unanswered_history: bool = False
 
     def __post_init__(self) -> None:
         for name in ("unanswered_orders", "rejected_orders"):
