@@ -79,8 +79,9 @@ def lines_with(out: str, text: str) -> list[str]:
 )  # fmt: skip
 def test_bars_needed_is_exactly_what_the_engine_needs(has_model: bool, slow) -> None:
     """After ``bars_needed`` bars the next bar is decided on; one bar fewer is not enough."""
-    features, fit = FeatureSpec(vol_window=10, volume_window=12), FitSettings(
-        warmup_bars=320, n_states=2, n_restarts=1, n_iter=20
+    features, fit = (
+        FeatureSpec(vol_window=10, volume_window=12),
+        FitSettings(warmup_bars=320, n_states=2, n_restarts=1, n_iter=20),
     )
     need = bars_needed(features, fit, slow, has_model)
     rows = list(generate_regime_bars(need + 1, seed=3).select(
