@@ -250,9 +250,12 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
             return
         now = self.clock.utc_now()
         try:
-            start = now - cfg.bar_type.spec.timedelta * n
+            # Two steps of slack cover the bar still forming (adapters drop it); the newest n are
+            # kept. No limit by default: see WarmStart.request_limit.
+            start = now - cfg.bar_type.spec.timedelta * (n + 2)
+            limit = n + 2 if cfg.warm_start.request_limit else 0
             self._warm_request = self.request_bars(
-                cfg.bar_type, start=start, limit=n, callback=self._on_history
+                cfg.bar_type, start=start, limit=limit, callback=self._on_history
             )
         except Exception as exc:  # any refusal: trade without history rather than not at all
             self._warm_request = None

@@ -25,12 +25,16 @@ class WarmStart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     ``bars``: how many bars to request; ``None`` = exactly what the engine needs before its first
     decision (:func:`bars_needed`). ``timeout_secs``: no complete answer by then = no history
-    (the strategy warms up on live bars, as without a warm start).
+    (the strategy warms up on live bars, as without a warm start). ``request_limit``: also pass
+    the bar count as the request's ``limit``, for adapters that fetch one default page without
+    one (Bybit: 200 bars); off for Binance, whose adapter pages forward from the start only while
+    a page is full, so a limit above one page would stop it after the oldest page.
     """
 
     enabled: bool = True
     bars: int | None = None
     timeout_secs: float = 30.0
+    request_limit: bool = False
 
     def __post_init__(self) -> None:
         if self.bars is not None and (isinstance(self.bars, bool) or self.bars < 1):
