@@ -12,12 +12,15 @@ those bars live would make.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import msgspec
-from nautilus_trader.model.data import Bar
 
 from hmm_strategy.engine import FitSettings, SlowLevel
 from hmm_strategy.features import FeatureSpec
+
+if TYPE_CHECKING:
+    from nautilus_trader.model.data import Bar
 
 
 class WarmStart(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

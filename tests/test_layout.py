@@ -30,6 +30,7 @@ CORE = (
     "messages",
     "synthetic",
     "flags",
+    "warm_start",
 )
 WIRING = ("cli", "config", "live", "promote", "train", "strategy", "persistence")
 FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench")
