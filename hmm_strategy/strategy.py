@@ -299,11 +299,14 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         if not history:
             self._no_history(failure or "the venue returned no bars before the first live bar")
         else:
-            self._warm_up(history, n)
-        for bar in buffered:
-            self.on_bar(bar)
+            self._warm_up(history)
+        for bar in buffered:  # as NautilusTrader hands live bars to on_bar: an error is logged
+            try:
+                self.on_bar(bar)
+            except Exception as exc:
+                self.log.exception(f"Error on handling {bar!r}", exc)
 
-    def _warm_up(self, history: list[Bar], requested: int) -> None:
+    def _warm_up(self, history: list[Bar]) -> None:
         engine = self.engine
         lls = []
         for bar in history:
@@ -319,6 +322,9 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
             except ValueError:  # as on a live bar: skipped, counted
                 engine.rejected_bars += 1
                 continue
+            except Exception as exc:  # as on a live bar: logged, the next bar goes on
+                self.log.exception(f"Error on handling history {bar!r}", exc)
+                continue
             self._last_bar_ts, self._prev_close = bar.ts_event, close
             if decision is not None:
                 lls.append(decision.log_likelihood)
@@ -329,9 +335,10 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         )
         short = self._bars_still_needed()
         if short:
+            need = self.config.bars_to_first_decision()
             self.log.warning(
-                f"{used}: only {len(history)} of the {requested} requested; warming up on the "
-                f"next {short} live bars before the first decision"
+                f"{used}: fewer than the {need} the model needs; warming up on the next {short} "
+                "live bars before the first decision"
             )
             return
         check = ""

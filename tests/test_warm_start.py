@@ -134,7 +134,7 @@ def test_paper_node_decides_on_its_first_live_bar(tmp_path: Path) -> None:
 def test_short_or_unanswered_history_falls_back_to_live_bars(tmp_path: Path) -> None:
     out, decisions = run_cli(tmp_path, "short", replay={"history_bars": 100})
     (line,) = lines_with(out, "Warm start: 100 history bars")
-    assert f"only 100 of the {NEED} requested; warming up on the next {NEED - 100} live" in line
+    assert f"fewer than the {NEED} the model needs; warming up on the next {NEED - 100}" in line
     assert decisions["ts_event"].to_list() == TS[NEED:]  # 100 history + 349 live bars first
 
     # the venue never answers: after the timeout the live bars that waited are used
