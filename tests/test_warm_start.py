@@ -47,9 +47,9 @@ def override(tmp: Path, name: str, replay: dict | None = None, warm: dict | None
     return path
 
 
-def run_cli(tmp: Path, name: str, **kw) -> tuple[str, pl.DataFrame]:
+def run_cli(tmp: Path, name: str, run: str = "", **kw) -> tuple[str, pl.DataFrame]:
     """The user's command, in a subprocess: its console output and its decisions."""
-    run_dir = tmp / name
+    run_dir = tmp / (run or name)
     cmd = [
         sys.executable, "-m", "hmm_strategy.live", "--override", str(override(tmp, name, **kw)),
         "--run-dir", str(run_dir), "--metrics-port", "0", "--exit-when-replayed",
@@ -129,6 +129,12 @@ def test_paper_node_decides_on_its_first_live_bar(tmp_path: Path) -> None:
     assert f"model inrun-{NEED}; first decision on the first live bar" in used
     # one decision per live bar, from the first one on
     assert decisions["ts_event"].to_list() == TS[NEED:]
+
+    # restarted on its checkpoint: the restored engine needs no history, nothing is requested
+    out, decisions = run_cli(tmp_path, "warm", run="resumed")
+    assert lines_with(out, f"Warm start not needed: state resumed at bar {N_BARS}")
+    assert not lines_with(out, "Warm start: requested")
+    assert decisions.height == 0  # every replayed bar is at or before the checkpoint's last bar
 
 
 def test_short_or_unanswered_history_falls_back_to_live_bars(tmp_path: Path) -> None:
