@@ -34,6 +34,7 @@ from hmm_strategy.checkpoint import (
 from hmm_strategy.config import ConfigError
 from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
+from hmm_strategy.history import HistoryRequester
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BUDGET_TOPIC,
@@ -55,10 +56,9 @@ from hmm_strategy.messages import (
 from hmm_strategy.persistence import StrategyPersistence
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
-from hmm_strategy.warm_start import WarmStart, bars_needed, select_history
+from hmm_strategy.warm_start import WarmStart, bars_needed
 
 CHECKPOINT_TIMER = "hmm-checkpoint"
-WARM_START_TIMER = "hmm-warm-start"
 
 
 def bar_time(ts_ns: int) -> str:
@@ -149,7 +149,7 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         return bars_needed(self.features, self.fit, self.slow, self.model_path is not None)
 
 
-class HMMRegimeStrategy(StrategyPersistence, Strategy):
+class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     """HMM regime strategy: features -> causal forward filter -> policy -> one market order."""
 
     def __init__(self, config: HMMRegimeStrategyConfig) -> None:
@@ -172,9 +172,6 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         self._sid = ""  # str(self.id), the regime topic and the bars' instrument, set on start
         self._regime_topic = ""
         self._bar_instrument = ""
-        self._warm_request = None  # the pending history request's id (warm start)
-        self._history: list[Bar] = []  # history bars received for it
-        self._live_buffer: list[Bar] = []  # live bars that arrived before the history
 
     def on_start(self) -> None:
         cfg = self.config
@@ -248,65 +245,11 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         if self.engine.bars_seen:
             self.log.info(f"Warm start not needed: state resumed at bar {self.engine.bars_seen}")
             return
-        now = self.clock.utc_now()
-        try:
-            # Two steps of slack cover the bar still forming (adapters drop it); the newest n are
-            # kept. No limit by default: see WarmStart.request_limit.
-            start = now - cfg.bar_type.spec.timedelta * (n + 2)
-            limit = n + 2 if cfg.warm_start.request_limit else 0
-            self._warm_request = self.request_bars(
-                cfg.bar_type, start=start, limit=limit, callback=self._on_history
-            )
-        except Exception as exc:  # any refusal: trade without history rather than not at all
-            self._warm_request = None
-            self._no_history(f"the history request failed ({type(exc).__name__}: {exc})")
-            return
-        self.clock.set_time_alert(
-            WARM_START_TIMER,
-            now + timedelta(seconds=cfg.warm_start.timeout_secs),
-            callback=self._on_history_timeout,
-        )
-        venue = cfg.bar_type.instrument_id.venue
-        self.log.info(
-            f"Warm start: requested {n} bars of {cfg.bar_type} from the {venue} data client "
-            f"(timeout {cfg.warm_start.timeout_secs:g} s)"
-        )
+        warm = cfg.warm_start
+        self.request_history(cfg.bar_type, n, warm.timeout_secs, limit=warm.request_limit)
 
-    def on_historical_data(self, data) -> None:
-        wanted = self._warm_request is not None and isinstance(data, Bar)
-        if wanted and data.bar_type == self.config.bar_type:
-            self._history.append(data)
-
-    def _on_history(self, request_id) -> None:
-        if self._warm_request is None or request_id != self._warm_request:
-            return  # answered after the timeout: the strategy already went on without it
-        if WARM_START_TIMER in self.clock.timer_names:
-            self.clock.cancel_timer(WARM_START_TIMER)
-        self._finish_warm_start(self._history, "")
-
-    def _on_history_timeout(self, _event) -> None:
-        if self._warm_request is not None:
-            timeout = self.config.warm_start.timeout_secs
-            self._finish_warm_start([], f"no complete answer within {timeout:g} s")
-
-    def _finish_warm_start(self, bars: list[Bar], failure: str) -> None:
-        """Run the history through the engine (no orders), then the live bars that waited."""
-        self._warm_request, self._history = None, []
-        buffered, self._live_buffer = self._live_buffer, []
-        first_live = buffered[0].ts_event if buffered else None
-        n = self.config.warm_start_bars()
-        history = select_history(bars, first_live, n) if not failure else []
-        if not history:
-            self._no_history(failure or "the venue returned no bars before the first live bar")
-        else:
-            self._warm_up(history)
-        for bar in buffered:  # as NautilusTrader hands live bars to on_bar: an error is logged
-            try:
-                self.on_bar(bar)
-            except Exception as exc:
-                self.log.exception(f"Error on handling {bar!r}", exc)
-
-    def _warm_up(self, history: list[Bar]) -> None:
+    def warm_up(self, history: list[Bar]) -> None:
+        """The history through the engine, as live bars but without decisions or orders."""
         engine = self.engine
         lls = []
         for bar in history:
@@ -353,7 +296,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         need = self.config.bars_to_first_decision()
         return max(0, need - self.engine.bars_seen)  # bars_seen counts usable bars only
 
-    def _no_history(self, why: str) -> None:
+    def no_history(self, why: str) -> None:
         self.log.warning(
             f"Warm start: no history used ({why}); warming up on the next "
             f"{self._bars_still_needed()} live bars before the first decision"
@@ -362,8 +305,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
     # ------------------------------------------------------------------ bars
 
     def on_bar(self, bar: Bar) -> None:
-        if self._warm_request is not None:  # the history is still to come: it goes first
-            self._live_buffer.append(bar)
+        if self.waiting_for_history(bar):  # the history is still to come: it goes first
             return
         ts = bar.ts_event
         if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
@@ -561,10 +503,9 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
     def on_stop(self) -> None:
         """Close first, persist after: a full or read-only state folder must never keep a
         position open."""
-        for timer in (CHECKPOINT_TIMER, WARM_START_TIMER):
-            if timer in self.clock.timer_names:
-                self.clock.cancel_timer(timer)
-        self._warm_request, self._history, self._live_buffer = None, [], []
+        if CHECKPOINT_TIMER in self.clock.timer_names:
+            self.clock.cancel_timer(CHECKPOINT_TIMER)
+        self.cancel_history()
         self.cancel_all_orders(self.config.instrument_id)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self.config.instrument_id)

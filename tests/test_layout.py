@@ -32,7 +32,7 @@ CORE = (
     "flags",
     "warm_start",
 )
-WIRING = ("cli", "config", "live", "promote", "train", "strategy", "persistence")
+WIRING = ("cli", "config", "live", "promote", "train", "strategy", "persistence", "history")
 FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench")
 
 
