@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
+from actors.model_lifecycle import read_lifecycle
 from hmm_strategy.config import REPO_ROOT, ConfigError, load_node_settings
 from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
@@ -31,7 +32,8 @@ BARS = generate_regime_bars(N_BARS, seed=SEED)
 TS = BARS["ts_event"].to_list()
 
 
-def override(tmp: Path, name: str, replay: dict | None = None, warm: dict | None = None) -> Path:
+def override(tmp: Path, name: str, replay: dict | None = None, warm: dict | None = None,
+             extra: dict | None = None) -> Path:  # fmt: skip
     data = {
         "live": {
             "log_dir": str(tmp / "logs"),
@@ -41,6 +43,7 @@ def override(tmp: Path, name: str, replay: dict | None = None, warm: dict | None
         },
         "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": WARMUP},
                                                       "warm_start": warm or {}}}],
+        **(extra or {}),
     }  # fmt: skip
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -162,3 +165,21 @@ def test_warm_decisions_equal_those_of_a_node_that_streamed_the_history(tmp_path
     assert streamed["ts_event"][0] == warm["ts_event"][0] == TS[NEED]
     assert warm.height == N_BARS - NEED
     assert warm.equals(streamed)  # bit for bit: probabilities, states, targets, model version
+
+
+def test_online_trainer_refits_on_history_at_the_first_live_bars(tmp_path: Path) -> None:
+    """The online trainer requests its history too: its first refit comes with the strategy's
+    first decisions instead of min_train_bars live bars later."""
+    models = tmp_path / "models"
+    trainer = {"name": "online_trainer", "path": "actors.online_trainer:OnlineTrainer",
+               "config": {"strategy": "hmm_btc", "model_dir": str(models), "fit_mode": "sync",
+                          "lifecycle": {"history_bars": NEED, "min_train_bars": 400,
+                                        "retrain_every_bars": 400, "drift_window": None,
+                                        "eval_bars": 50}}}  # fmt: skip
+    run_in_process(tmp_path, "trainer", extra={"actors": [trainer]})
+    fits = [e for e in read_lifecycle(models / "lifecycle.jsonl") if e.event == "fit_started"]
+    assert fits, "the trainer never refitted"
+    first = fits[0]
+    assert first.ts_event in (TS[NEED], TS[NEED + 1])  # the first live bars, not 400 later
+    assert first.evidence["bars"] == NEED  # all of them history (only the deque's newest kept)
+    assert first.evidence["data_range"][1] == first.ts_event
