@@ -183,3 +183,24 @@ def test_online_trainer_refits_on_history_at_the_first_live_bars(tmp_path: Path)
     assert first.ts_event in (TS[NEED], TS[NEED + 1])  # the first live bars, not 400 later
     assert first.evidence["bars"] == NEED  # all of them history (only the deque's newest kept)
     assert first.evidence["data_range"][1] == first.ts_event
+
+
+def test_saved_model_is_checked_on_the_history(tmp_path: Path) -> None:
+    """With a model artifact the history fills the feature windows and the filter, and the log
+    reports the model's mean log-likelihood on it; decisions start on the first live bar."""
+    from hmm_strategy.artifacts import save_model
+
+    train = RegimeEngine(FeatureSpec(), PolicyConfig(), FitSettings(warmup_bars=600, n_states=2))
+    for row in generate_regime_bars(700, seed=99).select(
+        "open", "high", "low", "close", "volume").iter_rows():  # fmt: skip
+        train.update(*row)
+    path = tmp_path / "model.json"
+    save_model(train.model, path, feature_spec=FeatureSpec(), data_range=(1, 2), version="m1",
+               instrument_id="BTCUSDT.BINANCE",
+               bar_type="BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL")  # fmt: skip
+    extra = {"strategies": [{"name": "hmm_btc", "config": {
+        "model_path": str(path), "fit": {"warmup_bars": WARMUP}, "warm_start": {"bars": 300}}}]}
+    out, decisions = run_cli(tmp_path, "model", extra=extra)  # fmt: skip
+    (line,) = lines_with(out, "Warm start: 300 history bars")
+    assert "model m1; mean log-likelihood " in line  # 300 - 49 history bars decided on
+    assert decisions["ts_event"].to_list() == TS[300:]
