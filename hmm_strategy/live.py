@@ -34,6 +34,7 @@ from hmm_strategy.config import (
     venue_settings,
 )
 from hmm_strategy.flags import FlagError, trading_enabled
+from hmm_strategy.messages import WARM_START_TOPIC, WarmStartReport
 
 EXIT_CONFIG = 2
 EXIT_START = 3
@@ -254,7 +255,7 @@ def warm_start_plan(settings: NodeSettings, venue):
         wanted = max(wanted, n)
         lines.append(
             f"{sid}: requests {n} bars of {config.bar_type} from the {venue.kind} data client at "
-            "start unless it resumes state (the 'Warm start:' log line says what was used)"
+            "start unless it resumes state (a line below says what was used)"
         )
     if venue.kind == "replay":
         replay = venue.replay
@@ -349,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
 
         node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
         print("TRADING_ENABLED is off: the RiskEngine is HALTED, no new orders", flush=True)
+
+    def print_warm_start(report: WarmStartReport) -> None:  # completes the banner
+        print(f"  history     {report.strategy_id}: {report.detail}", flush=True)
+
+    node.kernel.msgbus.subscribe(f"{WARM_START_TOPIC}.*", print_warm_start)
 
     from backtests.report import write_trade_reports
     from venues.replay import replay_finished

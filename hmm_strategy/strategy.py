@@ -44,6 +44,7 @@ from hmm_strategy.messages import (
     KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
     REGIME_TOPIC,
+    WARM_START_TOPIC,
     BreakerRejection,
     Budget,
     DataGap,
@@ -51,6 +52,7 @@ from hmm_strategy.messages import (
     KillSwitch,
     ModelUpdate,
     RegimeUpdate,
+    WarmStartReport,
     topic_for,
 )
 from hmm_strategy.persistence import StrategyPersistence
@@ -238,12 +240,12 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         n = cfg.warm_start_bars()
         if n == 0:
             need = cfg.bars_to_first_decision()
-            self.log.info(
-                f"Warm start off (warm_start.enabled: false): first decision after {need} live bars"
+            self._report_warm_start(
+                f"off (warm_start.enabled: false): first decision after {need} live bars"
             )
             return
         if self.engine.bars_seen:
-            self.log.info(f"Warm start not needed: state resumed at bar {self.engine.bars_seen}")
+            self._report_warm_start(f"not needed (state resumed at bar {self.engine.bars_seen})")
             return
         warm = cfg.warm_start
         self.request_history(cfg.bar_type, n, warm.timeout_secs, limit=warm.request_limit)
@@ -273,22 +275,26 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
                 lls.append(decision.log_likelihood)
         venue = self.config.bar_type.instrument_id.venue
         used = (
-            f"Warm start: {len(history)} history bars of {self.config.bar_type} from the {venue} "
-            f"data client ({bar_time(history[0].ts_event)} .. {bar_time(history[-1].ts_event)})"
+            f"{len(history)} history bars of {self.config.bar_type} from the {venue} data "
+            f"client ({bar_time(history[0].ts_event)} .. {bar_time(history[-1].ts_event)})"
         )
+        span = (len(history), history[0].ts_event, history[-1].ts_event)
         short = self._bars_still_needed()
         if short:
             need = self.config.bars_to_first_decision()
-            self.log.warning(
+            self._report_warm_start(
                 f"{used}: fewer than the {need} the model needs; warming up on the next {short} "
-                "live bars before the first decision"
+                "live bars before the first decision",
+                span,
+                warning=True,
             )
             return
         check = ""
         if lls and self.config.model_path:
             check = f"; mean log-likelihood {sum(lls) / len(lls):.3f}/bar on them"
-        self.log.info(
-            f"{used}: model {engine.model_version}{check}; first decision on the first live bar"
+        self._report_warm_start(
+            f"{used}: model {engine.model_version}{check}; first decision on the first live bar",
+            span,
         )
 
     def _bars_still_needed(self) -> int:
@@ -297,9 +303,20 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         return max(0, need - self.engine.bars_seen)  # bars_seen counts usable bars only
 
     def no_history(self, why: str) -> None:
-        self.log.warning(
-            f"Warm start: no history used ({why}); warming up on the next "
-            f"{self._bars_still_needed()} live bars before the first decision"
+        self._report_warm_start(
+            f"no history used ({why}); warming up on the next {self._bars_still_needed()} live "
+            "bars before the first decision",
+            warning=True,
+        )
+
+    def _report_warm_start(
+        self, detail: str, span: tuple[int, int, int] = (0, 0, 0), *, warning: bool = False
+    ) -> None:
+        """Log which history was used (or why none) and publish it for the start banner."""
+        (self.log.warning if warning else self.log.info)(f"Warm start: {detail}")
+        self.msgbus.publish(
+            topic_for(WARM_START_TOPIC, str(self.id)),
+            WarmStartReport(str(self.id), *span, detail),
         )
 
     # ------------------------------------------------------------------ bars

@@ -130,12 +130,16 @@ def test_paper_node_decides_on_its_first_live_bar(tmp_path: Path) -> None:
     assert f"Warm start: {NEED} history bars of BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL" in used
     assert "(2024-01-01 00:15 UTC .. 2024-01-05 16:15 UTC)" in used  # TS[0] .. TS[NEED - 1]
     assert f"model inrun-{NEED}; first decision on the first live bar" in used
+    # the banner's last line says the same, whatever the log level
+    detail = used.split("Warm start: ", 1)[1].split("\x1b")[0]  # no colour codes
+    assert lines_with(out, f"  history     HMMRegimeStrategy-001: {detail}")
     # one decision per live bar, from the first one on
     assert decisions["ts_event"].to_list() == TS[NEED:]
 
     # restarted on its checkpoint: the restored engine needs no history, nothing is requested
     out, decisions = run_cli(tmp_path, "warm", run="resumed")
-    assert lines_with(out, f"Warm start not needed: state resumed at bar {N_BARS}")
+    assert lines_with(out, f"history     HMMRegimeStrategy-001: not needed (state resumed at bar "
+                           f"{N_BARS})")  # fmt: skip
     assert not lines_with(out, "Warm start: requested")
     assert decisions.height == 0  # every replayed bar is at or before the checkpoint's last bar
 
