@@ -273,6 +273,14 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
             self._last_bar_ts, self._prev_close = bar.ts_event, close
             if decision is not None:
                 lls.append(decision.log_likelihood)
+        # the breakers' clock as if the history had been streamed: a gap between the last
+        # history bar and the first live bar is a data gap (and may be stale data)
+        ts = [b.ts_event for b in history]
+        steps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
+        breakers = self.breakers
+        breakers.last_ts = ts[-1]
+        if steps:
+            breakers.interval_ns = min([*steps, breakers.interval_ns or steps[0]])
         venue = self.config.bar_type.instrument_id.venue
         used = (
             f"{len(history)} history bars of {self.config.bar_type} from the {venue} data "
