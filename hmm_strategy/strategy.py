@@ -279,8 +279,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         steps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
         breakers = self.breakers
         breakers.last_ts = ts[-1]
-        if steps:
-            breakers.interval_ns = min([*steps, breakers.interval_ns or steps[0]])
+        if steps:  # the bar interval: the smallest step seen
+            breakers.interval_ns = min(steps)
         venue = self.config.bar_type.instrument_id.venue
         used = (
             f"{len(history)} history bars of {self.config.bar_type} from the {venue} data "
