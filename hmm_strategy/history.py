@@ -5,7 +5,9 @@ At start the component asks the venue's data client for its history with Nautilu
 request's callback fires once the answer is complete. Live bars that arrive meanwhile wait and go
 after the history, which is cut at the first of them (only bars that closed before the first live
 bar are history). No complete answer within ``timeout_secs``, or a refused request: the component
-goes on with the live bars alone. Verified against nautilus_trader 1.231.0
+goes on with the live bars alone (on the first live bar after the deadline: the deadline's time
+alert may fire on the clock's own thread, so it only raises a flag and the bars are handled on
+the event loop's thread, in order). Verified against nautilus_trader 1.231.0
 (``Actor.request_bars``, ``handle_historical_data`` in STARTING and RUNNING states,
 ``_finish_response`` -> callback).
 """
@@ -31,6 +33,7 @@ class HistoryRequester:
     _waiting_bars: list[Bar]
     _history_limit = 0
     _history_timeout = 0.0
+    _history_late = False
     _history_bar_type: BarType | None = None
 
     def request_history(
@@ -41,7 +44,7 @@ class HistoryRequester:
         only a start, ``n + 2`` steps back (slack for the bar still forming, adapters drop it)."""
         self._history_bars, self._waiting_bars = [], []
         self._history_limit, self._history_bar_type = n, bar_type
-        self._history_timeout = timeout_secs
+        self._history_timeout, self._history_late = timeout_secs, False
         now = self.clock.utc_now()
         try:
             self._history_request = self.request_bars(
@@ -70,6 +73,9 @@ class HistoryRequester:
         """True (the bar is kept for later) while the history is still to come."""
         if self._history_request is None:
             return False
+        if self._history_late:  # the deadline passed: the waiting bars first, then this one
+            self._finish_history([], f"no complete answer within {self._history_timeout:g} s")
+            return False
         self._waiting_bars.append(bar)
         return True
 
@@ -92,8 +98,7 @@ class HistoryRequester:
         self._finish_history(self._history_bars, "")
 
     def _on_history_late(self, _event) -> None:
-        if self._history_request is not None:
-            self._finish_history([], f"no complete answer within {self._history_timeout:g} s")
+        self._history_late = True  # only a flag: this may run on the clock's thread
 
     def _finish_history(self, bars: list[Bar], failure: str) -> None:
         """The history (strictly before the first waiting live bar) first, then the live bars."""
