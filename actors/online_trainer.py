@@ -16,6 +16,10 @@ Fits (``fit_mode``):
   event loop); the result is collected on the next bar or poll timer, so the shadow starts a few
   bars later than in a backtest. ``thread`` is available where processes are not.
 
+Warm start (live): at start the actor requests ``lifecycle.history_bars`` bars of history with
+``request_bars`` (``hmm_strategy.history``, as the strategy does), so its first refit need not wait
+``min_train_bars`` live bars; the history is strictly before its first live bar.
+
 Operator requests (``python -m actors.promote promote|reject|rollback``) are files in
 ``requests_dir``; a live node polls them every ``poll_interval_secs`` (timer), a backtest checks
 them on every bar. See docs/SYSTEM_DESIGN.md "Model lifecycle".
@@ -51,6 +55,7 @@ from actors.model_lifecycle import (
 from actors.registry import MODEL_EVENTS
 from hmm_strategy.engine import FitSettings
 from hmm_strategy.features import FeatureSpec
+from hmm_strategy.history import HistoryRequester
 from hmm_strategy.messages import (
     LIFECYCLE_TOPIC,
     MODEL_TOPIC,
@@ -61,6 +66,7 @@ from hmm_strategy.messages import (
     topic_for,
 )
 from hmm_strategy.policy import PolicyConfig
+from hmm_strategy.warm_start import WarmStart
 
 _POLL_TIMER = "online_trainer_poll"
 
@@ -96,6 +102,8 @@ class OnlineTrainerConfig(ActorConfig, frozen=True):
         ``auto`` (sync in a backtest, process live), ``sync``, ``thread`` or ``process``.
     poll_interval_secs : float
         Live: how often finished fits and request files are checked.
+    warm_start : WarmStart
+        Live: history requested at start (``bars`` null = ``lifecycle.history_bars``).
 
     """
 
@@ -113,6 +121,7 @@ class OnlineTrainerConfig(ActorConfig, frozen=True):
     shadow_decisions_path: str | None = None
     fit_mode: Literal["auto", "sync", "thread", "process"] = "auto"
     poll_interval_secs: float = 5.0
+    warm_start: WarmStart = msgspec.field(default_factory=WarmStart)
 
     def __post_init__(self) -> None:
         check_train_rows(self.lifecycle, self.features, self.fit)
@@ -120,7 +129,7 @@ class OnlineTrainerConfig(ActorConfig, frozen=True):
             raise ValueError(f"poll_interval_secs must be > 0, was {self.poll_interval_secs}")
 
 
-class OnlineTrainer(Actor):
+class OnlineTrainer(HistoryRequester, Actor):
     """Keeps the champion fresh: refit -> candidate -> shadow -> promote/reject (see module)."""
 
     def __init__(self, config: OnlineTrainerConfig) -> None:
@@ -178,6 +187,11 @@ class OnlineTrainer(Actor):
         self.lifecycle.start(self.clock.timestamp_ns(), cfg.champion_path)
         self.requests_dir = Path(cfg.requests_dir or model_dir / "requests")
         self.msgbus.subscribe(self._regime_topic, self.on_regime_update)
+        warm = cfg.warm_start
+        if self._live and warm.enabled:  # before the subscription: the history comes first
+            n = warm.bars or cfg.lifecycle.history_bars
+            bar_type = BarType.from_str(cfg.bar_type)
+            self.request_history(bar_type, n, warm.timeout_secs, limit=warm.request_limit)
         self.subscribe_bars(BarType.from_str(cfg.bar_type))
         if self._live:
             self.clock.set_timer(
@@ -191,6 +205,7 @@ class OnlineTrainer(Actor):
     def on_stop(self) -> None:
         if _POLL_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(_POLL_TIMER)
+        self.cancel_history()
         self.msgbus.unsubscribe(self._regime_topic, self.on_regime_update)
         if self.runner is not None:
             self.runner.shutdown()
@@ -203,7 +218,30 @@ class OnlineTrainer(Actor):
         self.runner = None
 
     # --------------------------------------------------------------------------------- inputs
+    def warm_up(self, history: list[Bar]) -> None:
+        """History bars are bars the lifecycle keeps and counts, like live ones."""
+        for bar in history:
+            self._feed(bar)
+        lc = self.lifecycle
+        self.log.info(
+            f"Warm start: {len(history)} history bars for the online trainer; it keeps "
+            f"{len(lc.history)} bars (a refit needs {self.config.lifecycle.min_train_bars})"
+        )
+
+    def no_history(self, why: str) -> None:
+        self.log.warning(
+            f"Warm start: no history for the online trainer ({why}); it counts bars from the "
+            "first live bar"
+        )
+
     def on_bar(self, bar: Bar) -> None:
+        if self.waiting_for_history(bar):  # the history is still to come: it goes first
+            return
+        self._feed(bar)
+        if not self._live:
+            self._apply_requests(bar.ts_event)
+
+    def _feed(self, bar: Bar) -> None:
         lc = self.lifecycle
         if lc is None:
             return
@@ -220,8 +258,6 @@ class OnlineTrainer(Actor):
                 bar.volume.as_double(),
             ),
         )
-        if not self._live:
-            self._apply_requests(ts)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
         if self.lifecycle is not None:

@@ -34,6 +34,7 @@ from hmm_strategy.config import (
     venue_settings,
 )
 from hmm_strategy.flags import FlagError, trading_enabled
+from hmm_strategy.messages import WARM_START_TOPIC, WarmStartReport
 
 EXIT_CONFIG = 2
 EXIT_START = 3
@@ -237,6 +238,39 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
     return lines
 
 
+def warm_start_plan(settings: NodeSettings, venue):
+    """The history each strategy requests at start (banner lines), and the venue with the
+    replay's ``history_bars: auto`` resolved to the most any strategy requests."""
+    lines, wanted = [], 0
+    for spec in settings.strategies:
+        cls = resolve_config_path(spec.resolved_config_path)
+        config = cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
+        if not hasattr(config, "warm_start_bars"):
+            continue
+        sid, n = strategy_id_of(spec, config), config.warm_start_bars()
+        if n == 0:
+            need = config.bars_to_first_decision()
+            lines.append(f"{sid}: warm start off: first decision after {need} live bars")
+            continue
+        wanted = max(wanted, n)
+        lines.append(
+            f"{sid}: requests {n} bars of {config.bar_type} from the {venue.kind} data client at "
+            "start unless it resumes state (a line below says what was used)"
+        )
+    if venue.kind == "replay":
+        replay = venue.replay
+        n = wanted if replay.history_bars == "auto" else replay.history_bars
+        venue = msgspec.structs.replace(
+            venue, replay=msgspec.structs.replace(replay, history_bars=n)
+        )
+        lines.append(
+            f"replay: the first {n} bars of its source are history, the live feed follows them"
+            if n
+            else "replay: no history (replay.history_bars: 0), every bar is replayed live"
+        )
+    return venue, lines
+
+
 def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> list[str]:
     ids, bar_types = traded_instruments(settings)
     models = [
@@ -276,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         venue = msgspec.structs.replace(venue, mode=mode)
         settings = with_data_source(settings, venue.data_source_id)
         state_lines = prepare_state(settings, venue.data_source_id, fresh=args.fresh)
+        venue, history_lines = warm_start_plan(settings, venue)
         from venues.secrets import require_secrets
 
         require_secrets(venue)
@@ -293,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = banner(settings, venue_name, venue, run_dir)
     lines[-1:-1] = [f"  state       {line}" for line in state_lines]
+    lines[-1:-1] = [f"  history     {line}" for line in history_lines]
     lines[-1:-1] = [
         f"  KILL SWITCH ON ({path} exists): no new risk until it is removed"
         for path in sorted(kill_switch_files(settings))
@@ -316,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
 
         node.kernel.risk_engine.set_trading_state(TradingState.HALTED)
         print("TRADING_ENABLED is off: the RiskEngine is HALTED, no new orders", flush=True)
+
+    def print_warm_start(report: WarmStartReport) -> None:  # completes the banner
+        print(f"  history     {report.strategy_id}: {report.detail}", flush=True)
+
+    node.kernel.msgbus.subscribe(f"{WARM_START_TOPIC}.*", print_warm_start)
 
     from hmm_strategy.trade_reports import write_trade_reports
     from venues.replay import replay_finished

@@ -52,6 +52,20 @@ class GovernanceCommand(msgspec.Struct, frozen=True):
     reason: str = ""
 
 
+WARM_START_TOPIC = "hmm.warm_start"
+
+
+class WarmStartReport(msgspec.Struct, frozen=True):
+    """Which history a strategy's warm start used, or why none (once, at start, live nodes);
+    ``python -m hmm_strategy.live`` prints it under the start banner."""
+
+    strategy_id: str
+    bars: int  # history bars run through the engine (0 = none)
+    first_ts: int  # their first and last bar close, UNIX ns (0 = none)
+    last_ts: int
+    detail: str  # one line: source, count, first/last time and outcome, or why none
+
+
 BREAKER_TOPIC = "hmm.breaker"
 
 

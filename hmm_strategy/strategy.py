@@ -35,6 +35,7 @@ from hmm_strategy.checkpoint import (
 from hmm_strategy.config import ConfigError
 from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
 from hmm_strategy.features import FeatureSpec
+from hmm_strategy.history import HistoryRequester
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BREAKER_TRIP_TOPIC,
@@ -45,6 +46,7 @@ from hmm_strategy.messages import (
     KILL_SWITCH_TOPIC,
     MODEL_TOPIC,
     REGIME_TOPIC,
+    WARM_START_TOPIC,
     BreakerRejection,
     BreakerTrip,
     Budget,
@@ -53,11 +55,13 @@ from hmm_strategy.messages import (
     KillSwitch,
     ModelUpdate,
     RegimeUpdate,
+    WarmStartReport,
     topic_for,
 )
 from hmm_strategy.persistence import StrategyPersistence
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
+from hmm_strategy.warm_start import WarmStart, bars_needed
 
 CHECKPOINT_TIMER = "hmm-checkpoint"
 
@@ -87,6 +91,10 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         Capital (quote currency) used for a full +-1 exposure until the allocator sends a budget.
     max_notional : float
         Hard cap on the position notional, whatever the budget says.
+    warm_start : WarmStart
+        Live and paper nodes request history from the venue's data client at start
+        (``request_bars``) and run it through the engine, so a fresh strategy decides on its first
+        live bar; resumed state and backtests need none.
     checkpoint_dir : str, optional
         Live nodes write a crash-safe checkpoint here every ``checkpoint_interval_secs`` and
         resume from it on start (backtests never read or write checkpoints).
@@ -106,6 +114,7 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
     fit: FitSettings = msgspec.field(default_factory=FitSettings)
     slow: SlowLevel | None = None
     breakers: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    warm_start: WarmStart = msgspec.field(default_factory=WarmStart)
     notional: float = 10_000.0
     max_notional: float = 50_000.0
     checkpoint_dir: str | None = "state"
@@ -134,8 +143,18 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         """What a model artifact must have been made for to drive this strategy."""
         return Expected.strategy(self.features, self.instrument_id, self.bar_type, self.slow)
 
+    def warm_start_bars(self) -> int:
+        """History bars requested at start (0 = warm start off)."""
+        if not self.warm_start.enabled:
+            return 0
+        return self.warm_start.bars or self.bars_to_first_decision()
 
-class HMMRegimeStrategy(StrategyPersistence, Strategy):
+    def bars_to_first_decision(self) -> int:
+        """Bars the engine needs before its first decision (history or live)."""
+        return bars_needed(self.features, self.fit, self.slow, self.model_path is not None)
+
+
+class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     """HMM regime strategy: features -> causal forward filter -> policy -> one market order."""
 
     def __init__(self, config: HMMRegimeStrategyConfig) -> None:
@@ -191,6 +210,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
                 timedelta(seconds=cfg.checkpoint_interval_secs),
                 callback=lambda _event: self.write_checkpoint_in_background(),
             )
+        self._request_history()  # before the subscription: the history comes first
         self.subscribe_bars(cfg.bar_type)
         if self.breakers.tripped or self.paused:
             blocks = [f"{r} ({why})" for r, why in self.breakers.tripped.items()]
@@ -214,7 +234,109 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         if current is not None:
             self.on_kill_switch(current)
 
+    # ------------------------------------------------------------------ warm start
+
+    def _request_history(self) -> None:
+        """Ask the venue's data client for the bars the engine needs before its first decision.
+        Backtests stream their data from its first bar and resumed state needs no history."""
+        cfg = self.config
+        if not isinstance(self.clock, LiveClock):
+            return
+        n = cfg.warm_start_bars()
+        if n == 0:
+            need = cfg.bars_to_first_decision()
+            self._report_warm_start(
+                f"off (warm_start.enabled: false): first decision after {need} live bars"
+            )
+            return
+        if self.engine.bars_seen:
+            self._report_warm_start(f"not needed (state resumed at bar {self.engine.bars_seen})")
+            return
+        warm = cfg.warm_start
+        self.request_history(cfg.bar_type, n, warm.timeout_secs, limit=warm.request_limit)
+
+    def warm_up(self, history: list[Bar]) -> None:
+        """The history through the engine, as live bars but without decisions or orders."""
+        engine = self.engine
+        lls = []
+        for bar in history:
+            close = bar.close.as_double()
+            try:
+                decision = engine.update(
+                    bar.open.as_double(),
+                    bar.high.as_double(),
+                    bar.low.as_double(),
+                    close,
+                    bar.volume.as_double(),
+                )
+            except ValueError:  # as on a live bar: skipped, counted
+                engine.rejected_bars += 1
+                continue
+            except Exception as exc:  # as on a live bar: logged, the next bar goes on
+                self.log.exception(f"Error on handling history {bar!r}", exc)
+                continue
+            self._last_bar_ts, self._prev_close = bar.ts_event, close
+            if decision is not None:
+                lls.append(decision.log_likelihood)
+        # the breakers' clock as if the history had been streamed: a gap between the last
+        # history bar and the first live bar is a data gap (and may be stale data)
+        ts = [b.ts_event for b in history]
+        steps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
+        breakers = self.breakers
+        breakers.last_ts = ts[-1]
+        if steps:  # the bar interval: the smallest step seen
+            breakers.interval_ns = min(steps)
+        venue = self.config.bar_type.instrument_id.venue
+        used = (
+            f"{len(history)} history bars of {self.config.bar_type} from the {venue} data "
+            f"client ({bar_time(history[0].ts_event)} .. {bar_time(history[-1].ts_event)})"
+        )
+        span = (len(history), history[0].ts_event, history[-1].ts_event)
+        short = self._bars_still_needed()
+        if short:
+            need = self.config.bars_to_first_decision()
+            self._report_warm_start(
+                f"{used}: fewer than the {need} the model needs; warming up on the next {short} "
+                "live bars before the first decision",
+                span,
+                warning=True,
+            )
+            return
+        check = ""
+        if lls and self.config.model_path:
+            check = f"; mean log-likelihood {sum(lls) / len(lls):.3f}/bar on them"
+        self._report_warm_start(
+            f"{used}: model {engine.model_version}{check}; first decision on the first live bar",
+            span,
+        )
+
+    def _bars_still_needed(self) -> int:
+        """Live bars before the first decision, 0 once the engine is ready to decide."""
+        need = self.config.bars_to_first_decision()
+        return max(0, need - self.engine.bars_seen)  # bars_seen counts usable bars only
+
+    def no_history(self, why: str) -> None:
+        self._report_warm_start(
+            f"no history used ({why}); warming up on the next {self._bars_still_needed()} live "
+            "bars before the first decision",
+            warning=True,
+        )
+
+    def _report_warm_start(
+        self, detail: str, span: tuple[int, int, int] = (0, 0, 0), *, warning: bool = False
+    ) -> None:
+        """Log which history was used (or why none) and publish it for the start banner."""
+        (self.log.warning if warning else self.log.info)(f"Warm start: {detail}")
+        self.msgbus.publish(
+            topic_for(WARM_START_TOPIC, str(self.id)),
+            WarmStartReport(str(self.id), *span, detail),
+        )
+
+    # ------------------------------------------------------------------ bars
+
     def on_bar(self, bar: Bar) -> None:
+        if self.waiting_for_history(bar):  # the history is still to come: it goes first
+            return
         ts = bar.ts_event
         if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
             self.skipped_bars += 1
@@ -428,6 +550,7 @@ class HMMRegimeStrategy(StrategyPersistence, Strategy):
         position open."""
         if CHECKPOINT_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(CHECKPOINT_TIMER)
+        self.cancel_history()
         self.cancel_all_orders(self.config.instrument_id)
         if self.config.close_positions_on_stop:
             self.close_all_positions(self.config.instrument_id)

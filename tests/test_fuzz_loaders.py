@@ -356,7 +356,7 @@ VENUE_KEYS = [
 IB_KEYS = ["host", "port", "client_id", "gateway", "market_data_type", "max_connection_attempts",
            "max_reconnect_attempts", "connection_timeout_secs", "request_timeout_secs"]  # fmt: skip
 REPLAY_KEYS = ["source", "path", "format", "bar_type", "generator", "seed", "n_bars", "max_bars",
-               "speed", "start_delay_secs", "trade_ticks"]  # fmt: skip
+               "history_bars", "speed", "start_delay_secs", "trade_ticks"]  # fmt: skip
 
 
 def sub_mapping(keys: list[str]):

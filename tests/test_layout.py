@@ -30,8 +30,9 @@ CORE = (
     "messages",
     "synthetic",
     "flags",
+    "warm_start",
 )
-WIRING = ("cli", "config", "live", "train", "strategy", "persistence", "trade_reports")
+WIRING = ("cli", "config", "live", "train", "strategy", "persistence", "trade_reports", "history")
 FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench", "ops")
 # The operations plane sits on top: it may use actors, hmm_strategy and venues; nothing of the
 # node imports it (a node runs without it), and it does not reach into backtests or benchmarks.

@@ -156,6 +156,9 @@ def test_offline_default_runs_trades_and_stops_on_sigint(tmp_path: Path) -> None
             )
         assert submitted >= 2, "the strategy never traded in the paper node"
         decisions = pl.read_csv(run_dir / "decisions.csv")
+        while decisions.height <= 100 and time.monotonic() < deadline:  # warm start: the orders
+            time.sleep(0.2)  # can come within the first 100 live bars; the feed goes on
+            decisions = pl.read_csv(run_dir / "decisions.csv")
         assert decisions.height > 100
         proc.send_signal(signal.SIGINT)
         started = time.monotonic()

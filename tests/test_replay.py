@@ -80,6 +80,7 @@ class BuySellConfig(StrategyConfig, frozen=True):
     bar_type: str = BAR_TYPE
     buy_on: int = 5
     sell_on: int = 10
+    history_at_start: int = 0  # bars requested in on_start, before the subscription
 
 
 class BuySellStrategy(Strategy):
@@ -102,6 +103,10 @@ class BuySellStrategy(Strategy):
     def on_start(self) -> None:
         self.rec["started_at"] = time.monotonic()
         self.msgbus.subscribe(REPLAY_DONE_TOPIC, self.rec["done"].append)
+        if self.config.history_at_start:  # a warm start
+            start = self.clock.utc_now() - timedelta(days=1)
+            bar_type = BarType.from_str(self.config.bar_type)
+            self.request_bars(bar_type, start=start, limit=self.config.history_at_start)
         self.subscribe_bars(BarType.from_str(self.config.bar_type))
 
     def on_bar(self, bar: Bar) -> None:
@@ -149,11 +154,11 @@ class BuySellStrategy(Strategy):
         pass
 
 
-def _strategy(tag: str) -> ImportableStrategyConfig:
+def _strategy(tag: str, **config) -> ImportableStrategyConfig:
     return ImportableStrategyConfig(
         strategy_path="tests.test_replay:BuySellStrategy",
         config_path="tests.test_replay:BuySellConfig",
-        config={"tag": tag},
+        config={"tag": tag, **config},
     )
 
 
@@ -168,7 +173,7 @@ def _node(settings: VenueSettings, tag: str, bar_types=(BAR_TYPE,), **kw):
         settings,
         [IID],
         list(bar_types),
-        strategies=[_strategy(tag)],
+        strategies=[_strategy(tag, **kw.pop("strategy", {}))],
         log_level="ERROR",
         timeout_connection=kw.pop("timeout_connection", 5.0),
         timeout_disconnection=2.0,
@@ -361,6 +366,30 @@ def test_catalog_source(tmp_path):
         assert [b.ts_event for b in client._bars] == [b.ts_event for b in bars[:20]]
     finally:
         node.dispose()
+
+
+def test_catalog_history_precedes_the_live_feed(tmp_path):
+    """history_bars: the catalog's first bars answer request_bars at start and are never
+    published live; later requests see history and replayed bars, never future ones."""
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+    from nautilus_trader.test_kit.providers import TestInstrumentProvider
+
+    instrument = TestInstrumentProvider.btcusdt_binance()
+    bars = frame_to_bars(random_walk(30, 5), BarType.from_str(BAR_TYPE), instrument)
+    catalog = ParquetDataCatalog(str(tmp_path))
+    catalog.write_data([instrument])
+    catalog.write_data(bars)
+    settings = _settings(source="catalog", path=str(tmp_path), history_bars=12)
+    node = _node(settings, "catalog-history", strategy={"history_at_start": 4})
+    (client,) = replay_clients(node)
+    assert (client.n_history, client.n_bars) == (12, 18)
+    _run_until_done(node)
+    rec = RESULTS["catalog-history"]
+    ts = [b.ts_event for b in bars]
+    assert [b[0] for b in rec["bars"]] == ts[12:]  # the live feed starts after the history
+    # at start: the newest 4 history bars; at the 10th live bar: the 3 bars before it
+    assert rec["history"] == ts[8:12] + ts[19:22]
+    assert rec["fills"][0]["px"] == rec["bars"][4][2]  # trading starts on live bars
 
 
 @pytest.mark.parametrize(

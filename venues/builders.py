@@ -425,11 +425,15 @@ def _replay(settings: VenueSettings, ids: list[str], bar_types: list[str]) -> Ve
         raise VenueConfigError("replay needs a bar type (bar_types or replay.bar_type)")
     # the client config mirrors the settings field by field, by name
     mirrored = set(ReplayDataClientConfig.__struct_fields__) & set(replay.__struct_fields__)
+    fields = {name: getattr(replay, name) for name in mirrored}
+    if fields["history_bars"] == "auto":  # resolved from the strategies by the live entry point
+        fields["history_bars"] = 0
     data = ReplayDataClientConfig(
         instrument_ids=tuple(ids),
         bar_types=tuple(bar_types),
-        **{name: getattr(replay, name) for name in mirrored},
+        **fields,
         outages=tuple((o.after_bars, o.bars) for o in (faults.data_outages if faults else ())),
+        unanswered_history=bool(faults and faults.unanswered_history),
     )
     exec_clients = _sandboxes(settings, ids)
     order_faults = _order_fault_drill(settings)

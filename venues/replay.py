@@ -25,6 +25,12 @@ Design notes (verified against nautilus_trader 1.231.0):
   sent on bar *t* is filled at bar *t*'s close even at ``speed=0``.
 * The sandbox loads instruments from the cache when it connects, so the client adds its
   instruments to the cache when it is constructed (during ``node.build()``).
+* History (warm start): with ``history_bars = N`` the first N bars of each replayed bar type are
+  history: never published live, served to ``request_bars`` (NautilusTrader's historical data
+  path) with the bars already replayed, never a bar after the last one published (no
+  look-ahead). The live feed starts with bar N+1 and, before its first bar, waits until the
+  node's request and response queues are drained, so a strategy that requested history in
+  ``on_start`` has it before its first live bar.
 * The feed starts once every replayed bar type has been subscribed (strategies subscribe in
   ``on_start``), after ``start_delay_secs``. When it ends the client logs it, sets ``finished``,
   publishes :class:`ReplayDone` on ``hmm.replay.done`` and publishes nothing more; the node
@@ -109,10 +115,12 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True):
     seed: int = 7
     n_bars: int = 2_000
     max_bars: int | None = None
+    history_bars: int = 0  # the first N bars of each bar type: history, not replayed live
     speed: float = 0.0
     start_delay_secs: float = 0.0
     trade_ticks: bool = True
     outages: tuple[tuple[int, int], ...] = ()  # (after_bars, bars): fault drill, bars lost
+    unanswered_history: bool = False  # fault drill: bar requests are never answered
 
 
 # -- instruments ----------------------------------------------------------------------------------
@@ -394,6 +402,17 @@ class ReplayDataClient(LiveMarketDataClient):
 
         if config.max_bars is not None:
             series = {bt: bars[: config.max_bars] for bt, bars in series.items()}
+        self._history: dict[str, list[Bar]] = {}
+        for bar_type, bars in series.items():
+            n = config.history_bars
+            if n and n >= len(bars):
+                self._log.warning(
+                    f"Replay history_bars={n} would leave none of the {len(bars)} bars of "
+                    f"{bar_type} live: no history, all of them are replayed live"
+                )
+                n = 0
+            self._history[str(bar_type)] = bars[:n]
+            series[bar_type] = bars[n:]
         merged = sorted(
             (
                 (bar.ts_event, k, n, bar)
@@ -424,6 +443,11 @@ class ReplayDataClient(LiveMarketDataClient):
         return len(self._bars)
 
     @property
+    def n_history(self) -> int:
+        """History bars served to requests (never published live), all bar types."""
+        return sum(map(len, self._history.values()))
+
+    @property
     def n_emitted(self) -> int:
         """Bars published so far."""
         return self._n_emitted
@@ -437,8 +461,9 @@ class ReplayDataClient(LiveMarketDataClient):
     async def _connect(self) -> None:
         for instrument in self._instruments.values():
             self._handle_data(instrument)
+        history = f" after {self.n_history} history bars" if self.n_history else ""
         self._log.info(
-            f"Replay ready: {len(self._bars)} bars of {sorted(self._bar_types)}; "
+            f"Replay ready: {len(self._bars)} bars of {sorted(self._bar_types)}{history}; "
             "starts when all are subscribed",
         )
 
@@ -512,14 +537,20 @@ class ReplayDataClient(LiveMarketDataClient):
         )
 
     async def _request_bars(self, request: RequestBars) -> None:
-        """Bars already replayed (never future ones: no look-ahead), newest ``limit`` of them.
+        """History and bars already replayed (never future ones: no look-ahead), newest
+        ``limit`` of them.
 
         Strategies build request windows from the wall clock; a window lying entirely after
         the replayed bars' historical times means "the latest bars". A window overlapping the
         replayed history filters by it.
         """
+        if self._replay_config.unanswered_history:
+            self._log.warning(f"Fault drill: bars request {request.id} is never answered")
+            return
         key = str(request.bar_type)
-        bars = [b for b in self._bars[: self._n_emitted] if str(b.bar_type) == key]
+        bars = self._history.get(key, []) + [
+            b for b in self._bars[: self._n_emitted] if str(b.bar_type) == key
+        ]
         start = _to_ns(request.start)
         if bars and start is not None and start <= bars[-1].ts_event:
             end = _to_ns(request.end)
@@ -549,6 +580,7 @@ class ReplayDataClient(LiveMarketDataClient):
         config = self._replay_config
         if config.start_delay_secs:
             await asyncio.sleep(config.start_delay_secs)
+        await self._settle()  # history requested in on_start is answered before the first bar
         self._log.info(f"Replay started: {self.n_bars} bars at speed={config.speed or 'max'}")
         interval = 1.0 / config.speed if config.speed > 0 else 0.0
         t0 = self._loop.time()
@@ -645,6 +677,8 @@ def wire_replay_clients(node: TradingNode) -> None:
     probes: list[Callable[[], int]] = [
         kernel.data_engine.data_qsize,
         kernel.data_engine.cmd_qsize,
+        kernel.data_engine.req_qsize,
+        kernel.data_engine.res_qsize,
         kernel.risk_engine.cmd_qsize,
         kernel.risk_engine.evt_qsize,
         kernel.exec_engine.cmd_qsize,

@@ -133,12 +133,14 @@ class FaultDrill(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     as after a real websocket reconnect. ``unanswered_orders``: these submits (1 = the first order
     of the run) are acknowledged as sent but the venue never answers, a timeout that
     NautilusTrader's in-flight check resolves (``live.exec_engine``). ``rejected_orders``: these
-    submits are rejected by the venue.
+    submits are rejected by the venue. ``unanswered_history``: history requests (a strategy's warm
+    start) are never answered, as when a venue's kline request fails.
     """
 
     data_outages: list[Outage] = []
     unanswered_orders: list[int] = []
     rejected_orders: list[int] = []
+    unanswered_history: bool = False
 
     def __post_init__(self) -> None:
         for name in ("unanswered_orders", "rejected_orders"):
@@ -158,7 +160,10 @@ class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``speed`` is bars per second (0 = as fast as the event loop allows; every bar still waits
     until the engines have handled the previous one). ``trade_ticks`` publishes a trade at each
     bar close (same ts, before the bar) so the sandbox execution client, which ignores bars,
-    fills at the close.
+    fills at the close. ``history_bars``: the first N bars of each bar type are history, served
+    to ``request_bars`` (a strategy's warm start) and never replayed live; ``"auto"`` = the most
+    any strategy's warm start requests (``python -m hmm_strategy.live`` resolves it; 0 when no
+    strategy warm-starts). More history than bars leaves all of them live (logged).
     """
 
     source: ReplaySource = "synthetic"
@@ -169,6 +174,7 @@ class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: int = 7
     n_bars: int = 2_000
     max_bars: int | None = None
+    history_bars: int | Literal["auto"] = 0
     speed: float = 0.0
     start_delay_secs: float = 0.0
     trade_ticks: bool = True
@@ -185,6 +191,12 @@ class ReplaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             )
         if self.n_bars <= 0:
             raise VenueConfigError(f"replay.n_bars must be positive, was {self.n_bars}")
+        if isinstance(self.history_bars, bool) or (
+            self.history_bars != "auto" and not self.history_bars >= 0
+        ):
+            raise VenueConfigError(
+                f"replay.history_bars must be >= 0 or 'auto', was {self.history_bars!r}"
+            )
         if self.max_bars is not None and self.max_bars <= 0:
             raise VenueConfigError(f"replay.max_bars must be positive, was {self.max_bars}")
         if not self.speed >= 0:  # also rejects NaN
