@@ -360,6 +360,8 @@ class MetricsExporter(Actor):
         Multiprocess mode: another process starting may delete a dead process's shard between
         the collector's listing and its read (prometheus_client then raises); read again.
         """
+        if self._refresh_on_read():
+            self.refresh()
         for _ in range(3):
             try:
                 return generate_latest(self._registry)
@@ -600,10 +602,17 @@ class MetricsExporter(Actor):
     def _on_refresh_timer(self, _event) -> None:
         self.refresh()
 
+    def _refresh_on_read(self) -> bool:
+        """A backtest without an HTTP server refreshes when ``render()`` reads the metrics (and
+        at stop): the values are recomputed from the cache, not accumulated, so a reader sees
+        what a refresh on every bar would have shown, at none of its cost per bar."""
+        return not getattr(self, "_live", True) and self._server is None and self.is_running
+
     def _maybe_refresh(self) -> None:
-        """Backtest: refresh at most once per ``refresh_interval_secs`` of simulated time, driven
-        by events, because a timer would fire hundreds of times per bar on a simulated clock."""
-        if getattr(self, "_live", True):
+        """Backtest served over HTTP: refresh at most once per ``refresh_interval_secs`` of
+        simulated time, driven by events, because a timer would fire hundreds of times per bar on
+        a simulated clock. Without a server a backtest refreshes when read instead."""
+        if getattr(self, "_live", True) or self._server is None:
             return
         now = self.clock.timestamp_ns()
         if now - self._last_refresh_ns >= self.config.refresh_interval_secs * 1e9:

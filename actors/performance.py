@@ -106,14 +106,18 @@ def window_samples(window: str, sample_interval: timedelta) -> int:
 class RollingStats:
     """Mean, standard deviation and downside deviation of the last ``n`` returns, O(1) per push.
 
-    Running sums drift; they are recomputed exactly every ``n`` pushes.
+    Running sums drift; they are recomputed exactly every ``n`` pushes. Values are kept as runs
+    ``[value, count]`` so that ``push_zeros(k)`` (the sample periods of a closed market, see
+    ``StrategyPerformance.sample``) costs O(1), not O(k); a pushed return is a run of one, so
+    the sums are the same, to the bit, as pushing every value alone.
     """
 
     def __init__(self, n: int) -> None:
         if n < 2:
             raise ValueError(f"a rolling window needs n >= 2, got {n}")
         self.n = n
-        self._values: deque[float] = deque()
+        self._runs: deque[list] = deque()  # [value, count], oldest first
+        self._len = 0
         self._sum = 0.0
         self._sumsq = 0.0
         self._downsq = 0.0
@@ -121,16 +125,47 @@ class RollingStats:
         self._pushes = 0
 
     def __len__(self) -> int:
-        return len(self._values)
+        return self._len
 
     def push(self, r: float) -> None:
-        self._values.append(r)
+        self._runs.append([r, 1])
+        self._len += 1
         self._add(r, 1.0)
-        if len(self._values) > self.n:
-            self._add(self._values.popleft(), -1.0)
+        if self._len > self.n:
+            self._evict(self._len - self.n)
         self._pushes += 1
         if self._pushes % self.n == 0:
             self._recompute()
+
+    def push_zeros(self, k: int) -> None:
+        """``k`` zero returns at once (they add nothing to the sums; old values leave)."""
+        if k <= 0:
+            return
+        runs = self._runs
+        if runs and runs[-1][0] == 0.0:
+            runs[-1][1] += k
+        else:
+            runs.append([0.0, k])
+        self._len += k
+        if self._len > self.n:
+            self._evict(self._len - self.n)
+        before, self._pushes = self._pushes, self._pushes + k
+        if self._pushes // self.n != before // self.n:
+            self._recompute()
+
+    def _evict(self, m: int) -> None:
+        runs = self._runs
+        while m > 0:
+            run = runs[0]
+            take = min(run[1], m)
+            if run[0] != 0.0:
+                self._add(run[0], -float(take))
+            if take == run[1]:
+                runs.popleft()
+            else:
+                run[1] -= take
+            self._len -= take
+            m -= take
 
     def _add(self, r: float, sign: float) -> None:
         self._sum += sign * r
@@ -139,18 +174,18 @@ class RollingStats:
         self._log += sign * math.log1p(max(r, -0.999999))
 
     def _recompute(self) -> None:
-        values = self._values
-        self._sum = math.fsum(values)
-        self._sumsq = math.fsum(r * r for r in values)
-        self._downsq = math.fsum(r * r for r in values if r < 0)
-        self._log = math.fsum(math.log1p(max(r, -0.999999)) for r in values)
+        runs = self._runs
+        self._sum = math.fsum(v * c for v, c in runs)
+        self._sumsq = math.fsum(v * v * c for v, c in runs)
+        self._downsq = math.fsum(v * v * c for v, c in runs if v < 0)
+        self._log = math.fsum(math.log1p(max(v, -0.999999)) * c for v, c in runs)
 
     def mean(self) -> float | None:
-        return self._sum / len(self._values) if self._values else None
+        return self._sum / self._len if self._len else None
 
     def std(self) -> float | None:
         """Sample standard deviation (ddof=1)."""
-        k = len(self._values)
+        k = self._len
         if k < 2:
             return None
         var = (self._sumsq - self._sum * self._sum / k) / (k - 1)
@@ -158,7 +193,7 @@ class RollingStats:
 
     def downside_deviation(self) -> float | None:
         """sqrt(mean(min(r, 0)^2)): the Sortino denominator with a zero target."""
-        k = len(self._values)
+        k = self._len
         return math.sqrt(max(self._downsq, 0.0) / k) if k else None
 
     def sharpe(self, periods_per_year: float) -> float | None:
@@ -171,7 +206,7 @@ class RollingStats:
     def sortino(self, periods_per_year: float) -> float | None:
         """Annualised mean/downside deviation; None when no return in the window was negative."""
         mean, down = self.mean(), self.downside_deviation()
-        if mean is None or len(self._values) < 2 or not down or down < 1e-15:
+        if mean is None or self._len < 2 or not down or down < 1e-15:
             return None
         return mean / down * math.sqrt(periods_per_year)
 
@@ -181,7 +216,7 @@ class RollingStats:
 
     def total_return(self) -> float | None:
         """Compounded return over the window."""
-        return math.expm1(self._log) if self._values else None
+        return math.expm1(self._log) if self._len else None
 
 
 class StrategyPerformance:
@@ -231,6 +266,7 @@ class StrategyPerformance:
         self._shadow = {n: RollingStats(n) for n in self._stats}
         self._shadow_acc = 0.0
         self._shadow_seen = False
+        self._seen_at_sample = False  # a decision had been seen when the last sample was taken
         self._last_close: float | None = None
         self._last_target = 0.0
 
@@ -275,8 +311,16 @@ class StrategyPerformance:
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def sample(self, ts: int, unrealized: float) -> float | None:
-        """Close one sample period at ``ts``; returns the period's return (None if skipped)."""
+    def sample(self, ts: int, unrealized: float, idle: int = 0) -> float | None:
+        """Close one sample period at ``ts``; returns the period's return (None if skipped).
+
+        ``idle`` sample periods without data (a closed market, a feed gap) came before this one
+        and were not sampled (``DataTimeSampler``): nothing moved in them, so each counts as
+        the zero return (and zero shadow return) a sample would have recorded, and every
+        statistic is what sampling through them would give, at O(1) cost.
+        """
+        if idle > 0:
+            self._idle(idle)
         self.unrealized_pnl = unrealized
         self.last_ts = ts
         pnl = self.realized_pnl + unrealized
@@ -304,7 +348,26 @@ class StrategyPerformance:
         self._base = self.deployed
         if self._base > 0:
             self._last_base = self._base
+        self._seen_at_sample = self._shadow_seen
         return r
+
+    def _idle(self, k: int) -> None:
+        """``k`` periods in which the PnL did not move, as ``sample`` would have seen them."""
+        if not self._seen_at_sample:  # still warming up then: nothing was measured
+            return
+        for stats in self._shadow.values():
+            stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
+        # the first idle period began with the capital deployed at the last sample, the others
+        # with the capital deployed since (a pause taken at that sample leaves nothing deployed)
+        zeros = (self._base > 0) + (k - 1) * (self.deployed > 0)
+        if zeros:
+            for stats in self._stats.values():
+                stats.push_zeros(zeros)
+            self.samples += zeros
+            self.capital_sum += zeros * self.capital
+        self._base = self.deployed
+        if self._base > 0:
+            self._last_base = self._base
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -415,8 +478,11 @@ class PerformanceBook:
             )
             for sid in strategy_ids
         }
+        from nautilus_trader.model.identifiers import StrategyId
+
         from actors.valuation import PositionCycles
 
+        self._ids = {sid: StrategyId(sid) for sid in self.perf}
         self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
 
@@ -505,22 +571,21 @@ class PerformanceBook:
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def sample(self, ts: int) -> None:
-        """Close a sample period for every strategy at node time ``ts``."""
-        from nautilus_trader.model.identifiers import StrategyId
-
+    def sample(self, ts: int, idle: int = 0) -> None:
+        """Close a sample period for every strategy at node time ``ts`` (after ``idle`` periods
+        without data, see ``StrategyPerformance.sample``)."""
         from actors.valuation import last_price
 
         cache = self._actor.cache
         for sid, perf in self.perf.items():
             unrealized = 0.0
-            for position in cache.positions_open(strategy_id=StrategyId(sid)):
+            for position in cache.positions_open(strategy_id=self._ids[sid]):
                 price = last_price(cache, position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
                 unrealized += self.to_currency(position.unrealized_pnl(price)) or 0.0
-            perf.sample(ts, unrealized)
+            perf.sample(ts, unrealized, idle)
 
     def to_currency(self, money) -> float | None:
         """Money -> float in ``currency``; None when no conversion exists."""
@@ -546,41 +611,115 @@ class PerformanceBook:
 
 
 class DataTimeSampler:
-    """Calls ``callback(ts)`` at ``start, start + interval, ...`` of the data's time (live nodes).
+    """Calls ``callback(ts, idle)`` at ``start, start + interval, ...`` of the data's time.
 
-    It reproduces a backtest's periodic timer that starts with the first data (``start`` = the
-    first data time seen): a sample time strictly before the time the data reached fires before
-    that data is handled, one equal to it fires once that data is handled (``closed``), which is
-    when a ``BacktestEngine`` fires timers relative to data at the same timestamp. Data time
-    comes from ``DataTime`` messages (the replay feed sends one before each bar time and settles
-    the node, so orders a sample causes fill before the next bar) and from bars themselves
-    (``data.bars.*``, for venues without such a message). A gap in the data (a closed market, a
-    disconnect) fires the missed sample times when the data resumes, as the backtest would.
+    One schedule for backtests and live nodes, so an accelerated replay samples exactly where
+    the backtest does (same samples, same governance decisions, same budgets). ``start`` is the
+    first data time seen; a sample at ``t`` closes the period ``(t - interval, t]`` once the
+    data at ``t`` has been handled.
+
+    A period in which no data arrived (a closed market: nights, weekends, holidays; a feed gap)
+    is not sampled: nothing in it could change, so instead of firing through it the sampler
+    counts it and hands the count (``idle``) to the next sample, which records the idle
+    periods' zero returns in O(1) (``StrategyPerformance.sample``). Rules and rebalances that
+    fell due inside a closure are therefore evaluated at the first sample after the data
+    resumes, before the strategies can trade again. The cost per bar does not depend on the
+    calendar: a 23-year hourly equity series costs what a dense crypto series of the same
+    length does (``bench``, "sparse calendar").
+
+    * Backtest (``TestClock``): one time alert per sample, re-armed from the sample itself while
+      data flows; an alert that finds its period empty parks the schedule, and the next bar
+      re-arms it at the first sample time at or after that bar (a repeating timer would fire
+      through every closed hour, which is where the time of sparse calendars went).
+    * Live: data time comes from ``DataTime`` messages (the replay feed sends one before each
+      bar time and one once that time is handled and the node settled: ``closed``) and from
+      bars themselves (``data.bars.*``, for venues without such a message).
     """
 
-    def __init__(self, actor, interval: timedelta, callback: Callable[[int], None]) -> None:
+    def __init__(
+        self, actor, interval: timedelta, callback: Callable[[int, int], None], name: str = ""
+    ) -> None:
         self._actor = actor
         self.interval_ns = round(interval.total_seconds() * 1e9)
         if self.interval_ns <= 0:
             raise ValueError(f"sample interval must be > 0, was {interval}")
         self._callback = callback
-        self.next_ns: int | None = None  # the next sample time
+        self._name = name or "data-time-sample"
+        self.next_ns: int | None = None  # the next sample time not yet handled
         self.now_ns = 0  # the latest data time seen
+        self.idle = 0  # periods without data since the last sample
+        self.samples = 0  # samples taken (callbacks)
+        self._has_data = False  # data arrived in the period ending at next_ns
+        self._simulated = False
+        self._parked = True  # backtest: no alert pending
 
     def subscribe(self) -> None:
+        from nautilus_trader.common.component import LiveClock
+
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
 
         bus = self._actor.msgbus
-        bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
-        bus.subscribe("data.bars.*", self.on_bar)
+        self._simulated = not isinstance(self._actor.clock, LiveClock)
+        if self._simulated:
+            bus.subscribe("data.bars.*", self.on_bar_simulated)
+        else:
+            bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
+            bus.subscribe("data.bars.*", self.on_bar)
 
     def unsubscribe(self) -> None:
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
 
         bus = self._actor.msgbus
-        for topic, handler in ((DATA_CLOCK_TOPIC, self.on_data_time), ("data.bars.*", self.on_bar)):
+        for topic, handler in (
+            (DATA_CLOCK_TOPIC, self.on_data_time),
+            ("data.bars.*", self.on_bar),
+            ("data.bars.*", self.on_bar_simulated),
+        ):
             if bus.is_subscribed(topic, handler):
                 bus.unsubscribe(topic, handler)
+        clock = self._actor.clock
+        if self._name in clock.timer_names:
+            clock.cancel_timer(self._name)
+        self._parked = True
+
+    def _fire(self, due: int) -> None:
+        idle, self.idle = self.idle, 0
+        self.samples += 1
+        self._callback(due, idle)
+
+    # -- backtest: time alerts on the simulated clock -------------------------------------------
+
+    def on_bar_simulated(self, bar) -> None:
+        self._has_data = True
+        if not self._parked:
+            return
+        ts = bar.ts_event
+        self.now_ns = max(self.now_ns, ts)
+        if self.next_ns is None:
+            self.next_ns = ts
+        elif self.next_ns < ts:  # the sample times of the closure: idle periods
+            n = -(-(ts - self.next_ns) // self.interval_ns)
+            self.idle += n
+            self.next_ns += n * self.interval_ns
+        self._arm()
+
+    def _arm(self) -> None:
+        self._parked = False
+        self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
+
+    def _on_alert(self, event) -> None:
+        due = event.ts_event
+        self.now_ns = max(self.now_ns, due)
+        self.next_ns = due + self.interval_ns
+        if not self._has_data:  # nothing since the last sample: park until data resumes
+            self.idle += 1
+            self._parked = True
+            return
+        self._has_data = False
+        self._arm()
+        self._fire(due)
+
+    # -- live: data time from messages ----------------------------------------------------------
 
     def on_data_time(self, message) -> None:
         self.advance(message.ts_event, closed=message.closed)
@@ -589,11 +728,21 @@ class DataTimeSampler:
         self.advance(bar.ts_event)
 
     def advance(self, ts: int, closed: bool = False) -> None:
-        """Data time reached ``ts``; fire every sample time before it (and at it if closed)."""
+        """Data time reached ``ts``: take the samples due before it (and at it once ``closed``,
+        i.e. the data at ``ts`` has been handled); data at ``ts`` (not ``closed``) belongs to
+        the period that ends at the next sample time."""
         if self.next_ns is None:
             self.next_ns = ts
         self.now_ns = max(self.now_ns, ts)
-        while self.next_ns < ts or (closed and self.next_ns == ts):
-            due = self.next_ns
-            self.next_ns += self.interval_ns
-            self._callback(due)
+        last = ts if closed else ts - 1  # the last sample time due now
+        if self.next_ns <= last:
+            due = (last - self.next_ns) // self.interval_ns + 1
+            first = self.next_ns
+            self.next_ns += due * self.interval_ns
+            if self._has_data:
+                self._has_data = False
+                due -= 1
+                self._fire(first)
+            self.idle += due
+        if not closed and ts >= self.now_ns:
+            self._has_data = True
