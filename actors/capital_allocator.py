@@ -287,7 +287,9 @@ class CapitalAllocator(Actor):
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
         # data time in backtest and live alike, never through a closed market
-        self._sampler = DataTimeSampler(self, self._interval, self.sample, _SAMPLE_TIMER)
+        self._sampler = DataTimeSampler(
+            self, self._interval, self.sample, self._on_idle, _SAMPLE_TIMER
+        )
         self._sampler.subscribe()
 
     def on_stop(self) -> None:
@@ -337,15 +339,18 @@ class CapitalAllocator(Actor):
             topic_for(BUDGET_TOPIC, sid), Budget(ts_event=now, strategy_id=sid, notional=notional)
         )
 
-    def sample(self, now: int, idle: int = 0) -> None:
-        """One sample period ends at ``now`` (data time), after ``idle`` periods without data:
-        sample returns, rebalance when due."""
+    def sample(self, now: int) -> None:
+        """One sample period ends at ``now`` (data time): sample returns, rebalance when due."""
         if self._undelivered:
             self._deliver_pending(now)
-        self.book.sample(now, idle)
+        self.book.sample(now)
         due = now - self.last_rebalance_ns >= self._rebalance_ns
         if self.budgets is None or due or self._dirty:
             self.rebalance(now)
+
+    def _on_idle(self, periods: int) -> None:
+        """Data resumed after ``periods`` sample periods without any (a closed market)."""
+        self.book.idle(periods)
 
     # -- allocation ------------------------------------------------------------------------------
 

@@ -648,7 +648,9 @@ class GovernanceActor(Actor):
         self._live = self._is_live()
         # Samples on the data's time in backtest and live alike (a wall-clock timer would not
         # follow an accelerated replay), and never through a closed market.
-        self._sampler = DataTimeSampler(self, self.policy.interval, self.sample, _SAMPLE_TIMER)
+        self._sampler = DataTimeSampler(
+            self, self.policy.interval, self.sample, self._on_idle, _SAMPLE_TIMER
+        )
         self._sampler.subscribe()
         if self._live:
             self.clock.set_timer(
@@ -686,14 +688,13 @@ class GovernanceActor(Actor):
 
     # -- timers ----------------------------------------------------------------------------------
 
-    def sample(self, now: int, idle: int = 0) -> None:
-        """One sample period ends at ``now`` (data time), after ``idle`` periods without data:
-        metrics, then the policy."""
+    def sample(self, now: int) -> None:
+        """One sample period ends at ``now`` (data time): metrics, then the policy."""
         if self._undelivered:
             self._deliver_pending(now)
         if self._overrides.changed():
             self._apply_overrides(now)
-        self.book.sample(now, idle)
+        self.book.sample(now)
         for sid in self.engine.strategy_ids:
             transition = self.engine.evaluate(sid, now, self._metric)
             if transition is not None:
@@ -702,6 +703,10 @@ class GovernanceActor(Actor):
         # each decision and at stop (an fsync per simulated hour would dominate its run time).
         if self._live and now - self._last_metrics_write >= self._metrics_write_ns:
             self._write_metrics(now)
+
+    def _on_idle(self, periods: int) -> None:
+        """Data resumed after ``periods`` sample periods without any (a closed market)."""
+        self.book.idle(periods)
 
     def _on_poll(self, event) -> None:
         # Wall-clock poll (an operator's override must not wait for data), stamped with the

@@ -106,7 +106,9 @@ def window_samples(window: str, sample_interval: timedelta) -> int:
 class RollingStats:
     """Mean, standard deviation and downside deviation of the last ``n`` returns, O(1) per push.
 
-    Running sums drift; they are recomputed exactly every ``n`` pushes. Values are kept as runs
+    Running sums drift; they are recomputed exactly every ``n`` pushes, and are exactly zero
+    once the window holds only zeros (a drift of 1e-20 would otherwise make a Sharpe or
+    Sortino ratio of a flat window a huge number instead of undefined). Values are kept as runs
     ``[value, count]`` so that ``push_zeros(k)`` (the sample periods of a closed market, see
     ``StrategyPerformance.sample``) costs O(1), not O(k); a pushed return is a run of one, so
     the sums are the same, to the bit, as pushing every value alone.
@@ -123,6 +125,7 @@ class RollingStats:
         self._downsq = 0.0
         self._log = 0.0
         self._pushes = 0
+        self._nonzero = 0  # values in the window that are not 0.0
 
     def __len__(self) -> int:
         return self._len
@@ -130,6 +133,8 @@ class RollingStats:
     def push(self, r: float) -> None:
         self._runs.append([r, 1])
         self._len += 1
+        if r != 0.0:
+            self._nonzero += 1
         self._add(r, 1.0)
         if self._len > self.n:
             self._evict(self._len - self.n)
@@ -160,12 +165,15 @@ class RollingStats:
             take = min(run[1], m)
             if run[0] != 0.0:
                 self._add(run[0], -float(take))
+                self._nonzero -= take
             if take == run[1]:
                 runs.popleft()
             else:
                 run[1] -= take
             self._len -= take
             m -= take
+        if not self._nonzero:
+            self._sum = self._sumsq = self._downsq = self._log = 0.0
 
     def _add(self, r: float, sign: float) -> None:
         self._sum += sign * r
@@ -311,16 +319,8 @@ class StrategyPerformance:
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def sample(self, ts: int, unrealized: float, idle: int = 0) -> float | None:
-        """Close one sample period at ``ts``; returns the period's return (None if skipped).
-
-        ``idle`` sample periods without data (a closed market, a feed gap) came before this one
-        and were not sampled (``DataTimeSampler``): nothing moved in them, so each counts as
-        the zero return (and zero shadow return) a sample would have recorded, and every
-        statistic is what sampling through them would give, at O(1) cost.
-        """
-        if idle > 0:
-            self._idle(idle)
+    def sample(self, ts: int, unrealized: float) -> float | None:
+        """Close one sample period at ``ts``; returns the period's return (None if skipped)."""
         self.unrealized_pnl = unrealized
         self.last_ts = ts
         pnl = self.realized_pnl + unrealized
@@ -351,9 +351,12 @@ class StrategyPerformance:
         self._seen_at_sample = self._shadow_seen
         return r
 
-    def _idle(self, k: int) -> None:
-        """``k`` periods in which the PnL did not move, as ``sample`` would have seen them."""
-        if not self._seen_at_sample:  # still warming up then: nothing was measured
+    def idle(self, k: int) -> None:
+        """``k`` sample periods passed without data (a closed market, a feed gap) and were not
+        sampled (``DataTimeSampler``); called when data resumes, before it is handled. Nothing
+        moved in them, so each counts as the zero return (and zero shadow return) a sample
+        would have recorded: every statistic is what sampling through them gives, at O(1)."""
+        if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
             return
         for stats in self._shadow.values():
             stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
@@ -571,9 +574,13 @@ class PerformanceBook:
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def sample(self, ts: int, idle: int = 0) -> None:
-        """Close a sample period for every strategy at node time ``ts`` (after ``idle`` periods
-        without data, see ``StrategyPerformance.sample``)."""
+    def idle(self, k: int) -> None:
+        """``k`` sample periods without data passed (see ``StrategyPerformance.idle``)."""
+        for perf in self.perf.values():
+            perf.idle(k)
+
+    def sample(self, ts: int) -> None:
+        """Close a sample period for every strategy at node time ``ts``."""
         from actors.valuation import last_price
 
         cache = self._actor.cache
@@ -585,7 +592,7 @@ class PerformanceBook:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
                 unrealized += self.to_currency(position.unrealized_pnl(price)) or 0.0
-            perf.sample(ts, unrealized, idle)
+            perf.sample(ts, unrealized)
 
     def to_currency(self, money) -> float | None:
         """Money -> float in ``currency``; None when no conversion exists."""
@@ -611,7 +618,7 @@ class PerformanceBook:
 
 
 class DataTimeSampler:
-    """Calls ``callback(ts, idle)`` at ``start, start + interval, ...`` of the data's time.
+    """Calls ``callback(ts)`` at ``start, start + interval, ...`` of the data's time.
 
     One schedule for backtests and live nodes, so an accelerated replay samples exactly where
     the backtest does (same samples, same governance decisions, same budgets). ``start`` is the
@@ -620,12 +627,13 @@ class DataTimeSampler:
 
     A period in which no data arrived (a closed market: nights, weekends, holidays; a feed gap)
     is not sampled: nothing in it could change, so instead of firing through it the sampler
-    counts it and hands the count (``idle``) to the next sample, which records the idle
-    periods' zero returns in O(1) (``StrategyPerformance.sample``). Rules and rebalances that
-    fell due inside a closure are therefore evaluated at the first sample after the data
-    resumes, before the strategies can trade again. The cost per bar does not depend on the
-    calendar: a 23-year hourly equity series costs what a dense crypto series of the same
-    length does (``bench``, "sparse calendar").
+    counts it, and when data resumes (before that data is handled) calls ``on_idle(k)`` with
+    the number of such periods, which records their zero returns in O(1)
+    (``StrategyPerformance.idle``): the statistics are those of sampling every period. Rules
+    and rebalances that fell due inside a closure are evaluated at the first sample after the
+    data resumes (the strategies cannot trade before that data anyway). The cost per bar does
+    not depend on the calendar: a 23-year hourly equity series costs what a dense crypto
+    series of the same length does (``bench``, "sparse calendar").
 
     * Backtest (``TestClock``): one time alert per sample, re-armed from the sample itself while
       data flows; an alert that finds its period empty parks the schedule, and the next bar
@@ -637,20 +645,26 @@ class DataTimeSampler:
     """
 
     def __init__(
-        self, actor, interval: timedelta, callback: Callable[[int, int], None], name: str = ""
+        self,
+        actor,
+        interval: timedelta,
+        callback: Callable[[int], None],
+        on_idle: Callable[[int], None] | None = None,
+        name: str = "data-time-sample",
     ) -> None:
         self._actor = actor
         self.interval_ns = round(interval.total_seconds() * 1e9)
         if self.interval_ns <= 0:
             raise ValueError(f"sample interval must be > 0, was {interval}")
         self._callback = callback
-        self._name = name or "data-time-sample"
+        self._on_idle = on_idle
+        self._name = name
         self.next_ns: int | None = None  # the next sample time not yet handled
         self.now_ns = 0  # the latest data time seen
-        self.idle = 0  # periods without data since the last sample
-        self.samples = 0  # samples taken (callbacks)
+        self.samples = 0  # periods sampled (callbacks)
+        self.idle_periods = 0  # periods without data, handed to on_idle
+        self._idle = 0  # periods without data not handed over yet
         self._has_data = False  # data arrived in the period ending at next_ns
-        self._simulated = False
         self._parked = True  # backtest: no alert pending
 
     def subscribe(self) -> None:
@@ -659,12 +673,11 @@ class DataTimeSampler:
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
 
         bus = self._actor.msgbus
-        self._simulated = not isinstance(self._actor.clock, LiveClock)
-        if self._simulated:
-            bus.subscribe("data.bars.*", self.on_bar_simulated)
-        else:
+        if isinstance(self._actor.clock, LiveClock):
             bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
             bus.subscribe("data.bars.*", self.on_bar)
+        else:
+            bus.subscribe("data.bars.*", self.on_bar_simulated)
 
     def unsubscribe(self) -> None:
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
@@ -682,10 +695,16 @@ class DataTimeSampler:
             clock.cancel_timer(self._name)
         self._parked = True
 
+    def _resume(self) -> None:
+        """Data arrived after idle periods: hand them over before the data is handled."""
+        k, self._idle = self._idle, 0
+        self.idle_periods += k
+        if self._on_idle is not None:
+            self._on_idle(k)
+
     def _fire(self, due: int) -> None:
-        idle, self.idle = self.idle, 0
         self.samples += 1
-        self._callback(due, idle)
+        self._callback(due)
 
     # -- backtest: time alerts on the simulated clock -------------------------------------------
 
@@ -699,11 +718,10 @@ class DataTimeSampler:
             self.next_ns = ts
         elif self.next_ns < ts:  # the sample times of the closure: idle periods
             n = -(-(ts - self.next_ns) // self.interval_ns)
-            self.idle += n
+            self._idle += n
             self.next_ns += n * self.interval_ns
-        self._arm()
-
-    def _arm(self) -> None:
+        if self._idle:
+            self._resume()
         self._parked = False
         self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
 
@@ -712,11 +730,11 @@ class DataTimeSampler:
         self.now_ns = max(self.now_ns, due)
         self.next_ns = due + self.interval_ns
         if not self._has_data:  # nothing since the last sample: park until data resumes
-            self.idle += 1
+            self._idle += 1
             self._parked = True
             return
         self._has_data = False
-        self._arm()
+        self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
         self._fire(due)
 
     # -- live: data time from messages ----------------------------------------------------------
@@ -743,6 +761,8 @@ class DataTimeSampler:
                 self._has_data = False
                 due -= 1
                 self._fire(first)
-            self.idle += due
+            self._idle += due
         if not closed and ts >= self.now_ns:
             self._has_data = True
+            if self._idle:
+                self._resume()

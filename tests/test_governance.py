@@ -535,25 +535,29 @@ def test_data_time_sampler_fires_where_a_backtest_timer_does() -> None:
     """Live sampling follows the data's time: the first sample is at the first data time, a
     sample time before the data's time fires before that data is handled, one at it fires once
     that data is handled (closed). A closed market is not sampled through: its sample times are
-    handed to the next sample as idle periods. No wall clock is involved, so an accelerated
-    replay samples like the backtest."""
+    handed over as idle periods when data resumes, before that data is handled. No wall clock is
+    involved, so an accelerated replay samples like the backtest."""
     minute = 60 * 10**9
-    fired: list[tuple[int, int]] = []
-    sampler = DataTimeSampler(None, parse_duration("15m"), lambda t, idle: fired.append((t, idle)))
+    fired: list = []
+    sampler = DataTimeSampler(
+        None, parse_duration("15m"), fired.append, lambda k: fired.append(("idle", k))
+    )
     t0 = 1_700_000_100 * 10**9
     sampler.advance(t0)  # the first bar is about to be handled: nothing due before it
     assert fired == []
     sampler.advance(t0 + 15 * minute)  # the next bar comes: t0 is due, t0 + 15m not yet
-    assert fired == [(t0, 0)]
+    assert fired == [t0]
     sampler.advance(t0 + 15 * minute, closed=True)  # that bar is handled (end of the data)
-    assert fired == [(t0, 0), (t0 + 15 * minute, 0)]
+    assert fired == [t0, t0 + 15 * minute]
     sampler.advance(t0 + 20 * minute)
     sampler.advance(t0 + 30 * minute)  # t0 + 30m fires only once the bar at it is handled
     assert len(fired) == 2
-    sampler.advance(t0 + 90 * minute)  # data resumed after a closure: t0 + 30m had data (20m)
-    assert fired[2:] == [(t0 + 30 * minute, 0)]  # 45m, 60m and 75m had none: idle, not fired
+    sampler.advance(t0 + 90 * minute)  # data resumed after a closure: t0 + 30m had data (20m),
+    # 45m, 60m and 75m had none: handed over as idle before the data at 90m is handled
+    assert fired[2:] == [t0 + 30 * minute, ("idle", 3)]
     sampler.advance(t0 + 90 * minute, closed=True)
-    assert fired[3:] == [(t0 + 90 * minute, 3)]
+    assert fired[4:] == [t0 + 90 * minute]
     assert sampler.now_ns == t0 + 90 * minute
+    assert (sampler.samples, sampler.idle_periods) == (4, 3)
     sampler.advance(t0)  # late data cannot move time back or sample twice
-    assert sampler.now_ns == t0 + 90 * minute and len(fired) == 4
+    assert sampler.now_ns == t0 + 90 * minute and len(fired) == 5
