@@ -344,13 +344,21 @@ class CapitalAllocator(Actor):
         if self._undelivered:
             self._deliver_pending(now)
         self.book.sample(now)
-        due = now - self.last_rebalance_ns >= self._rebalance_ns
-        if self.budgets is None or due or self._dirty:
+        if self._due(now):
             self.rebalance(now)
 
-    def _on_idle(self, periods: int) -> None:
-        """Data resumed after ``periods`` sample periods without any (a closed market)."""
+    def _due(self, now: int) -> bool:
+        due = now - self.last_rebalance_ns >= self._rebalance_ns
+        return self.budgets is None or due or self._dirty
+
+    def _on_idle(self, periods: int, last_ns: int) -> None:
+        """Data resumes after ``periods`` sample periods without any (a closed market), the
+        last at ``last_ns``: their zero returns, then the rebalance a sample there would do."""
         self.book.idle(periods)
+        if self._undelivered:
+            self._deliver_pending(last_ns)
+        if self._due(last_ns):
+            self.rebalance(last_ns)
 
     # -- allocation ------------------------------------------------------------------------------
 

@@ -690,11 +690,20 @@ class GovernanceActor(Actor):
 
     def sample(self, now: int) -> None:
         """One sample period ends at ``now`` (data time): metrics, then the policy."""
+        self.book.sample(now)
+        self._evaluate(now)
+
+    def _on_idle(self, periods: int, last_ns: int) -> None:
+        """Data resumes after ``periods`` sample periods without any (a closed market), the
+        last at ``last_ns``: their zero returns, then what a sample there would have decided."""
+        self.book.idle(periods)
+        self._evaluate(last_ns)
+
+    def _evaluate(self, now: int) -> None:
         if self._undelivered:
             self._deliver_pending(now)
         if self._overrides.changed():
             self._apply_overrides(now)
-        self.book.sample(now)
         for sid in self.engine.strategy_ids:
             transition = self.engine.evaluate(sid, now, self._metric)
             if transition is not None:
@@ -703,10 +712,6 @@ class GovernanceActor(Actor):
         # each decision and at stop (an fsync per simulated hour would dominate its run time).
         if self._live and now - self._last_metrics_write >= self._metrics_write_ns:
             self._write_metrics(now)
-
-    def _on_idle(self, periods: int) -> None:
-        """Data resumed after ``periods`` sample periods without any (a closed market)."""
-        self.book.idle(periods)
 
     def _on_poll(self, event) -> None:
         # Wall-clock poll (an operator's override must not wait for data), stamped with the

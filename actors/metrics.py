@@ -251,6 +251,9 @@ class MetricsExporter(Actor):
         self._unsaved: dict[str, str] = {}  # strategy -> error of its failing checkpoint writes
         self._warned: set[str] = set()
         self._server: MetricsHTTPServer | None = None
+        # backtest without a server: RegimeUpdates per strategy/instrument, written into the
+        # gauges when read (render, stop) instead of on every bar; None: written at once
+        self._deferred: dict[tuple[str, str], list[RegimeUpdate]] | None = None
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -361,6 +364,7 @@ class MetricsExporter(Actor):
         the collector's listing and its read (prometheus_client then raises); read again.
         """
         if self._refresh_on_read():
+            self._flush_regime_updates()
             self.refresh()
         for _ in range(3):
             try:
@@ -421,6 +425,8 @@ class MetricsExporter(Actor):
                     f"Metrics are served on a non-loopback interface ({self.config.host}): "
                     "reachable from other machines (allow_remote is set)"
                 )
+        if not self._live and self._server is None:
+            self._deferred = {}
 
     def _should_serve(self) -> bool:
         """The same actor config serves backtest and live: only a live clock serves HTTP."""
@@ -431,6 +437,8 @@ class MetricsExporter(Actor):
     def on_stop(self) -> None:
         if _REFRESH_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(_REFRESH_TIMER)
+        self._flush_regime_updates()
+        self._deferred = None
         self.refresh()
         self._stop_server()
 
@@ -526,6 +534,14 @@ class MetricsExporter(Actor):
         self.checkpoint_failures.labels(strategy)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
+        if self._deferred is not None:  # backtest without a server: written when read
+            runs = self._deferred.setdefault((update.strategy_id, update.instrument_id), [])
+            same = [u.model_version == update.model_version for u in runs[-2:]]
+            if same == [True, True]:
+                runs[-1] = update  # the last of this model version so far
+            else:
+                runs.append(update)  # the first (model age) or the last of a model version
+            return
         self._maybe_refresh()
         strategy = self._strategy_label(update.strategy_id)
         instrument = self._instrument_label(update.instrument_id)
@@ -601,6 +617,16 @@ class MetricsExporter(Actor):
 
     def _on_refresh_timer(self, _event) -> None:
         self.refresh()
+
+    def _flush_regime_updates(self) -> None:
+        """Write the deferred ``RegimeUpdate``s into the gauges: per strategy/instrument the
+        first and last of each model version (the gauges hold the last values, the model age
+        counts from a version's first update), not every bar's."""
+        pending, self._deferred = self._deferred, None
+        for runs in (pending or {}).values():
+            for update in runs:
+                self.on_regime_update(update)
+        self._deferred = {} if pending is not None else None
 
     def _refresh_on_read(self) -> bool:
         """A backtest without an HTTP server refreshes when ``render()`` reads the metrics (and

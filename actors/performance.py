@@ -483,9 +483,10 @@ class PerformanceBook:
         }
         from nautilus_trader.model.identifiers import StrategyId
 
-        from actors.valuation import PositionCycles
+        from actors.valuation import PositionCycles, Prices
 
         self._ids = {sid: StrategyId(sid) for sid in self.perf}
+        self._prices = Prices(actor.cache)
         self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
 
@@ -581,13 +582,11 @@ class PerformanceBook:
 
     def sample(self, ts: int) -> None:
         """Close a sample period for every strategy at node time ``ts``."""
-        from actors.valuation import last_price
-
         cache = self._actor.cache
         for sid, perf in self.perf.items():
             unrealized = 0.0
             for position in cache.positions_open(strategy_id=self._ids[sid]):
-                price = last_price(cache, position.instrument_id)
+                price = self._prices.last(position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
@@ -627,13 +626,14 @@ class DataTimeSampler:
 
     A period in which no data arrived (a closed market: nights, weekends, holidays; a feed gap)
     is not sampled: nothing in it could change, so instead of firing through it the sampler
-    counts it, and when data resumes (before that data is handled) calls ``on_idle(k)`` with
-    the number of such periods, which records their zero returns in O(1)
-    (``StrategyPerformance.idle``): the statistics are those of sampling every period. Rules
-    and rebalances that fell due inside a closure are evaluated at the first sample after the
-    data resumes (the strategies cannot trade before that data anyway). The cost per bar does
-    not depend on the calendar: a 23-year hourly equity series costs what a dense crypto
-    series of the same length does (``bench``, "sparse calendar").
+    counts it, and when data resumes (before that data is handled) calls
+    ``on_idle(k, last_ns)`` with the number of such periods and the last of their sample times.
+    The actor records their zero returns in O(1) (``StrategyPerformance.idle``: the statistics
+    are those of sampling every period) and evaluates once, as of ``last_ns``, what a sample
+    there would have decided (a rule's cooldown ending over a weekend, a daily rebalance), so
+    the strategies hear it before they handle the data. The cost per bar does not depend on
+    the calendar: a 23-year hourly equity series costs about what a dense crypto series of the
+    same length does (``bench``, "sparse calendar").
 
     * Backtest (``TestClock``): one time alert per sample, re-armed from the sample itself while
       data flows; an alert that finds its period empty parks the schedule, and the next bar
@@ -649,7 +649,7 @@ class DataTimeSampler:
         actor,
         interval: timedelta,
         callback: Callable[[int], None],
-        on_idle: Callable[[int], None] | None = None,
+        on_idle: Callable[[int, int], None] | None = None,
         name: str = "data-time-sample",
     ) -> None:
         self._actor = actor
@@ -664,6 +664,7 @@ class DataTimeSampler:
         self.samples = 0  # periods sampled (callbacks)
         self.idle_periods = 0  # periods without data, handed to on_idle
         self._idle = 0  # periods without data not handed over yet
+        self._last_idle_ns = 0  # the last of their sample times
         self._has_data = False  # data arrived in the period ending at next_ns
         self._parked = True  # backtest: no alert pending
 
@@ -700,7 +701,7 @@ class DataTimeSampler:
         k, self._idle = self._idle, 0
         self.idle_periods += k
         if self._on_idle is not None:
-            self._on_idle(k)
+            self._on_idle(k, self._last_idle_ns)
 
     def _fire(self, due: int) -> None:
         self.samples += 1
@@ -720,6 +721,7 @@ class DataTimeSampler:
             n = -(-(ts - self.next_ns) // self.interval_ns)
             self._idle += n
             self.next_ns += n * self.interval_ns
+            self._last_idle_ns = self.next_ns - self.interval_ns
         if self._idle:
             self._resume()
         self._parked = False
@@ -731,6 +733,7 @@ class DataTimeSampler:
         self.next_ns = due + self.interval_ns
         if not self._has_data:  # nothing since the last sample: park until data resumes
             self._idle += 1
+            self._last_idle_ns = due
             self._parked = True
             return
         self._has_data = False
@@ -761,7 +764,9 @@ class DataTimeSampler:
                 self._has_data = False
                 due -= 1
                 self._fire(first)
-            self._idle += due
+            if due:
+                self._idle += due
+                self._last_idle_ns = self.next_ns - self.interval_ns
         if not closed and ts >= self.now_ns:
             self._has_data = True
             if self._idle:

@@ -161,7 +161,8 @@ def _check_schedule(samples: list, idle: list, bars: int) -> None:
     times = [now for (now,) in samples]
     assert len(times) <= bars and times == sorted(set(times))
     periods = (times[-1] - times[0]) // SAMPLE + 1
-    assert len(times) + sum(k for (k,) in idle) == periods
+    assert len(times) + sum(k for k, _last in idle) == periods
+    assert not {last for _k, last in idle} & set(times)  # an idle period is never sampled
 
 
 def test_shipped_node_actors_work_once_per_bar_on_dense_data(
@@ -219,7 +220,7 @@ def test_sparse_calendar_costs_per_bar_not_per_closed_hour(
         _check_schedule(samples, idle, bars)
         assert len(samples) >= bars - 5  # hourly bars: (nearly) every bar closes a period
         assert len(idle) <= len(samples)  # handed over once per resumption, not per period
-        assert sum(k for (k,) in idle) > 30_000  # the year's closed quarter hours
+        assert sum(k for k, _last in idle) > 30_000  # the year's closed quarter hours
     assert len(counted["alerts"]) <= 2 * (2 * bars + 2)  # two samplers, <= 2 alerts per bar
     assert counted["listings"] == []
     assert len(counted["refresh"]) <= 1

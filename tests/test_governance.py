@@ -540,7 +540,7 @@ def test_data_time_sampler_fires_where_a_backtest_timer_does() -> None:
     minute = 60 * 10**9
     fired: list = []
     sampler = DataTimeSampler(
-        None, parse_duration("15m"), fired.append, lambda k: fired.append(("idle", k))
+        None, parse_duration("15m"), fired.append, lambda k, last: fired.append(("idle", k, last))
     )
     t0 = 1_700_000_100 * 10**9
     sampler.advance(t0)  # the first bar is about to be handled: nothing due before it
@@ -554,7 +554,7 @@ def test_data_time_sampler_fires_where_a_backtest_timer_does() -> None:
     assert len(fired) == 2
     sampler.advance(t0 + 90 * minute)  # data resumed after a closure: t0 + 30m had data (20m),
     # 45m, 60m and 75m had none: handed over as idle before the data at 90m is handled
-    assert fired[2:] == [t0 + 30 * minute, ("idle", 3)]
+    assert fired[2:] == [t0 + 30 * minute, ("idle", 3, t0 + 75 * minute)]
     sampler.advance(t0 + 90 * minute, closed=True)
     assert fired[4:] == [t0 + 90 * minute]
     assert sampler.now_ns == t0 + 90 * minute
