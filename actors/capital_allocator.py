@@ -351,14 +351,16 @@ class CapitalAllocator(Actor):
         due = now - self.last_rebalance_ns >= self._rebalance_ns
         return self.budgets is None or due or self._dirty
 
-    def _on_idle(self, periods: int, last_ns: int) -> None:
-        """Data resumes after ``periods`` sample periods without any (a closed market), the
-        last at ``last_ns``: their zero returns, then the rebalance a sample there would do."""
+    def _on_idle(self, periods: int, closure: int | None) -> None:
+        """Data resumes after ``periods`` sample periods without any: their zero returns, and
+        after a closure (ending at ``closure``) the rebalance a sample there would do."""
         self.book.idle(periods)
+        if closure is None:
+            return
         if self._undelivered:
-            self._deliver_pending(last_ns)
-        if self._due(last_ns):
-            self.rebalance(last_ns)
+            self._deliver_pending(closure)
+        if self._due(closure):
+            self.rebalance(closure)
 
     # -- allocation ------------------------------------------------------------------------------
 

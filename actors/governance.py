@@ -693,11 +693,12 @@ class GovernanceActor(Actor):
         self.book.sample(now)
         self._evaluate(now)
 
-    def _on_idle(self, periods: int, last_ns: int) -> None:
-        """Data resumes after ``periods`` sample periods without any (a closed market), the
-        last at ``last_ns``: their zero returns, then what a sample there would have decided."""
+    def _on_idle(self, periods: int, closure: int | None) -> None:
+        """Data resumes after ``periods`` sample periods without any: their zero returns, and
+        after a closure (ending at ``closure``) what a sample there would have decided."""
         self.book.idle(periods)
-        self._evaluate(last_ns)
+        if closure is not None:
+            self._evaluate(closure)
 
     def _evaluate(self, now: int) -> None:
         if self._undelivered:

@@ -627,18 +627,21 @@ class DataTimeSampler:
     A period in which no data arrived (a closed market: nights, weekends, holidays; a feed gap)
     is not sampled: nothing in it could change, so instead of firing through it the sampler
     counts it, and when data resumes (before that data is handled) calls
-    ``on_idle(k, last_ns)`` with the number of such periods and the last of their sample times.
-    The actor records their zero returns in O(1) (``StrategyPerformance.idle``: the statistics
-    are those of sampling every period) and evaluates once, as of ``last_ns``, what a sample
-    there would have decided (a rule's cooldown ending over a weekend, a daily rebalance), so
-    the strategies hear it before they handle the data. The cost per bar does not depend on
-    the calendar: a 23-year hourly equity series costs about what a dense crypto series of the
-    same length does (``bench``, "sparse calendar").
+    ``on_idle(k, closure)`` with the number of such periods. The actor records their zero
+    returns in O(1) (``StrategyPerformance.idle``: the statistics are those of sampling every
+    period). When the stretch is longer than the data's own spacing (a closure or a feed gap,
+    not hourly bars sampled every 15 minutes), ``closure`` is the last of its sample times and
+    the actor evaluates once, as of then, what a sample there would have decided (a rule's
+    cooldown ending over a weekend, a daily rebalance), so the strategies hear it before they
+    handle the data; otherwise ``closure`` is None and what fell due waits for the sample that
+    closes the next bar's period. The cost per bar does not depend on the calendar (``bench``,
+    "sparse calendar").
 
-    * Backtest (``TestClock``): one time alert per sample, re-armed from the sample itself while
-      data flows; an alert that finds its period empty parks the schedule, and the next bar
-      re-arms it at the first sample time at or after that bar (a repeating timer would fire
-      through every closed hour, which is where the time of sparse calendars went).
+    * Backtest (``TestClock``): one time alert per sampled period, armed by the period's first
+      bar at the first sample time at or after it (so it fires once that data is handled); the
+      sample times passed since the last sample without a bar are the idle ones. A repeating
+      timer would fire through every closed hour, which is where the time of sparse calendars
+      went.
     * Live: data time comes from ``DataTime`` messages (the replay feed sends one before each
       bar time and one once that time is handled and the node settled: ``closed``) and from
       bars themselves (``data.bars.*``, for venues without such a message).
@@ -649,7 +652,7 @@ class DataTimeSampler:
         actor,
         interval: timedelta,
         callback: Callable[[int], None],
-        on_idle: Callable[[int, int], None] | None = None,
+        on_idle: Callable[[int, int | None], None] | None = None,
         name: str = "data-time-sample",
     ) -> None:
         self._actor = actor
@@ -665,8 +668,10 @@ class DataTimeSampler:
         self.idle_periods = 0  # periods without data, handed to on_idle
         self._idle = 0  # periods without data not handed over yet
         self._last_idle_ns = 0  # the last of their sample times
+        self._last_data_ns = 0  # the latest data time seen (not a closed DataTime)
+        self._step_ns = 0  # the smallest step between data times: the data's own spacing
         self._has_data = False  # data arrived in the period ending at next_ns
-        self._parked = True  # backtest: no alert pending
+        self._parked = True  # backtest: no alert pending (the next bar arms one)
 
     def subscribe(self) -> None:
         from nautilus_trader.common.component import LiveClock
@@ -700,8 +705,16 @@ class DataTimeSampler:
         """Data arrived after idle periods: hand them over before the data is handled."""
         k, self._idle = self._idle, 0
         self.idle_periods += k
+        closure = k * self.interval_ns > self._step_ns > 0
         if self._on_idle is not None:
-            self._on_idle(k, self._last_idle_ns)
+            self._on_idle(k, self._last_idle_ns if closure else None)
+
+    def _data_at(self, ts: int) -> None:
+        if ts > self._last_data_ns:
+            step = ts - self._last_data_ns
+            if self._last_data_ns and (not self._step_ns or step < self._step_ns):
+                self._step_ns = step
+            self._last_data_ns = ts
 
     def _fire(self, due: int) -> None:
         self.samples += 1
@@ -711,9 +724,11 @@ class DataTimeSampler:
 
     def on_bar_simulated(self, bar) -> None:
         self._has_data = True
+        ts = bar.ts_event
+        if ts > self._last_data_ns:
+            self._data_at(ts)
         if not self._parked:
             return
-        ts = bar.ts_event
         self.now_ns = max(self.now_ns, ts)
         if self.next_ns is None:
             self.next_ns = ts
@@ -728,17 +743,14 @@ class DataTimeSampler:
         self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
 
     def _on_alert(self, event) -> None:
+        # armed by a bar of this period: sample, then wait for the next bar to arm the next
         due = event.ts_event
         self.now_ns = max(self.now_ns, due)
         self.next_ns = due + self.interval_ns
-        if not self._has_data:  # nothing since the last sample: park until data resumes
-            self._idle += 1
-            self._last_idle_ns = due
-            self._parked = True
-            return
-        self._has_data = False
-        self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
-        self._fire(due)
+        self._parked = True
+        if self._has_data:
+            self._has_data = False
+            self._fire(due)
 
     # -- live: data time from messages ----------------------------------------------------------
 
@@ -769,5 +781,6 @@ class DataTimeSampler:
                 self._last_idle_ns = self.next_ns - self.interval_ns
         if not closed and ts >= self.now_ns:
             self._has_data = True
+            self._data_at(ts)
             if self._idle:
                 self._resume()

@@ -39,8 +39,9 @@ HOUR_NS = 3_600 * 10**9
 
 def xnys_hourly_times(n_bars: int, last_year: int = 2021) -> np.ndarray:
     """``n_bars`` bar-close times (UTC ns) of hourly bars over XNYS regular sessions, ending in
-    ``last_year``: a bar at every whole hour after the open and one at the close (09:30 open:
-    10:30 ... 15:30, 16:00), holidays and early closes from ``exchange_calendars``."""
+    ``last_year``, labelled like Lean's SPY hourly file: the 09:30-10:00 bar at 10:00, then every
+    whole hour to the close (10:00 ... 16:00 New York), holidays and early closes from
+    ``exchange_calendars``."""
     from hmm_strategy.sessions import calendar_for
 
     cal = calendar_for("XNYS")
@@ -49,7 +50,8 @@ def xnys_hourly_times(n_bars: int, last_year: int = 2021) -> np.ndarray:
     for o, c in zip(reversed(cal._opens), reversed(cal._closes), strict=True):
         if c >= limit:
             continue
-        session = list(range(o + HOUR_NS, c, HOUR_NS)) + [c]
+        first = o - o % HOUR_NS + HOUR_NS  # the first whole hour after the open (UTC hours)
+        session = list(range(first, c, HOUR_NS)) + [c]
         times.extend(reversed(session))
         if len(times) >= n_bars:
             break
