@@ -100,6 +100,36 @@ def markdown(result: dict[str, Any]) -> str:
     )
     add("")
 
+    node = result["shipped_node"]
+    add(f"### 1b. What users run: the shipped node config ({node['bars']:,} bars)")
+    add("")
+    add(f"{node['config']}; {node['path']}. CPU time around `node.run()`.")
+    add("")
+    add("| run | bars/s (CPU) | us/bar | actors | orders | peak RSS MB |")
+    add("|---|---|---|---|---|---|")
+    for r in node["runs"]:
+        add(
+            f"| {r['run']} | {_f(r['bars_per_s'], ',.0f')} | {_f(r['us_per_bar'], '.1f')} | "
+            f"{len(r['actors'])} | {r['orders']:,} | {_f(r['peak_rss_mb'], ',.0f')} |"
+        )
+    add("")
+    add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
+    add("")
+    sparse = result["sparse_calendar"]
+    add(
+        f"Sparse calendar: the shipped node on {sparse['bars']:,} XNYS hourly bars "
+        f"({sparse['sparse_span_years']:.1f} years of sessions) vs the same number of dense "
+        "15-minute bars:"
+    )
+    add("")
+    add("| run | us/bar (CPU) | orders |")
+    add("|---|---|---|")
+    for r in sparse["runs"]:
+        add(f"| {r['run']} | {_f(r['us_per_bar'], '.1f')} | {r['orders']:,} |")
+    add("")
+    add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
+    add("")
+
     prof = result["profile"]
     add(f"Where the HMM backtest's Python time goes (cProfile, {prof['bars']:,} bars; own time):")
     add("")

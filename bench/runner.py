@@ -38,6 +38,8 @@ class Sizes(msgspec.Struct, frozen=True):
     paper_bars: int
     scrape_renders: int
     scrape_requests: int
+    node_bars: int  # shipped config through BacktestNode, and the sparse-calendar comparison
+    node_warmup_bars: int | None  # None: the shipped fit.warmup_bars (5,760)
 
 
 MODES: dict[str, Sizes] = {
@@ -57,6 +59,8 @@ MODES: dict[str, Sizes] = {
         paper_bars=12_000,
         scrape_renders=200,
         scrape_requests=100,
+        node_bars=40_832,  # the length of Lean's SPY hourly file (23 years of XNYS hours)
+        node_warmup_bars=None,
     ),
     "quick": Sizes(
         main_bars=60_000,
@@ -74,6 +78,8 @@ MODES: dict[str, Sizes] = {
         paper_bars=3_000,
         scrape_renders=100,
         scrape_requests=50,
+        node_bars=12_000,
+        node_warmup_bars=None,
     ),
     "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
         main_bars=3_000,
@@ -91,6 +97,8 @@ MODES: dict[str, Sizes] = {
         paper_bars=400,
         scrape_renders=5,
         scrape_requests=3,
+        node_bars=1_500,
+        node_warmup_bars=500,
     ),
 }
 
@@ -136,7 +144,7 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     work.mkdir(parents=True, exist_ok=True)
 
     _log("data: generating synthetic regime bars")
-    n_data = max(sizes.main_bars, *sizes.trap_bars, sizes.profile_bars)
+    n_data = max(sizes.main_bars, *sizes.trap_bars, sizes.profile_bars, sizes.node_bars)
     t = time.perf_counter()
     frame = benchmark_frame(n_data)
     gen_seconds = time.perf_counter() - t
@@ -208,6 +216,17 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         a, b = trap[key]
         trap[f"{key}_growth"] = a["bars_per_s"] / b["bars_per_s"]  # cost per bar, long/short
     result["scaling_trap"] = trap
+
+    _log(f"shipped node config vs no-op through BacktestNode + catalog, {sizes.node_bars:,} bars")
+    from bench.node import shipped_node, sparse_calendar
+
+    node_frame = frame.head(sizes.node_bars)
+    result["shipped_node"] = shipped_node(work / "node", node_frame, sizes.node_warmup_bars)
+    _log("sparse calendar: the shipped node on XNYS hourly bars vs dense 15-minute bars")
+    result["sparse_calendar"] = sparse_calendar(
+        work / "sparse", node_frame, sizes.node_warmup_bars
+    )
+    del node_frame
 
     _log(f"profile: hmm over {sizes.profile_bars:,} bars under cProfile")
     result["profile"] = bt.profile_backtest(all_bars[: sizes.profile_bars], "hmm", model_path)
@@ -322,6 +341,21 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "goal": ">= 100x",
             "measured": inf["speedup_vs_naive"],
             "met": inf["speedup_vs_naive"] >= 100.0,
+        },
+    ]
+    node, sparse = result["shipped_node"], result["sparse_calendar"]
+    out += [
+        {
+            "name": "shipped node config / no-op (BacktestNode + catalog)",
+            "goal": ">= 0.5",
+            "measured": node["shipped_vs_noop"],
+            "met": node["shipped_vs_noop"] >= 0.5,
+        },
+        {
+            "name": "XNYS hourly / dense 15m cost per bar (shipped node)",
+            "goal": "<= 1.2",
+            "measured": sparse["per_bar_cost_sparse_vs_dense"],
+            "met": sparse["per_bar_cost_sparse_vs_dense"] <= 1.2,
         },
     ]
     scrape = result["metrics_scrape"]

@@ -37,6 +37,8 @@ SECTIONS = (
     "live_latency",
     "metrics_scrape",
     "memory",
+    "shipped_node",
+    "sparse_calendar",
     "targets",
 )
 
@@ -89,6 +91,17 @@ def test_result_document_has_every_section(tiny) -> None:
     assert result["walk_forward"]["folds"] >= 1
     assert result["live_latency"]["bar_to_decision_us"]["n"] > 0
     assert result["metrics_scrape"]["series"] > 100
+    node = result["shipped_node"]
+    noop, shipped = node["runs"]
+    assert (noop["run"], noop["actors"], shipped["run"]) == ("noop", [], "shipped")
+    assert len(shipped["actors"]) == 5 and noop["bars"] == shipped["bars"] == node["bars"] > 0
+    assert math.isclose(node["shipped_vs_noop"], shipped["bars_per_s"] / noop["bars_per_s"])
+    dense, xnys = result["sparse_calendar"]["runs"]
+    assert dense["bars"] == xnys["bars"] == result["settings"]["node_bars"]
+    assert math.isclose(
+        result["sparse_calendar"]["per_bar_cost_sparse_vs_dense"],
+        xnys["us_per_bar"] / dense["us_per_bar"],
+    )
     long_run = result["memory"]["long_run"]
     assert long_run["bars"] == result["settings"]["scaling_bars"][1]
     assert long_run["rss_samples"] and long_run["peak_rss_mb"] >= long_run["rss_with_bars_mb"]
