@@ -3,8 +3,8 @@
 The same actor runs in a backtest (where the registry shows what governance *would* have done,
 on the simulated clock) and in a live node. It observes the node only through the message bus
 and the cache (see ``actors.performance``), samples every ``sample_interval`` of the data's
-time (the simulated clock in a backtest; bar time in a live node, so an accelerated replay
-decides where the backtest does: ``actors.performance.DataTimeSampler``), evaluates the YAML
+time in a backtest and a live node alike, so an accelerated replay decides where the backtest
+does, and not through closed markets (``actors.performance.DataTimeSampler``), evaluates the YAML
 policy (``configs/governance.yaml``), and acts only by publishing ``GovernanceCommand`` on
 ``hmm.governance.<strategy_id>``; the strategy obeys (pause stops adding risk and optionally
 flattens; throttle/resume set its allocation scale). Every decision is logged, published and

@@ -196,3 +196,94 @@ def sparse_calendar(work: Path, frame: pl.DataFrame, warmup_bars: int | None) ->
         "runs": runs,
         "per_bar_cost_sparse_vs_dense": sparse_run["us_per_bar"] / dense_run["us_per_bar"],
     }
+
+
+def many_instruments(
+    work: Path, frame: pl.DataFrame, counts: tuple[int, ...], bars_per_instrument: int
+) -> dict[str, Any]:
+    """1, 10, 50 HMM strategies, one per instrument (US equities on ARCA, synthetic 15-minute
+    bars, a pre-fitted model artifact each), with every actor of the shipped config, in one
+    ``BacktestNode``: CPU per bar per instrument and peak RSS, against the single instrument."""
+    from hmm_strategy.artifacts import save_model
+    from hmm_strategy.config import DEFAULT_CONFIG, load_node_settings
+    from hmm_strategy.features import FeatureSpec, feature_matrix
+    from hmm_strategy.model import RegimeHMM
+
+    work.mkdir(parents=True, exist_ok=True)
+    spec = FeatureSpec()
+    model = RegimeHMM(3, n_restarts=1, n_iter=50, random_state=0).fit(
+        feature_matrix(frame.head(20_000), spec)
+    )
+    n_max = max(counts)
+    step = max((frame.height - bars_per_instrument) // max(n_max - 1, 1), 1)
+    symbols, csvs = [], []
+    for i in range(n_max):  # each instrument its own stretch of the synthetic path, ~$100
+        start = min(i * step, frame.height - bars_per_instrument)
+        part = frame.slice(start, bars_per_instrument).with_columns(
+            ts_event=frame["ts_event"].head(bars_per_instrument),
+            **{c: pl.col(c) / 300.0 for c in ("open", "high", "low", "close")},
+        )
+        symbol = f"S{i:02d}.ARCA"
+        csvs.append(write_bars(part, work / f"{symbol}.csv"))
+        bar_type = f"{symbol}-15-MINUTE-LAST-EXTERNAL"
+        save_model(
+            model, work / f"model-{symbol}.json", feature_spec=spec,
+            data_range=(int(part["ts_event"][0]), int(part["ts_event"][-1])),
+            instrument_id=symbol, bar_type=bar_type, version="bench",
+        )  # fmt: skip
+        symbols.append(symbol)
+    runs = []
+    for n in counts:
+        chosen = symbols[:n]
+        override = {
+            "backtest": {
+                "catalog_path": str(work / "catalog"),
+                "output_dir": str(work / "runs"),
+                "log_level": "ERROR",
+                "data": [{"source": str(work / f"{s}.csv"), "format": "ohlcv_csv",
+                          "instrument_id": s, "bar_type": f"{s}-15-MINUTE-LAST-EXTERNAL"}
+                         for s in chosen],
+                "venues": [{"name": "ARCA", "oms_type": "NETTING", "account_type": "MARGIN",
+                            "starting_balances": ["10000000 USD"]}],
+            },
+            "strategies": [
+                {"name": f"hmm_{i:02d}", "path": "hmm_strategy.strategy:HMMRegimeStrategy",
+                 "config": {"instrument_id": s, "bar_type": f"{s}-15-MINUTE-LAST-EXTERNAL",
+                            "order_id_tag": f"{i:03d}", "model_path": str(work / f"model-{s}.json"),
+                            "notional": 10_000.0, "max_notional": 50_000.0,
+                            "checkpoint_dir": None}}
+                for i, s in enumerate(chosen)
+            ],
+            "actors": [
+                {"name": "metrics", "config": {"venue": "ARCA"}},
+                {"name": "allocator", "config": {"venue": "ARCA", "currency": "USD"}},
+                {"name": "governance", "config": {"currency": "USD"}},
+            ],
+            "risk": {"max_notional_per_order": {s: 1_000_000 for s in chosen}},
+        }  # fmt: skip
+        path = work / f"override-{n}.yaml"
+        path.write_text(yaml.safe_dump(override))
+        settings = load_node_settings(DEFAULT_CONFIG, [path])
+        settings = msgspec.structs.replace(
+            settings,
+            strategies=[s for s in settings.strategies if s.name != "hmm_btc"],
+            backtest=msgspec.structs.replace(
+                settings.backtest,
+                venues=[v for v in settings.backtest.venues if v.name == "ARCA"],
+                data=[d for d in settings.backtest.data if d.instrument_id in chosen],
+            ),
+        )
+        run = run_node(settings, work / f"run-{n}", f"{n} instruments")
+        run["instruments"] = n
+        run["us_per_bar_per_instrument"] = run["cpu_seconds"] / run["bars"] * 1e6
+        runs.append(run)
+    one = runs[0]["us_per_bar_per_instrument"]
+    return {
+        "bars_per_instrument": bars_per_instrument,
+        "setup": "N HMM strategies (pre-fitted artifacts), one per US-equity instrument on "
+        "ARCA, 15-minute synthetic bars, actors of configs/node.yaml, one BacktestNode",
+        "runs": runs,
+        "cost_vs_one_instrument": {
+            str(r["instruments"]): r["us_per_bar_per_instrument"] / one for r in runs
+        },
+    }

@@ -130,6 +130,19 @@ def markdown(result: dict[str, Any]) -> str:
     add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
     add("")
 
+    many = result["many_instruments"]
+    add(f"Many instruments ({many['setup']}; {many['bars_per_instrument']:,} bars each):")
+    add("")
+    add("| instruments | bars | us / bar / instrument (CPU) | vs 1 | orders | peak RSS MB |")
+    add("|---|---|---|---|---|---|")
+    for r in many["runs"]:
+        ratio = many["cost_vs_one_instrument"][str(r["instruments"])]
+        add(
+            f"| {r['instruments']} | {r['bars']:,} | {_f(r['us_per_bar_per_instrument'], '.1f')} "
+            f"| {ratio:.2f} | {r['orders']:,} | {_f(r['peak_rss_mb'], ',.0f')} |"
+        )
+    add("")
+
     prof = result["profile"]
     add(f"Where the HMM backtest's Python time goes (cProfile, {prof['bars']:,} bars; own time):")
     add("")

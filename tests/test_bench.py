@@ -39,6 +39,7 @@ SECTIONS = (
     "memory",
     "shipped_node",
     "sparse_calendar",
+    "many_instruments",
     "targets",
 )
 
@@ -102,6 +103,15 @@ def test_result_document_has_every_section(tiny) -> None:
         result["sparse_calendar"]["per_bar_cost_sparse_vs_dense"],
         xnys["us_per_bar"] / dense["us_per_bar"],
     )
+    many = result["many_instruments"]
+    assert [r["instruments"] for r in many["runs"]] == result["settings"]["many_counts"]
+    for r in many["runs"]:
+        assert r["bars"] == r["instruments"] * many["bars_per_instrument"]
+        assert r["strategies"] == r["instruments"] and r["peak_rss_mb"] > 0
+        assert math.isclose(
+            many["cost_vs_one_instrument"][str(r["instruments"])],
+            r["us_per_bar_per_instrument"] / many["runs"][0]["us_per_bar_per_instrument"],
+        )
     long_run = result["memory"]["long_run"]
     assert long_run["bars"] == result["settings"]["scaling_bars"][1]
     assert long_run["rss_samples"] and long_run["peak_rss_mb"] >= long_run["rss_with_bars_mb"]
