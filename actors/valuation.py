@@ -29,28 +29,37 @@ def last_price(cache: Any, instrument_id: Any) -> Any:
 class Prices:
     """``last_price`` for a caller that prices the same instruments at every sample.
 
-    Without trade ticks NautilusTrader's ``cache.price(id, LAST)`` falls back to the close of
-    the instrument's external LAST bars with the smallest step, looking those bar types up on
-    every call (~8 us, most of a sample's cost). The bar type it settles on is remembered per
-    instrument; a trade tick, when there is one, still wins as in ``last_price``.
+    Without ticks NautilusTrader's ``cache.price`` falls back to the close of the instrument's
+    external bars of that price type (LAST, else MID: ``last_price``'s order) with the smallest
+    step, looking those bar types up on every call (~8 us each, most of a sample's cost). The
+    bar type it settles on is remembered per instrument; a trade tick (or, for MID bars, a quote
+    tick), when there is one, still wins as in ``last_price``.
     """
 
     def __init__(self, cache: Any) -> None:
         self._cache = cache
-        self._bar_types: dict[Any, Any] = {}
+        self._bars: dict[Any, tuple[Any, Any]] = {}  # instrument id -> (price type, bar type)
 
     def last(self, instrument_id: Any) -> Any:
         cache = self._cache
-        bar_type = self._bar_types.get(instrument_id)
-        if bar_type is not None and cache.trade_tick(instrument_id) is None:
-            bar = cache.bar(bar_type)
+        memo = self._bars.get(instrument_id)
+        if (
+            memo is not None
+            and cache.trade_tick(instrument_id) is None
+            and (memo[0] == PriceType.LAST or cache.quote_tick(instrument_id) is None)
+        ):
+            bar = cache.bar(memo[1])
             if bar is not None:
                 return bar.close
         price = last_price(cache, instrument_id)
         if price is not None and cache.trade_tick(instrument_id) is None:
-            types = cache.bar_types(instrument_id, PriceType.LAST, AggregationSource.EXTERNAL)
-            if types:
-                self._bar_types[instrument_id] = types[0]
+            for price_type in (PriceType.LAST, PriceType.MID):
+                if price_type == PriceType.MID and cache.quote_tick(instrument_id) is not None:
+                    break
+                types = cache.bar_types(instrument_id, price_type, AggregationSource.EXTERNAL)
+                if types:
+                    self._bars[instrument_id] = (price_type, types[0])
+                    break
         return price
 
 
