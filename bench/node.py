@@ -287,3 +287,39 @@ def many_instruments(
             str(r["instruments"]): r["us_per_bar_per_instrument"] / one for r in runs
         },
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.node``: only these sections (what users run), JSON on stdout."""
+    import argparse
+    import json
+    import os
+    import tempfile
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    from bench.data import benchmark_frame
+    from bench.machine import machine_info
+
+    parser = argparse.ArgumentParser(prog="python -m bench.node", description=main.__doc__)
+    parser.add_argument("--bars", type=int, default=40_832, help="bars of the node runs")
+    parser.add_argument("--many", default="1,10,50", help="instrument counts")
+    parser.add_argument("--many-bars", type=int, default=4_000, help="bars per instrument")
+    parser.add_argument("--skip-many", action="store_true")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="hmm-bench-node-"))
+    frame = benchmark_frame(max(args.bars, 20_000))
+    result: dict[str, Any] = {"machine": machine_info()}
+    result["shipped_node"] = shipped_node(work / "node", frame.head(args.bars), None)
+    result["sparse_calendar"] = sparse_calendar(work / "sparse", frame.head(args.bars), None)
+    if not args.skip_many:
+        counts = tuple(int(x) for x in args.many.split(","))
+        result["many_instruments"] = many_instruments(work / "many", frame, counts, args.many_bars)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
