@@ -131,13 +131,33 @@ class RollingStats:
         return self._len
 
     def push(self, r: float) -> None:
-        self._runs.append([r, 1])
+        # _add(r, 1.0) and, for a full window of single values, _evict(1) written out: this
+        # runs for every window at every sample (the same operations, the same bits)
+        runs = self._runs
+        runs.append([r, 1])
         self._len += 1
+        rr = r * r
+        self._sum += r
+        self._sumsq += rr
+        if r < 0:
+            self._downsq += rr
+        self._log += math.log1p(max(r, -0.999999))
         if r != 0.0:
             self._nonzero += 1
-        self._add(r, 1.0)
         if self._len > self.n:
-            self._evict(self._len - self.n)
+            first = runs[0]
+            if first[1] == 1 and first[0] != 0.0 and self._nonzero > 1:
+                v = runs.popleft()[0]
+                vv = v * v
+                self._sum -= v
+                self._sumsq -= vv
+                if v < 0:
+                    self._downsq -= vv
+                self._log -= math.log1p(max(v, -0.999999))
+                self._nonzero -= 1
+                self._len -= 1
+            else:
+                self._evict(self._len - self.n)
         self._pushes += 1
         if self._pushes % self.n == 0:
             self._recompute()
