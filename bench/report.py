@@ -174,13 +174,18 @@ def markdown(result: dict[str, Any]) -> str:
 
     add("### 3. Fit and walk-forward")
     add("")
-    add("| states | rows | EM iterations | seconds (CPU) | ms / EM iteration | default fit <= s |")
-    add("|---|---|---|---|---|---|")
+    add(
+        "| states | rows | EM iterations | seconds (CPU) | ms / EM iteration | default fit <= s "
+        "| plain hmmlearn ms / iteration | RegimeHMM / hmmlearn |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
     for r in result["fit"]["runs"]:
+        plain = r.get("hmmlearn") or {}
         add(
             f"| {r['n_states']} | {r['rows']:,} | {r['em_iterations']} | "
             f"{r['cpu_seconds']:.2f} | {r['ms_per_em_iteration']:.0f} | "
-            f"{r['default_fit_upper_bound_s']:.0f} |"
+            f"{r['default_fit_upper_bound_s']:.0f} | {_f(plain.get('ms_per_em_iteration'), '.0f')} "
+            f"| {_f(r.get('vs_hmmlearn_per_iteration'), '.2f')} |"
         )
     add("")
     wf = result["walk_forward"]
@@ -191,6 +196,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"/ test {wf['test']}: {wf['folds']} folds in {wf['wall_seconds']:.1f} s "
             f"({wf['seconds_per_fold']:.2f} s per fold, catalog import included)."
         )
+    )
+    add("")
+
+    dwf = result["walk_forward_dask"]
+    add(
+        f"Walk-forward over {dwf['series']} series ({dwf['days']} days each, train {dwf['train']}"
+        f" / test {dwf['test']}, {dwf['folds']} folds in all) on a {dwf['cluster']}: "
+        f"{dwf['wall_seconds']:.1f} s wall including the cluster's start, "
+        f"{dwf['compute_wall_seconds']:.1f} s for the tasks whose own times add up to "
+        f"{dwf['sum_of_task_wall_seconds']:.1f} s ({dwf['parallel_speedup']:.2f}x)."
     )
     add("")
 

@@ -42,6 +42,8 @@ class Sizes(msgspec.Struct, frozen=True):
     node_warmup_bars: int | None  # None: the shipped fit.warmup_bars (5,760)
     many_counts: tuple[int, ...]  # HMM strategies / instruments in one node
     many_bars: int  # bars per instrument
+    dask_series: int  # walk-forward over this many series on a 2-worker Dask LocalCluster
+    dask_max_folds: int
 
 
 MODES: dict[str, Sizes] = {
@@ -65,6 +67,8 @@ MODES: dict[str, Sizes] = {
         node_warmup_bars=None,
         many_counts=(1, 10, 50),
         many_bars=4_000,
+        dask_series=10,
+        dask_max_folds=3,
     ),
     "quick": Sizes(
         main_bars=60_000,
@@ -86,6 +90,8 @@ MODES: dict[str, Sizes] = {
         node_warmup_bars=None,
         many_counts=(1, 10, 50),
         many_bars=800,
+        dask_series=10,
+        dask_max_folds=1,
     ),
     "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
         main_bars=3_000,
@@ -107,6 +113,8 @@ MODES: dict[str, Sizes] = {
         node_warmup_bars=500,
         many_counts=(1, 3),
         many_bars=200,
+        dask_series=2,
+        dask_max_folds=1,
     ),
 }
 
@@ -275,6 +283,18 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
             test=sizes.walk_forward_test,
             max_folds=sizes.walk_forward_max_folds,
         ),
+    )
+
+    _log(f"walk-forward over {sizes.dask_series} series on a Dask LocalCluster (2 workers)")
+    from bench.fit import dask_walk_forward
+
+    result["walk_forward_dask"] = dask_walk_forward(
+        work / "walk_forward_dask",
+        sizes.dask_series,
+        days=sizes.walk_forward_days,
+        train=sizes.walk_forward_train,
+        test=sizes.walk_forward_test,
+        max_folds=sizes.dask_max_folds,
     )
 
     # -- 4. live path ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ SECTIONS = (
     "shipped_node",
     "sparse_calendar",
     "many_instruments",
+    "walk_forward_dask",
     "targets",
 )
 
@@ -87,6 +88,12 @@ def test_result_document_has_every_section(tiny) -> None:
     assert inference["naive"]["max_abs_diff_vs_filter"] < 1e-8  # same numbers, fair comparison
     assert set(inference["engine"]["breakdown_us"]) >= {"features", "filter", "policy"}
     assert len(result["fit"]["runs"]) == 2 * len(result["settings"]["fit_sizes"])
+    for run in result["fit"]["runs"]:
+        plain = run["hmmlearn"]
+        assert math.isclose(
+            run["vs_hmmlearn_per_iteration"],
+            run["ms_per_em_iteration"] / plain["ms_per_em_iteration"],
+        )
     for key in ("walk_forward", "live_latency", "metrics_scrape"):
         assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
     assert result["walk_forward"]["folds"] >= 1
@@ -112,6 +119,9 @@ def test_result_document_has_every_section(tiny) -> None:
             many["cost_vs_one_instrument"][str(r["instruments"])],
             r["us_per_bar_per_instrument"] / many["runs"][0]["us_per_bar_per_instrument"],
         )
+    dwf = result["walk_forward_dask"]
+    assert dwf["series"] == len(dwf["tasks"]) == result["settings"]["dask_series"]
+    assert dwf["folds"] >= dwf["series"] and dwf["wall_seconds"] >= dwf["compute_wall_seconds"]
     long_run = result["memory"]["long_run"]
     assert long_run["bars"] == result["settings"]["scaling_bars"][1]
     assert long_run["rss_samples"] and long_run["peak_rss_mb"] >= long_run["rss_with_bars_mb"]
