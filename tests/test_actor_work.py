@@ -224,3 +224,38 @@ def test_sparse_calendar_costs_per_bar_not_per_closed_hour(
     assert len(counted["alerts"]) <= 2 * (2 * bars + 2)  # two samplers, <= 2 alerts per bar
     assert counted["listings"] == []
     assert len(counted["refresh"]) <= 1
+
+
+def test_overrides_folder_is_listed_only_when_it_changed(tmp_path: Path) -> None:
+    """The governance actor lists its overrides folder when the folder's mtime moved (a request
+    file was added, renamed or removed), not at every sample; a folder changed within the last
+    seconds is listed again (a second change inside the file system's timestamp granularity
+    could leave the mtime as it was)."""
+    import os
+    import time
+
+    from actors.registry import Override, submit_override
+
+    def settle() -> None:  # as if the last change were a minute old
+        old = time.time_ns() - 60 * 10**9
+        os.utime(folder, ns=(old, old))
+
+    folder = tmp_path / "overrides"
+    watch = operator_queue.FolderWatch(folder, min_interval_secs=0.0)
+    assert watch.changed() is False  # no folder: nothing pending
+    folder.mkdir()
+    assert watch.changed() is True  # fresh: listed, and listed again until it settles
+    assert watch.changed() is True
+    settle()
+    assert watch.changed() is True  # settled: listed once more, then remembered
+    assert [watch.changed() for _ in range(5)] == [False] * 5
+    submit_override(folder, Override(id="op-1", strategy_id="S-1", action="pause",
+                                     reason="test", created_utc="2024-01-01T00:00:00Z"))
+    assert watch.changed() is True
+    settle()
+    assert watch.changed() is True and watch.changed() is False
+    throttled = operator_queue.FolderWatch(folder, min_interval_secs=3600.0)
+    assert throttled.changed() is True  # the first call always looks
+    (folder / "op-2.json").write_text("{}")
+    assert throttled.changed() is False  # looked less than min_interval_secs ago
+    assert watch.changed() is True
