@@ -501,11 +501,8 @@ class PerformanceBook:
             )
             for sid in strategy_ids
         }
-        from nautilus_trader.model.identifiers import StrategyId
-
         from actors.valuation import PositionCycles, Prices
 
-        self._ids = {sid: StrategyId(sid) for sid in self.perf}
         self._prices = Prices(actor.cache)
         self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
@@ -603,9 +600,12 @@ class PerformanceBook:
     def sample(self, ts: int) -> None:
         """Close a sample period for every strategy at node time ``ts``."""
         cache = self._actor.cache
+        open_positions: dict[str, list] = {}  # one pass over the open positions, not one a strategy
+        for position in cache.positions_open():
+            open_positions.setdefault(position.strategy_id.value, []).append(position)
         for sid, perf in self.perf.items():
             unrealized = 0.0
-            for position in cache.positions_open(strategy_id=self._ids[sid]):
+            for position in open_positions.get(sid, ()):
                 price = self._prices.last(position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
