@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 
 class Sizes(msgspec.Struct, frozen=True):
-    """How much work each section does (``full`` is the reference; ``quick`` ~1 minute)."""
+    """How much work each section does (``full`` is the reference; ``quick`` ~1.5 minutes)."""
 
     main_bars: int
     scaling_bars: tuple[int, int]
