@@ -1,7 +1,7 @@
 """``CapitalAllocator``: splits the account's equity across the strategies and publishes budgets.
 
 The rule, applied every ``rebalance_interval`` (checked at each sample, every ``sample_interval``
-of the data's time: a node-clock timer in a backtest, bar time in a live node, see
+of the data's time in backtest and live alike, not through closed markets, see
 ``actors.performance.DataTimeSampler``) and at once whenever governance changes a strategy's
 state:
 
@@ -265,7 +265,7 @@ class CapitalAllocator(Actor):
         self._sharpe_n = window_samples(config.sharpe_window, interval)
         self._dirty = False
         self._undelivered: set[str] = set()  # strategies that were not listening yet
-        self._sampler: DataTimeSampler | None = None  # live: samples on the data's time
+        self._sampler: DataTimeSampler | None = None  # samples on the data's time
 
     def on_start(self) -> None:
         cfg = self.config
@@ -286,22 +286,13 @@ class CapitalAllocator(Actor):
         self.book.subscribe()
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
-        from nautilus_trader.common.component import LiveClock
-
-        if isinstance(self.clock, LiveClock):  # wall-clock timers would not follow a replay
-            self._sampler = DataTimeSampler(self, self._interval, self.sample)
-            self._sampler.subscribe()
-        else:  # backtest: the simulated clock is the data's time
-            self.clock.set_timer(
-                _SAMPLE_TIMER,
-                self._interval,
-                callback=lambda event: self.sample(event.ts_event),
-                fire_immediately=True,
-            )
+        # data time in backtest and live alike, never through a closed market
+        self._sampler = DataTimeSampler(
+            self, self._interval, self.sample, self._on_idle, _SAMPLE_TIMER
+        )
+        self._sampler.subscribe()
 
     def on_stop(self) -> None:
-        if _SAMPLE_TIMER in self.clock.timer_names:
-            self.clock.cancel_timer(_SAMPLE_TIMER)
         if self._sampler is not None:
             self._sampler.unsubscribe()
         if self.book is not None:
@@ -350,11 +341,26 @@ class CapitalAllocator(Actor):
 
     def sample(self, now: int) -> None:
         """One sample period ends at ``now`` (data time): sample returns, rebalance when due."""
-        self._deliver_pending(now)
+        if self._undelivered:
+            self._deliver_pending(now)
         self.book.sample(now)
-        due = now - self.last_rebalance_ns >= self._rebalance_ns
-        if self.budgets is None or due or self._dirty:
+        if self._due(now):
             self.rebalance(now)
+
+    def _due(self, now: int) -> bool:
+        due = now - self.last_rebalance_ns >= self._rebalance_ns
+        return self.budgets is None or due or self._dirty
+
+    def _on_idle(self, periods: int, closure: int | None) -> None:
+        """Data resumes after ``periods`` sample periods without any: their zero returns, and
+        after a closure (ending at ``closure``) the rebalance a sample there would do."""
+        self.book.idle(periods)
+        if closure is None:
+            return
+        if self._undelivered:
+            self._deliver_pending(closure)
+        if self._due(closure):
+            self.rebalance(closure)
 
     # -- allocation ------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 It is how a backtest report gets its regime-probability plot and how the no-look-ahead and
 backtest/live parity tests compare runs: the file holds exactly what the strategies decided, bar by
-bar, in the order they decided it. Rows are written as they arrive (line-buffered), so a live node
-that crashes keeps everything up to its last bar.
+bar, in the order they decided it. A live node writes rows as they arrive (line-buffered), so one
+that crashes keeps everything up to its last bar; a backtest buffers them (a write call per bar
+cost more than the row) and they are on disk when it stops.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
 
 from hmm_strategy.messages import (
@@ -67,7 +69,8 @@ class DecisionRecorder(Actor):
     def on_start(self) -> None:
         path = Path(self.config.output_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("w", newline="", buffering=1)
+        buffering = 1 if isinstance(self.clock, LiveClock) else -1
+        self._file = path.open("w", newline="", buffering=buffering)
         self._writer = csv.writer(self._file)
         self._writer.writerow(
             [
@@ -86,7 +89,7 @@ class DecisionRecorder(Actor):
         if self.config.events_path:
             events = Path(self.config.events_path)
             events.parent.mkdir(parents=True, exist_ok=True)
-            self._events_file = events.open("w", newline="", buffering=1)
+            self._events_file = events.open("w", newline="", buffering=buffering)
             self._events = csv.writer(self._events_file)
             self._events.writerow(["ts_event", "kind", "strategy_id", "detail"])
             for topic in AUDITED_TOPICS:

@@ -3,8 +3,8 @@
 The same actor runs in a backtest (where the registry shows what governance *would* have done,
 on the simulated clock) and in a live node. It observes the node only through the message bus
 and the cache (see ``actors.performance``), samples every ``sample_interval`` of the data's
-time (the simulated clock in a backtest; bar time in a live node, so an accelerated replay
-decides where the backtest does: ``actors.performance.DataTimeSampler``), evaluates the YAML
+time in a backtest and a live node alike, so an accelerated replay decides where the backtest
+does, and not through closed markets (``actors.performance.DataTimeSampler``), evaluates the YAML
 policy (``configs/governance.yaml``), and acts only by publishing ``GovernanceCommand`` on
 ``hmm.governance.<strategy_id>``; the strategy obeys (pause stops adding risk and optionally
 flattens; throttle/resume set its allocation scale). Every decision is logged, published and
@@ -39,6 +39,7 @@ config restricts governance to some of them; a strategy id in the config or in a
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from datetime import timedelta
@@ -50,6 +51,7 @@ import yaml
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 
+from actors.operator_queue import FolderWatch
 from actors.performance import (
     METRICS,
     SECONDS_PER_YEAR,
@@ -492,7 +494,13 @@ def _release_condition(rule: Rule) -> Condition:
 def _elapsed(status: RuleStatus, duration: str | None, now_ns: int) -> bool:
     if duration is None:
         return True
-    return now_ns - status.since_ns >= parse_duration(duration).total_seconds() * 1e9
+    return now_ns - status.since_ns >= _duration_ns(duration)
+
+
+@functools.lru_cache(maxsize=64)
+def _duration_ns(duration: str) -> float:
+    """A rule's duration in ns, parsed once (rules are evaluated at every sample)."""
+    return parse_duration(duration).total_seconds() * 1e9
 
 
 # -- the actor ------------------------------------------------------------------------------------
@@ -586,8 +594,11 @@ class GovernanceActor(Actor):
         self._undelivered: set[str] = set()  # strategies not yet listening to their state
         self._last_metrics_write = 0
         self._live = False
-        self._sampler: DataTimeSampler | None = None  # live: samples on the data's time
+        self._sampler: DataTimeSampler | None = None  # samples on the data's time
         self._overrides_dir = Path(config.overrides_dir or overrides_dir_for(config.registry_path))
+        # the folder is listed when it changed (new request files), not at every sample
+        self._overrides = FolderWatch(self._overrides_dir)
+        self._metrics_write_ns = parse_duration(config.metrics_write_interval).total_seconds() * 1e9
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -635,16 +646,12 @@ class GovernanceActor(Actor):
             if (self.engine.records[sid].state, self.engine.records[sid].scale) != ("active", 1)
         }
         self._live = self._is_live()
-        if self._live:  # wall-clock timers would not follow an accelerated replay
-            self._sampler = DataTimeSampler(self, self.policy.interval, self.sample)
-            self._sampler.subscribe()
-        else:  # backtest: the simulated clock is the data's time
-            self.clock.set_timer(
-                _SAMPLE_TIMER,
-                self.policy.interval,
-                callback=lambda event: self.sample(event.ts_event),
-                fire_immediately=True,
-            )
+        # Samples on the data's time in backtest and live alike (a wall-clock timer would not
+        # follow an accelerated replay), and never through a closed market.
+        self._sampler = DataTimeSampler(
+            self, self.policy.interval, self.sample, self._on_idle, _SAMPLE_TIMER
+        )
+        self._sampler.subscribe()
         if self._live:
             self.clock.set_timer(
                 _POLL_TIMER,
@@ -657,7 +664,7 @@ class GovernanceActor(Actor):
         )
 
     def on_stop(self) -> None:
-        for name in (_SAMPLE_TIMER, _POLL_TIMER):
+        for name in (_POLL_TIMER,):
             if name in self.clock.timer_names:
                 self.clock.cancel_timer(name)
         if self._sampler is not None:
@@ -683,17 +690,28 @@ class GovernanceActor(Actor):
 
     def sample(self, now: int) -> None:
         """One sample period ends at ``now`` (data time): metrics, then the policy."""
-        self._deliver_pending(now)
-        self._apply_overrides(now)
         self.book.sample(now)
+        self._evaluate(now)
+
+    def _on_idle(self, periods: int, closure: int | None) -> None:
+        """Data resumes after ``periods`` sample periods without any: their zero returns, and
+        after a closure (ending at ``closure``) what a sample there would have decided."""
+        self.book.idle(periods)
+        if closure is not None:
+            self._evaluate(closure)
+
+    def _evaluate(self, now: int) -> None:
+        if self._undelivered:
+            self._deliver_pending(now)
+        if self._overrides.changed():
+            self._apply_overrides(now)
         for sid in self.engine.strategy_ids:
             transition = self.engine.evaluate(sid, now, self._metric)
             if transition is not None:
                 self._decide(transition, now, source="policy")
         # Live: persist the metrics snapshot periodically for operators. A backtest writes it with
         # each decision and at stop (an fsync per simulated hour would dominate its run time).
-        interval = parse_duration(self.config.metrics_write_interval).total_seconds() * 1e9
-        if self._live and now - self._last_metrics_write >= interval:
+        if self._live and now - self._last_metrics_write >= self._metrics_write_ns:
             self._write_metrics(now)
 
     def _on_poll(self, event) -> None:
@@ -702,7 +720,8 @@ class GovernanceActor(Actor):
         now = self._sampler.now_ns if self._sampler is not None and self._sampler.now_ns else 0
         now = now or event.ts_event
         self._deliver_pending(now)
-        self._apply_overrides(now)
+        if self._overrides.changed():
+            self._apply_overrides(now)
 
     def _on_regime_update(self, update) -> None:
         # A strategy publishes its decision before acting on it: the last moment to tell it.

@@ -310,6 +310,9 @@ class MetricsExporter(Actor):
         self._live = True  # on start: is the node clock live (until then, no backtest refresh)
         self._marked_dead = False  # multiprocess: on_stop removed this process's gauge shards
         self._bar_watchers: dict[str, list[tuple[str, str]]] = {}  # bar type -> (strategy, instr)
+        # backtest without a server: RegimeUpdates per strategy/instrument, written into the
+        # gauges when read (render, stop) instead of on every bar; None: written at once
+        self._deferred: dict[tuple[str, str], list[RegimeUpdate]] | None = None
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -449,6 +452,9 @@ class MetricsExporter(Actor):
         """
         if self._mp_dir:
             retire_dead_processes(self._mp_dir)  # a process killed -9 never marked itself dead
+        if self._refresh_on_read():
+            self._flush_regime_updates()
+            self.refresh()
         for _ in range(3):
             try:
                 return generate_latest(self._registry)
@@ -513,6 +519,8 @@ class MetricsExporter(Actor):
                     f"Metrics are served on a non-loopback interface ({self.config.host}): "
                     "reachable from other machines (allow_remote is set)"
                 )
+        if not self._live and self._server is None:
+            self._deferred = {}
 
     def _should_serve(self) -> bool:
         """The same actor config serves backtest and live: only a live clock serves HTTP."""
@@ -523,6 +531,8 @@ class MetricsExporter(Actor):
     def on_stop(self) -> None:
         if _REFRESH_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(_REFRESH_TIMER)
+        self._flush_regime_updates()
+        self._deferred = None
         self.refresh()
         self._stop_server()
         if self._mp_dir:  # a stopped node's gauges leave the totals; its counters stay
@@ -683,6 +693,14 @@ class MetricsExporter(Actor):
         self.checkpoint_failures.labels(strategy)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
+        if self._deferred is not None:  # backtest without a server: written when read
+            runs = self._deferred.setdefault((update.strategy_id, update.instrument_id), [])
+            same = [u.model_version == update.model_version for u in runs[-2:]]
+            if same == [True, True]:
+                runs[-1] = update  # the last of this model version so far
+            else:
+                runs.append(update)  # the first (model age) or the last of a model version
+            return
         self._maybe_refresh()
         strategy = self._strategy_label(update.strategy_id)
         instrument = self._instrument_label(update.instrument_id)
@@ -773,10 +791,27 @@ class MetricsExporter(Actor):
     def _on_refresh_timer(self, _event) -> None:
         self.refresh()
 
+    def _flush_regime_updates(self) -> None:
+        """Write the deferred ``RegimeUpdate``s into the gauges: per strategy/instrument the
+        first and last of each model version (the gauges hold the last values, the model age
+        counts from a version's first update), not every bar's."""
+        pending, self._deferred = self._deferred, None
+        for runs in (pending or {}).values():
+            for update in runs:
+                self.on_regime_update(update)
+        self._deferred = {} if pending is not None else None
+
+    def _refresh_on_read(self) -> bool:
+        """A backtest without an HTTP server refreshes when ``render()`` reads the metrics (and
+        at stop): the values are recomputed from the cache, not accumulated, so a reader sees
+        what a refresh on every bar would have shown, at none of its cost per bar."""
+        return not getattr(self, "_live", True) and self._server is None and self.is_running
+
     def _maybe_refresh(self) -> None:
-        """Backtest: refresh at most once per ``refresh_interval_secs`` of simulated time, driven
-        by events, because a timer would fire hundreds of times per bar on a simulated clock."""
-        if self._live:
+        """Backtest served over HTTP: refresh at most once per ``refresh_interval_secs`` of
+        simulated time, driven by events, because a timer would fire hundreds of times per bar on
+        a simulated clock. Without a server a backtest refreshes when read instead."""
+        if getattr(self, "_live", True) or self._server is None:
             return
         now = self.clock.timestamp_ns()
         if now - self._last_refresh_ns >= self.config.refresh_interval_secs * 1e9:

@@ -106,31 +106,94 @@ def window_samples(window: str, sample_interval: timedelta) -> int:
 class RollingStats:
     """Mean, standard deviation and downside deviation of the last ``n`` returns, O(1) per push.
 
-    Running sums drift; they are recomputed exactly every ``n`` pushes.
+    Running sums drift; they are recomputed exactly every ``n`` pushes, and are exactly zero
+    once the window holds only zeros (a drift of 1e-20 would otherwise make a Sharpe or
+    Sortino ratio of a flat window a huge number instead of undefined). Values are kept as runs
+    ``[value, count]`` so that ``push_zeros(k)`` (the sample periods of a closed market, see
+    ``StrategyPerformance.sample``) costs O(1), not O(k); a pushed return is a run of one, so
+    the sums are the same, to the bit, as pushing every value alone.
     """
 
     def __init__(self, n: int) -> None:
         if n < 2:
             raise ValueError(f"a rolling window needs n >= 2, got {n}")
         self.n = n
-        self._values: deque[float] = deque()
+        self._runs: deque[list] = deque()  # [value, count], oldest first
+        self._len = 0
         self._sum = 0.0
         self._sumsq = 0.0
         self._downsq = 0.0
         self._log = 0.0
         self._pushes = 0
+        self._nonzero = 0  # values in the window that are not 0.0
 
     def __len__(self) -> int:
-        return len(self._values)
+        return self._len
 
     def push(self, r: float) -> None:
-        self._values.append(r)
-        self._add(r, 1.0)
-        if len(self._values) > self.n:
-            self._add(self._values.popleft(), -1.0)
+        # _add(r, 1.0) and, for a full window of single values, _evict(1) written out: this
+        # runs for every window at every sample (the same operations, the same bits)
+        runs = self._runs
+        runs.append([r, 1])
+        self._len += 1
+        rr = r * r
+        self._sum += r
+        self._sumsq += rr
+        if r < 0:
+            self._downsq += rr
+        self._log += math.log1p(max(r, -0.999999))
+        if r != 0.0:
+            self._nonzero += 1
+        if self._len > self.n:
+            first = runs[0]
+            if first[1] == 1 and first[0] != 0.0 and self._nonzero > 1:
+                v = runs.popleft()[0]
+                vv = v * v
+                self._sum -= v
+                self._sumsq -= vv
+                if v < 0:
+                    self._downsq -= vv
+                self._log -= math.log1p(max(v, -0.999999))
+                self._nonzero -= 1
+                self._len -= 1
+            else:
+                self._evict(self._len - self.n)
         self._pushes += 1
         if self._pushes % self.n == 0:
             self._recompute()
+
+    def push_zeros(self, k: int) -> None:
+        """``k`` zero returns at once (they add nothing to the sums; old values leave)."""
+        if k <= 0:
+            return
+        runs = self._runs
+        if runs and runs[-1][0] == 0.0:
+            runs[-1][1] += k
+        else:
+            runs.append([0.0, k])
+        self._len += k
+        if self._len > self.n:
+            self._evict(self._len - self.n)
+        before, self._pushes = self._pushes, self._pushes + k
+        if self._pushes // self.n != before // self.n:
+            self._recompute()
+
+    def _evict(self, m: int) -> None:
+        runs = self._runs
+        while m > 0:
+            run = runs[0]
+            take = min(run[1], m)
+            if run[0] != 0.0:
+                self._add(run[0], -float(take))
+                self._nonzero -= take
+            if take == run[1]:
+                runs.popleft()
+            else:
+                run[1] -= take
+            self._len -= take
+            m -= take
+        if not self._nonzero:
+            self._sum = self._sumsq = self._downsq = self._log = 0.0
 
     def _add(self, r: float, sign: float) -> None:
         self._sum += sign * r
@@ -139,18 +202,18 @@ class RollingStats:
         self._log += sign * math.log1p(max(r, -0.999999))
 
     def _recompute(self) -> None:
-        values = self._values
-        self._sum = math.fsum(values)
-        self._sumsq = math.fsum(r * r for r in values)
-        self._downsq = math.fsum(r * r for r in values if r < 0)
-        self._log = math.fsum(math.log1p(max(r, -0.999999)) for r in values)
+        runs = self._runs
+        self._sum = math.fsum(v * c for v, c in runs)
+        self._sumsq = math.fsum(v * v * c for v, c in runs)
+        self._downsq = math.fsum(v * v * c for v, c in runs if v < 0)
+        self._log = math.fsum(math.log1p(max(v, -0.999999)) * c for v, c in runs)
 
     def mean(self) -> float | None:
-        return self._sum / len(self._values) if self._values else None
+        return self._sum / self._len if self._len else None
 
     def std(self) -> float | None:
         """Sample standard deviation (ddof=1)."""
-        k = len(self._values)
+        k = self._len
         if k < 2:
             return None
         var = (self._sumsq - self._sum * self._sum / k) / (k - 1)
@@ -158,7 +221,7 @@ class RollingStats:
 
     def downside_deviation(self) -> float | None:
         """sqrt(mean(min(r, 0)^2)): the Sortino denominator with a zero target."""
-        k = len(self._values)
+        k = self._len
         return math.sqrt(max(self._downsq, 0.0) / k) if k else None
 
     def sharpe(self, periods_per_year: float) -> float | None:
@@ -171,7 +234,7 @@ class RollingStats:
     def sortino(self, periods_per_year: float) -> float | None:
         """Annualised mean/downside deviation; None when no return in the window was negative."""
         mean, down = self.mean(), self.downside_deviation()
-        if mean is None or len(self._values) < 2 or not down or down < 1e-15:
+        if mean is None or self._len < 2 or not down or down < 1e-15:
             return None
         return mean / down * math.sqrt(periods_per_year)
 
@@ -181,7 +244,7 @@ class RollingStats:
 
     def total_return(self) -> float | None:
         """Compounded return over the window."""
-        return math.expm1(self._log) if self._values else None
+        return math.expm1(self._log) if self._len else None
 
 
 class StrategyPerformance:
@@ -231,6 +294,7 @@ class StrategyPerformance:
         self._shadow = {n: RollingStats(n) for n in self._stats}
         self._shadow_acc = 0.0
         self._shadow_seen = False
+        self._seen_at_sample = False  # a decision had been seen when the last sample was taken
         self._last_close: float | None = None
         self._last_target = 0.0
 
@@ -304,7 +368,29 @@ class StrategyPerformance:
         self._base = self.deployed
         if self._base > 0:
             self._last_base = self._base
+        self._seen_at_sample = self._shadow_seen
         return r
+
+    def idle(self, k: int) -> None:
+        """``k`` sample periods passed without data (a closed market, a feed gap) and were not
+        sampled (``DataTimeSampler``); called when data resumes, before it is handled. Nothing
+        moved in them, so each counts as the zero return (and zero shadow return) a sample
+        would have recorded: every statistic is what sampling through them gives, at O(1)."""
+        if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
+            return
+        for stats in self._shadow.values():
+            stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
+        # the first idle period began with the capital deployed at the last sample, the others
+        # with the capital deployed since (a pause taken at that sample leaves nothing deployed)
+        zeros = (self._base > 0) + (k - 1) * (self.deployed > 0)
+        if zeros:
+            for stats in self._stats.values():
+                stats.push_zeros(zeros)
+            self.samples += zeros
+            self.capital_sum += zeros * self.capital
+        self._base = self.deployed
+        if self._base > 0:
+            self._last_base = self._base
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -415,8 +501,9 @@ class PerformanceBook:
             )
             for sid in strategy_ids
         }
-        from actors.valuation import PositionCycles
+        from actors.valuation import PositionCycles, Prices
 
+        self._prices = Prices(actor.cache)
         self._cycles = PositionCycles()  # realized PnL per position cycle
         self._warned: set[str] = set()
 
@@ -505,17 +592,21 @@ class PerformanceBook:
 
     # -- sampling --------------------------------------------------------------------------------
 
+    def idle(self, k: int) -> None:
+        """``k`` sample periods without data passed (see ``StrategyPerformance.idle``)."""
+        for perf in self.perf.values():
+            perf.idle(k)
+
     def sample(self, ts: int) -> None:
         """Close a sample period for every strategy at node time ``ts``."""
-        from nautilus_trader.model.identifiers import StrategyId
-
-        from actors.valuation import last_price
-
         cache = self._actor.cache
+        open_positions: dict[str, list] = {}  # one pass over the open positions, not one a strategy
+        for position in cache.positions_open():
+            open_positions.setdefault(position.strategy_id.value, []).append(position)
         for sid, perf in self.perf.items():
             unrealized = 0.0
-            for position in cache.positions_open(strategy_id=StrategyId(sid)):
-                price = last_price(cache, position.instrument_id)
+            for position in open_positions.get(sid, ()):
+                price = self._prices.last(position.instrument_id)
                 if price is None:
                     self._warn_once(f"px:{position.instrument_id}", "No price for open position")
                     continue
@@ -546,41 +637,142 @@ class PerformanceBook:
 
 
 class DataTimeSampler:
-    """Calls ``callback(ts)`` at ``start, start + interval, ...`` of the data's time (live nodes).
+    """Calls ``callback(ts)`` at ``start, start + interval, ...`` of the data's time.
 
-    It reproduces a backtest's periodic timer that starts with the first data (``start`` = the
-    first data time seen): a sample time strictly before the time the data reached fires before
-    that data is handled, one equal to it fires once that data is handled (``closed``), which is
-    when a ``BacktestEngine`` fires timers relative to data at the same timestamp. Data time
-    comes from ``DataTime`` messages (the replay feed sends one before each bar time and settles
-    the node, so orders a sample causes fill before the next bar) and from bars themselves
-    (``data.bars.*``, for venues without such a message). A gap in the data (a closed market, a
-    disconnect) fires the missed sample times when the data resumes, as the backtest would.
+    One schedule for backtests and live nodes, so an accelerated replay samples exactly where
+    the backtest does (same samples, same governance decisions, same budgets). ``start`` is the
+    first data time seen; a sample at ``t`` closes the period ``(t - interval, t]`` once the
+    data at ``t`` has been handled.
+
+    A period in which no data arrived (a closed market: nights, weekends, holidays; a feed gap)
+    is not sampled: nothing in it could change, so instead of firing through it the sampler
+    counts it, and when data resumes (before that data is handled) calls
+    ``on_idle(k, closure)`` with the number of such periods. The actor records their zero
+    returns in O(1) (``StrategyPerformance.idle``: the statistics are those of sampling every
+    period). When the stretch is longer than the data's own spacing (a closure or a feed gap,
+    not hourly bars sampled every 15 minutes), ``closure`` is the last of its sample times and
+    the actor evaluates once, as of then, what a sample there would have decided (a rule's
+    cooldown ending over a weekend, a daily rebalance), so the strategies hear it before they
+    handle the data; otherwise ``closure`` is None and what fell due waits for the sample that
+    closes the next bar's period. The cost per bar does not depend on the calendar (``bench``,
+    "sparse calendar").
+
+    * Backtest (``TestClock``): one time alert per sampled period, armed by the period's first
+      bar at the first sample time at or after it (so it fires once that data is handled); the
+      sample times passed since the last sample without a bar are the idle ones. A repeating
+      timer would fire through every closed hour, which is where the time of sparse calendars
+      went.
+    * Live: data time comes from ``DataTime`` messages (the replay feed sends one before each
+      bar time and one once that time is handled and the node settled: ``closed``) and from
+      bars themselves (``data.bars.*``, for venues without such a message).
     """
 
-    def __init__(self, actor, interval: timedelta, callback: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        actor,
+        interval: timedelta,
+        callback: Callable[[int], None],
+        on_idle: Callable[[int, int | None], None] | None = None,
+        name: str = "data-time-sample",
+    ) -> None:
         self._actor = actor
         self.interval_ns = round(interval.total_seconds() * 1e9)
         if self.interval_ns <= 0:
             raise ValueError(f"sample interval must be > 0, was {interval}")
         self._callback = callback
-        self.next_ns: int | None = None  # the next sample time
+        self._on_idle = on_idle
+        self._name = name
+        self.next_ns: int | None = None  # the next sample time not yet handled
         self.now_ns = 0  # the latest data time seen
+        self.samples = 0  # periods sampled (callbacks)
+        self.idle_periods = 0  # periods without data, handed to on_idle
+        self._idle = 0  # periods without data not handed over yet
+        self._last_idle_ns = 0  # the last of their sample times
+        self._last_data_ns = 0  # the latest data time seen (not a closed DataTime)
+        self._step_ns = 0  # the smallest step between data times: the data's own spacing
+        self._has_data = False  # data arrived in the period ending at next_ns
+        self._parked = True  # backtest: no alert pending (the next bar arms one)
 
     def subscribe(self) -> None:
+        from nautilus_trader.common.component import LiveClock
+
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
 
         bus = self._actor.msgbus
-        bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
-        bus.subscribe("data.bars.*", self.on_bar)
+        if isinstance(self._actor.clock, LiveClock):
+            bus.subscribe(DATA_CLOCK_TOPIC, self.on_data_time)
+            bus.subscribe("data.bars.*", self.on_bar)
+        else:
+            bus.subscribe("data.bars.*", self.on_bar_simulated)
 
     def unsubscribe(self) -> None:
         from hmm_strategy.messages import DATA_CLOCK_TOPIC
 
         bus = self._actor.msgbus
-        for topic, handler in ((DATA_CLOCK_TOPIC, self.on_data_time), ("data.bars.*", self.on_bar)):
+        for topic, handler in (
+            (DATA_CLOCK_TOPIC, self.on_data_time),
+            ("data.bars.*", self.on_bar),
+            ("data.bars.*", self.on_bar_simulated),
+        ):
             if bus.is_subscribed(topic, handler):
                 bus.unsubscribe(topic, handler)
+        clock = self._actor.clock
+        if self._name in clock.timer_names:
+            clock.cancel_timer(self._name)
+        self._parked = True
+
+    def _resume(self) -> None:
+        """Data arrived after idle periods: hand them over before the data is handled."""
+        k, self._idle = self._idle, 0
+        self.idle_periods += k
+        closure = k * self.interval_ns > self._step_ns > 0
+        if self._on_idle is not None:
+            self._on_idle(k, self._last_idle_ns if closure else None)
+
+    def _data_at(self, ts: int) -> None:
+        if ts > self._last_data_ns:
+            step = ts - self._last_data_ns
+            if self._last_data_ns and (not self._step_ns or step < self._step_ns):
+                self._step_ns = step
+            self._last_data_ns = ts
+
+    def _fire(self, due: int) -> None:
+        self.samples += 1
+        self._callback(due)
+
+    # -- backtest: time alerts on the simulated clock -------------------------------------------
+
+    def on_bar_simulated(self, bar) -> None:
+        self._has_data = True
+        ts = bar.ts_event
+        if ts > self._last_data_ns:
+            self._data_at(ts)
+        if not self._parked:
+            return
+        self.now_ns = max(self.now_ns, ts)
+        if self.next_ns is None:
+            self.next_ns = ts
+        elif self.next_ns < ts:  # the sample times of the closure: idle periods
+            n = -(-(ts - self.next_ns) // self.interval_ns)
+            self._idle += n
+            self.next_ns += n * self.interval_ns
+            self._last_idle_ns = self.next_ns - self.interval_ns
+        if self._idle:
+            self._resume()
+        self._parked = False
+        self._actor.clock.set_time_alert_ns(self._name, self.next_ns, self._on_alert, True)
+
+    def _on_alert(self, event) -> None:
+        # armed by a bar of this period: sample, then wait for the next bar to arm the next
+        due = event.ts_event
+        self.now_ns = max(self.now_ns, due)
+        self.next_ns = due + self.interval_ns
+        self._parked = True
+        if self._has_data:
+            self._has_data = False
+            self._fire(due)
+
+    # -- live: data time from messages ----------------------------------------------------------
 
     def on_data_time(self, message) -> None:
         self.advance(message.ts_event, closed=message.closed)
@@ -589,11 +781,26 @@ class DataTimeSampler:
         self.advance(bar.ts_event)
 
     def advance(self, ts: int, closed: bool = False) -> None:
-        """Data time reached ``ts``; fire every sample time before it (and at it if closed)."""
+        """Data time reached ``ts``: take the samples due before it (and at it once ``closed``,
+        i.e. the data at ``ts`` has been handled); data at ``ts`` (not ``closed``) belongs to
+        the period that ends at the next sample time."""
         if self.next_ns is None:
             self.next_ns = ts
         self.now_ns = max(self.now_ns, ts)
-        while self.next_ns < ts or (closed and self.next_ns == ts):
-            due = self.next_ns
-            self.next_ns += self.interval_ns
-            self._callback(due)
+        last = ts if closed else ts - 1  # the last sample time due now
+        if self.next_ns <= last:
+            due = (last - self.next_ns) // self.interval_ns + 1
+            first = self.next_ns
+            self.next_ns += due * self.interval_ns
+            if self._has_data:
+                self._has_data = False
+                due -= 1
+                self._fire(first)
+            if due:
+                self._idle += due
+                self._last_idle_ns = self.next_ns - self.interval_ns
+        if not closed and ts >= self.now_ns:
+            self._has_data = True
+            self._data_at(ts)
+            if self._idle:
+                self._resume()

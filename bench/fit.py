@@ -35,6 +35,7 @@ def fit_time(X: np.ndarray, n_states: int, n_iter: int) -> dict[str, Any]:
     model.fit(X)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     iterations = int(model.n_iter_)
+    plain = plain_hmmlearn_fit(X, n_states, n_iter)
     return {
         "n_states": n_states,
         "rows": int(X.shape[0]),
@@ -43,6 +44,30 @@ def fit_time(X: np.ndarray, n_states: int, n_iter: int) -> dict[str, Any]:
         "wall_seconds": wall,
         "ms_per_em_iteration": cpu / iterations * 1e3,
         "default_fit_upper_bound_s": cpu / iterations * 300,  # 3 restarts x 100 iterations
+        "hmmlearn": plain,
+        "vs_hmmlearn_per_iteration": (cpu / iterations) / plain["cpu_seconds_per_iteration"],
+    }
+
+
+def plain_hmmlearn_fit(X: np.ndarray, n_states: int, n_iter: int) -> dict[str, Any]:
+    """The same EM in plain hmmlearn: ``GaussianHMM``, full covariance, the standardised
+    features, the same number of iterations (``tol`` tiny): what ``RegimeHMM`` adds per EM
+    iteration (its sticky prior, checks and restarts bookkeeping) against the library alone."""
+    from hmmlearn.hmm import GaussianHMM
+
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    model = GaussianHMM(
+        n_states, covariance_type="full", n_iter=n_iter, tol=1e-12, random_state=0
+    )
+    cpu = time.process_time()
+    model.fit(Z)
+    cpu = time.process_time() - cpu
+    iterations = max(int(model.monitor_.iter), 1)
+    return {
+        "em_iterations": iterations,
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_iteration": cpu / iterations,
+        "ms_per_em_iteration": cpu / iterations * 1e3,
     }
 
 
@@ -72,13 +97,14 @@ def walk_forward_benchmark(
     train: str = "60d",
     test: str = "14d",
     max_folds: int | None = None,
+    seed: int = 21,
 ) -> dict[str, Any]:
     from backtests.walk_forward import WalkForwardSpec, walk_forward
     from hmm_strategy.config import DEFAULT_CONFIG, load_node_settings
 
     work_dir.mkdir(parents=True, exist_ok=True)
     csv = work_dir / "bars_15m.csv"
-    bars = write_bars_csv(csv, days * BARS_PER_DAY_15M)
+    bars = write_bars_csv(csv, days * BARS_PER_DAY_15M, seed)
     override = {
         "backtest": {
             "catalog_path": str(work_dir / "catalog"),
@@ -109,4 +135,69 @@ def walk_forward_benchmark(
         "wall_seconds": wall,
         "seconds_per_fold": wall / max(int(summary["folds"]), 1),
         "includes_catalog_import": True,
+    }
+
+
+def _walk_forward_task(work_dir: str, seed: int, days: int, train: str, test: str,
+                       max_folds: int | None) -> dict[str, Any]:
+    """One series' walk-forward in a Dask worker process (BLAS pinned to one thread)."""
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    cpu = time.process_time()
+    out = walk_forward_benchmark(
+        Path(work_dir), days=days, train=train, test=test, max_folds=max_folds, seed=seed
+    )
+    out["cpu_seconds"] = time.process_time() - cpu
+    return out
+
+
+def dask_walk_forward(
+    work_dir: Path,
+    n_series: int,
+    *,
+    days: int,
+    train: str,
+    test: str,
+    max_folds: int | None,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """``walk_forward_benchmark`` over ``n_series`` synthetic series (one per instrument stand-in:
+    its own seed, CSV and catalog) as tasks on a Dask ``LocalCluster`` of ``workers``
+    single-threaded worker processes; wall time of the whole, and the tasks' own times."""
+    from dask.distributed import Client, LocalCluster
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter()
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        started = time.perf_counter()
+        futures = [
+            client.submit(
+                _walk_forward_task, str(work_dir / f"series-{i:02d}"), 100 + i, days, train,
+                test, max_folds, pure=False,
+            )
+            for i in range(n_series)
+        ]
+        tasks = client.gather(futures)
+        compute = time.perf_counter() - started
+    wall = time.perf_counter() - wall
+    task_wall = sum(t["wall_seconds"] for t in tasks)
+    return {
+        "cluster": f"dask.distributed LocalCluster, {workers} worker processes x 1 thread",
+        "series": n_series,
+        "days": days,
+        "train": train,
+        "test": test,
+        "folds": sum(t["folds"] for t in tasks),
+        "wall_seconds": wall,
+        "compute_wall_seconds": compute,
+        "sum_of_task_wall_seconds": task_wall,
+        "parallel_speedup": task_wall / compute,
+        "tasks": tasks,
     }

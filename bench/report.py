@@ -100,6 +100,49 @@ def markdown(result: dict[str, Any]) -> str:
     )
     add("")
 
+    node = result["shipped_node"]
+    add(f"### 1b. What users run: the shipped node config ({node['bars']:,} bars)")
+    add("")
+    add(f"{node['config']}; {node['path']}. CPU time around `node.run()`.")
+    add("")
+    add("| run | bars/s (CPU) | us/bar | actors | orders | peak RSS MB |")
+    add("|---|---|---|---|---|---|")
+    for r in node["runs"]:
+        add(
+            f"| {r['run']} | {_f(r['bars_per_s'], ',.0f')} | {_f(r['us_per_bar'], '.1f')} | "
+            f"{len(r['actors'])} | {r['orders']:,} | {_f(r['peak_rss_mb'], ',.0f')} |"
+        )
+    add("")
+    add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
+    add("")
+    sparse = result["sparse_calendar"]
+    add(
+        f"Sparse calendar: the shipped node on {sparse['bars']:,} XNYS hourly bars "
+        f"({sparse['sparse_span_years']:.1f} years of sessions) vs the same number of dense "
+        "15-minute bars:"
+    )
+    add("")
+    add("| run | us/bar (CPU) | orders |")
+    add("|---|---|---|")
+    for r in sparse["runs"]:
+        add(f"| {r['run']} | {_f(r['us_per_bar'], '.1f')} | {r['orders']:,} |")
+    add("")
+    add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
+    add("")
+
+    many = result["many_instruments"]
+    add(f"Many instruments ({many['setup']}; {many['bars_per_instrument']:,} bars each):")
+    add("")
+    add("| instruments | bars | us / bar / instrument (CPU) | vs 1 | orders | peak RSS MB |")
+    add("|---|---|---|---|---|---|")
+    for r in many["runs"]:
+        ratio = many["cost_vs_one_instrument"][str(r["instruments"])]
+        add(
+            f"| {r['instruments']} | {r['bars']:,} | {_f(r['us_per_bar_per_instrument'], '.1f')} "
+            f"| {ratio:.2f} | {r['orders']:,} | {_f(r['peak_rss_mb'], ',.0f')} |"
+        )
+    add("")
+
     prof = result["profile"]
     add(f"Where the HMM backtest's Python time goes (cProfile, {prof['bars']:,} bars; own time):")
     add("")
@@ -131,13 +174,18 @@ def markdown(result: dict[str, Any]) -> str:
 
     add("### 3. Fit and walk-forward")
     add("")
-    add("| states | rows | EM iterations | seconds (CPU) | ms / EM iteration | default fit <= s |")
-    add("|---|---|---|---|---|---|")
+    add(
+        "| states | rows | EM iterations | seconds (CPU) | ms / EM iteration | default fit <= s "
+        "| plain hmmlearn ms / iteration | RegimeHMM / hmmlearn |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
     for r in result["fit"]["runs"]:
+        plain = r.get("hmmlearn") or {}
         add(
             f"| {r['n_states']} | {r['rows']:,} | {r['em_iterations']} | "
             f"{r['cpu_seconds']:.2f} | {r['ms_per_em_iteration']:.0f} | "
-            f"{r['default_fit_upper_bound_s']:.0f} |"
+            f"{r['default_fit_upper_bound_s']:.0f} | {_f(plain.get('ms_per_em_iteration'), '.0f')} "
+            f"| {_f(r.get('vs_hmmlearn_per_iteration'), '.2f')} |"
         )
     add("")
     wf = result["walk_forward"]
@@ -148,6 +196,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"/ test {wf['test']}: {wf['folds']} folds in {wf['wall_seconds']:.1f} s "
             f"({wf['seconds_per_fold']:.2f} s per fold, catalog import included)."
         )
+    )
+    add("")
+
+    dwf = result["walk_forward_dask"]
+    add(
+        f"Walk-forward over {dwf['series']} series ({dwf['days']} days each, train {dwf['train']}"
+        f" / test {dwf['test']}, {dwf['folds']} folds in all) on a {dwf['cluster']}: "
+        f"{dwf['wall_seconds']:.1f} s wall including the cluster's start, "
+        f"{dwf['compute_wall_seconds']:.1f} s for the tasks whose own times add up to "
+        f"{dwf['sum_of_task_wall_seconds']:.1f} s ({dwf['parallel_speedup']:.2f}x)."
     )
     add("")
 

@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 
 class Sizes(msgspec.Struct, frozen=True):
-    """How much work each section does (``full`` is the reference; ``quick`` ~1 minute)."""
+    """How much work each section does (``full`` is the reference; ``quick`` ~1.5 minutes)."""
 
     main_bars: int
     scaling_bars: tuple[int, int]
@@ -39,6 +39,12 @@ class Sizes(msgspec.Struct, frozen=True):
     scrape_renders: int
     scrape_requests: int
     sim_bars: int
+    node_bars: int  # shipped config through BacktestNode, and the sparse-calendar comparison
+    node_warmup_bars: int | None  # None: the shipped fit.warmup_bars (5,760)
+    many_counts: tuple[int, ...]  # HMM strategies / instruments in one node
+    many_bars: int  # bars per instrument
+    dask_series: int  # walk-forward over this many series on a 2-worker Dask LocalCluster
+    dask_max_folds: int
 
 
 MODES: dict[str, Sizes] = {
@@ -59,6 +65,12 @@ MODES: dict[str, Sizes] = {
         scrape_renders=200,
         scrape_requests=100,
         sim_bars=2_400,
+        node_bars=40_832,  # the length of Lean's SPY hourly file (23 years of XNYS hours)
+        node_warmup_bars=None,
+        many_counts=(1, 10, 50),
+        many_bars=4_000,
+        dask_series=10,
+        dask_max_folds=3,
     ),
     "quick": Sizes(
         main_bars=60_000,
@@ -77,6 +89,12 @@ MODES: dict[str, Sizes] = {
         scrape_renders=100,
         scrape_requests=50,
         sim_bars=600,
+        node_bars=12_000,
+        node_warmup_bars=None,
+        many_counts=(1, 10, 50),
+        many_bars=800,
+        dask_series=10,
+        dask_max_folds=1,
     ),
     "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
         main_bars=3_000,
@@ -95,6 +113,12 @@ MODES: dict[str, Sizes] = {
         scrape_renders=5,
         scrape_requests=3,
         sim_bars=150,
+        node_bars=1_500,
+        node_warmup_bars=500,
+        many_counts=(1, 3),
+        many_bars=200,
+        dask_series=2,
+        dask_max_folds=1,
     ),
 }
 
@@ -140,7 +164,7 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     work.mkdir(parents=True, exist_ok=True)
 
     _log("data: generating synthetic regime bars")
-    n_data = max(sizes.main_bars, *sizes.trap_bars, sizes.profile_bars)
+    n_data = max(sizes.main_bars, *sizes.trap_bars, sizes.profile_bars, sizes.node_bars)
     t = time.perf_counter()
     frame = benchmark_frame(n_data)
     gen_seconds = time.perf_counter() - t
@@ -213,6 +237,23 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         trap[f"{key}_growth"] = a["bars_per_s"] / b["bars_per_s"]  # cost per bar, long/short
     result["scaling_trap"] = trap
 
+    _log(f"shipped node config vs no-op through BacktestNode + catalog, {sizes.node_bars:,} bars")
+    from bench.node import shipped_node, sparse_calendar
+
+    node_frame = frame.head(sizes.node_bars)
+    result["shipped_node"] = shipped_node(work / "node", node_frame, sizes.node_warmup_bars)
+    _log("sparse calendar: the shipped node on XNYS hourly bars vs dense 15-minute bars")
+    result["sparse_calendar"] = sparse_calendar(
+        work / "sparse", node_frame, sizes.node_warmup_bars
+    )
+    del node_frame
+    _log(f"many instruments: {sizes.many_counts} HMM strategies x {sizes.many_bars:,} bars")
+    from bench.node import many_instruments
+
+    result["many_instruments"] = many_instruments(
+        work / "many", frame, sizes.many_counts, sizes.many_bars
+    )
+
     _log(f"profile: hmm over {sizes.profile_bars:,} bars under cProfile")
     result["profile"] = bt.profile_backtest(all_bars[: sizes.profile_bars], "hmm", model_path)
     del all_bars, main_bars
@@ -246,6 +287,18 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
             test=sizes.walk_forward_test,
             max_folds=sizes.walk_forward_max_folds,
         ),
+    )
+
+    _log(f"walk-forward over {sizes.dask_series} series on a Dask LocalCluster (2 workers)")
+    from bench.fit import dask_walk_forward
+
+    result["walk_forward_dask"] = dask_walk_forward(
+        work / "walk_forward_dask",
+        sizes.dask_series,
+        days=sizes.walk_forward_days,
+        train=sizes.walk_forward_train,
+        test=sizes.walk_forward_test,
+        max_folds=sizes.dask_max_folds,
     )
 
     # -- 4. live path ----------------------------------------------------------------------------
@@ -337,6 +390,30 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "met": inf["speedup_vs_naive"] >= 100.0,
         },
     ]
+    node, sparse = result["shipped_node"], result["sparse_calendar"]
+    out += [
+        {
+            "name": "shipped node config / no-op (BacktestNode + catalog)",
+            "goal": ">= 0.5",
+            "measured": node["shipped_vs_noop"],
+            "met": node["shipped_vs_noop"] >= 0.5,
+        },
+        {
+            "name": "XNYS hourly / dense 15m cost per bar (shipped node)",
+            "goal": "<= 1.2",
+            "measured": sparse["per_bar_cost_sparse_vs_dense"],
+            "met": sparse["per_bar_cost_sparse_vs_dense"] <= 1.2,
+        },
+    ]
+    worst = max(result["many_instruments"]["cost_vs_one_instrument"].values())
+    out.append(
+        {
+            "name": "cost per bar per instrument, N instruments / 1 (worst N)",
+            "goal": "<= 1.15",
+            "measured": worst,
+            "met": worst <= 1.15,
+        }
+    )
     scrape = result["metrics_scrape"]
     if scrape.get("status") != "todo":
         p99 = scrape["http_get_ms"]["p99"]

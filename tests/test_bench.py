@@ -38,6 +38,10 @@ SECTIONS = (
     "sim_latency",
     "metrics_scrape",
     "memory",
+    "shipped_node",
+    "sparse_calendar",
+    "many_instruments",
+    "walk_forward_dask",
     "targets",
 )
 
@@ -85,11 +89,40 @@ def test_result_document_has_every_section(tiny) -> None:
     assert inference["naive"]["max_abs_diff_vs_filter"] < 1e-8  # same numbers, fair comparison
     assert set(inference["engine"]["breakdown_us"]) >= {"features", "filter", "policy"}
     assert len(result["fit"]["runs"]) == 2 * len(result["settings"]["fit_sizes"])
+    for run in result["fit"]["runs"]:
+        plain = run["hmmlearn"]
+        assert math.isclose(
+            run["vs_hmmlearn_per_iteration"],
+            run["ms_per_em_iteration"] / plain["ms_per_em_iteration"],
+        )
     for key in ("walk_forward", "live_latency", "sim_latency", "metrics_scrape"):
         assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
     assert result["walk_forward"]["folds"] >= 1
     assert result["live_latency"]["bar_to_decision_us"]["n"] > 0
     assert result["metrics_scrape"]["series"] > 100
+    node = result["shipped_node"]
+    noop, shipped = node["runs"]
+    assert (noop["run"], noop["actors"], shipped["run"]) == ("noop", [], "shipped")
+    assert len(shipped["actors"]) == 5 and noop["bars"] == shipped["bars"] == node["bars"] > 0
+    assert math.isclose(node["shipped_vs_noop"], shipped["bars_per_s"] / noop["bars_per_s"])
+    dense, xnys = result["sparse_calendar"]["runs"]
+    assert dense["bars"] == xnys["bars"] == result["settings"]["node_bars"]
+    assert math.isclose(
+        result["sparse_calendar"]["per_bar_cost_sparse_vs_dense"],
+        xnys["us_per_bar"] / dense["us_per_bar"],
+    )
+    many = result["many_instruments"]
+    assert [r["instruments"] for r in many["runs"]] == result["settings"]["many_counts"]
+    for r in many["runs"]:
+        assert r["bars"] == r["instruments"] * many["bars_per_instrument"]
+        assert r["strategies"] == r["instruments"] and r["peak_rss_mb"] > 0
+        assert math.isclose(
+            many["cost_vs_one_instrument"][str(r["instruments"])],
+            r["us_per_bar_per_instrument"] / many["runs"][0]["us_per_bar_per_instrument"],
+        )
+    dwf = result["walk_forward_dask"]
+    assert dwf["series"] == len(dwf["tasks"]) == result["settings"]["dask_series"]
+    assert dwf["folds"] >= dwf["series"] and dwf["wall_seconds"] >= dwf["compute_wall_seconds"]
     long_run = result["memory"]["long_run"]
     assert long_run["bars"] == result["settings"]["scaling_bars"][1]
     assert long_run["rss_samples"] and long_run["peak_rss_mb"] >= long_run["rss_with_bars_mb"]

@@ -534,11 +534,14 @@ def test_a_backtest_refuses_a_registry_from_a_later_run(runs, tmp_path, catalog)
 def test_data_time_sampler_fires_where_a_backtest_timer_does() -> None:
     """Live sampling follows the data's time: the first sample is at the first data time, a
     sample time before the data's time fires before that data is handled, one at it fires once
-    that data is handled (closed), and a closed market fires the missed sample times when data
-    resumes. No wall clock is involved, so an accelerated replay samples like the backtest."""
+    that data is handled (closed). A closed market is not sampled through: its sample times are
+    handed over as idle periods when data resumes, before that data is handled. No wall clock is
+    involved, so an accelerated replay samples like the backtest."""
     minute = 60 * 10**9
-    fired: list[int] = []
-    sampler = DataTimeSampler(None, parse_duration("15m"), fired.append)
+    fired: list = []
+    sampler = DataTimeSampler(
+        None, parse_duration("15m"), fired.append, lambda k, last: fired.append(("idle", k, last))
+    )
     t0 = 1_700_000_100 * 10**9
     sampler.advance(t0)  # the first bar is about to be handled: nothing due before it
     assert fired == []
@@ -548,9 +551,13 @@ def test_data_time_sampler_fires_where_a_backtest_timer_does() -> None:
     assert fired == [t0, t0 + 15 * minute]
     sampler.advance(t0 + 20 * minute)
     sampler.advance(t0 + 30 * minute)  # t0 + 30m fires only once the bar at it is handled
-    assert fired == [t0, t0 + 15 * minute]
-    sampler.advance(t0 + 90 * minute)  # data resumed after a closure: every missed sample time
-    assert fired == [t0 + k * 15 * minute for k in range(6)]
+    assert len(fired) == 2
+    sampler.advance(t0 + 90 * minute)  # data resumed after a closure: t0 + 30m had data (20m),
+    # 45m, 60m and 75m had none: handed over as idle before the data at 90m is handled
+    assert fired[2:] == [t0 + 30 * minute, ("idle", 3, t0 + 75 * minute)]
+    sampler.advance(t0 + 90 * minute, closed=True)
+    assert fired[4:] == [t0 + 90 * minute]
     assert sampler.now_ns == t0 + 90 * minute
+    assert (sampler.samples, sampler.idle_periods) == (4, 3)
     sampler.advance(t0)  # late data cannot move time back or sample twice
-    assert sampler.now_ns == t0 + 90 * minute and len(fired) == 6
+    assert sampler.now_ns == t0 + 90 * minute and len(fired) == 5
