@@ -107,7 +107,10 @@ def test_live_mode_needs_trading_enabled(monkeypatch: pytest.MonkeyPatch, capsys
     assert "TRADING_ENABLED=true" in capsys.readouterr().err
 
 
-def test_live_mode_missing_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch, capsys):
+def test_live_mode_missing_secret_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default state/ folder is relative: keep the checkout's out
     monkeypatch.setenv("TRADING_ENABLED", "true")
     for key in DUMMY_KEYS:
         monkeypatch.delenv(key, raising=False)

@@ -385,8 +385,8 @@ def test_paper_node_steered_and_aggregated_over_http(paper: PaperNode) -> None:
             out["pause"] = r.status
             end = time.monotonic() + 30
             while time.monotonic() < end:
-                doc = read_registry(node.registry_path)
-                if doc.strategies[SID].state == "paused":
+                record = read_registry(node.registry_path).strategies[SID]
+                if record.state == "paused" and record.manual is not None:  # the operator's
                     break
                 await asyncio.sleep(0.5)
             out["status"] = await (await client.get(f"/strategy/{SID}")).json()
