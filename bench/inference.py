@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from hmm_strategy.engine import FitSettings, RegimeEngine
-from hmm_strategy.features import FeatureSpec, StreamingFeatures, feature_matrix
+from bench.data import benchmark_frame
+from hmm_strategy.engine import FitSettings, RegimeEngine, SlowLevel
+from hmm_strategy.features import FeatureSpec, StreamingFeatures, aggregate_bars, feature_matrix
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.model import RegimeHMM
 from hmm_strategy.policy import PolicyConfig, RegimePolicy
@@ -119,6 +120,55 @@ def engine_inference(
         "breakdown_us": per,
         "n_states": int(model.n_states_),
         "filter_backend": ForwardFilter.from_model(model).backend,
+    }
+
+
+def hierarchical_inference(
+    model: RegimeHMM, frame: pl.DataFrame, n_bars: int, repeats: int = 3
+) -> dict[str, Any]:
+    """Microseconds per ``RegimeEngine.update`` with the slow level on (coarse bars of 16), and
+    the single-level engine on the same bars in the same run: the two-level per-bar cost."""
+    spec, policy_cfg, fit = FeatureSpec(), PolicyConfig(), FitSettings(n_restarts=1)
+    slow = SlowLevel()
+    coarse_warm = slow.features.warmup_bars + 2
+    warm = max(spec.warmup_bars + 1, slow.bars_per_bar * coarse_warm)
+    head = frame.head(warm + n_bars)
+    # the slow model is fitted outside the timed loop, on 300 coarse bars of the same process
+    train = benchmark_frame(slow.bars_per_bar * 300)
+    X_slow = feature_matrix(aggregate_bars(train, slow.bars_per_bar), slow.features)
+    slow_model = slow.model(fit).fit(X_slow)
+    rows = _rows(head)
+    warm_rows, timed_rows = rows[:warm], rows[warm:]
+
+    def timed(make) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            engine = make()
+            for r in warm_rows:
+                engine.update(*r)
+            if engine.update(*timed_rows[0]) is None:
+                raise RuntimeError("the engine was not ready after the warm-up bars")
+
+            def run(engine: RegimeEngine = engine) -> None:
+                update = engine.update
+                for r in timed_rows[1:]:
+                    update(*r)
+
+            best = min(best, _best_of(1, run))
+        return best / (len(timed_rows) - 1) * 1e6
+
+    single = timed(lambda: RegimeEngine(spec, policy_cfg, fit, model, "bench"))
+    two = timed(
+        lambda: RegimeEngine(
+            spec, policy_cfg, fit, model, "bench", slow=slow, slow_model=slow_model
+        )
+    )
+    return {
+        "bars": len(timed_rows) - 1,
+        "bars_per_coarse_bar": slow.bars_per_bar,
+        "us_per_bar_single_level": single,
+        "us_per_bar_two_level": two,
+        "two_level_vs_single": two / single,
     }
 
 

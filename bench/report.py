@@ -171,6 +171,13 @@ def markdown(result: dict[str, Any]) -> str:
     add(f"Speed-up vs naive: {inf['speedup_vs_naive']:.0f}x (same probabilities: max abs diff "
         f"{naive['max_abs_diff_vs_filter']:.1e}).")  # fmt: skip
     add("")
+    hier = inf.get("hierarchical")
+    if hier:
+        add(f"Two-level model (slow level on coarse bars of {hier['bars_per_coarse_bar']}, "
+            f"{hier['bars']:,} bars): {hier['us_per_bar_two_level']:.2f} us/bar against "
+            f"{hier['us_per_bar_single_level']:.2f} single-level in the same run, "
+            f"{hier['two_level_vs_single']:.2f}x.")  # fmt: skip
+        add("")
 
     add("### 3. Fit and walk-forward")
     add("")

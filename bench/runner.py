@@ -144,7 +144,7 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     from bench import backtest as bt
     from bench.data import benchmark_frame, fit_artifact, to_bars
     from bench.fit import fit_benchmarks, walk_forward_benchmark
-    from bench.inference import engine_inference, naive_inference
+    from bench.inference import engine_inference, hierarchical_inference, naive_inference
     from bench.machine import load_average, machine_info
     from bench.memory import current_rss_mb
     from hmm_strategy.artifacts import load_model
@@ -267,6 +267,7 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         "engine": engine,
         "naive": naive,
         "speedup_vs_naive": naive["us_per_bar"] / engine["us_per_bar"],
+        "hierarchical": hierarchical_inference(model, frame, sizes.inference_bars),
     }
     del frame
     gc.collect()

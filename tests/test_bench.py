@@ -88,6 +88,11 @@ def test_result_document_has_every_section(tiny) -> None:
     inference = result["inference"]
     assert inference["naive"]["max_abs_diff_vs_filter"] < 1e-8  # same numbers, fair comparison
     assert set(inference["engine"]["breakdown_us"]) >= {"features", "filter", "policy"}
+    hier = inference["hierarchical"]  # the two-level model's per-bar cost, same run
+    assert hier["bars"] > 0 and hier["us_per_bar_two_level"] > 0
+    assert math.isclose(
+        hier["two_level_vs_single"], hier["us_per_bar_two_level"] / hier["us_per_bar_single_level"]
+    )
     assert len(result["fit"]["runs"]) == 2 * len(result["settings"]["fit_sizes"])
     for run in result["fit"]["runs"]:
         plain = run["hmmlearn"]
