@@ -72,7 +72,8 @@ class LatencyProbe(Actor):
         )
 
 
-def _summary(values: list[float]) -> dict[str, float | int]:
+def latency_summary(values: list[float]) -> dict[str, float | int]:
+    """n, p50, p99 and max of latency samples (``{"n": 0}`` when there are none)."""
     ordered = sorted(values)
     if not ordered:
         return {"n": 0}
@@ -148,6 +149,6 @@ def paper_latency(work_dir: Path, model_path: str, n_bars: int) -> dict[str, Any
         "bars": n_bars,
         "wall_seconds": wall,
         "actors": [a.path for a in settings.actors],
-        "bar_to_decision_us": _summary(data["decision_us"]),
-        "bar_to_order_submitted_us": _summary(data["order_us"]),
+        "bar_to_decision_us": latency_summary(data["decision_us"]),
+        "bar_to_order_submitted_us": latency_summary(data["order_us"]),
     }

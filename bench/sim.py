@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import yaml
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
+
+from bench.live import latency_summary
 
 KEYS = {"BINANCE_API_KEY": "bench-sim-key", "BINANCE_API_SECRET": "bench-sim-secret"}
 
@@ -59,18 +60,6 @@ class SubmitAckProbe(Actor):
         Path(self.config.output_path).write_text(
             json.dumps({"ack_ms": self.ack_ms, "fill_ms": self.fill_ms})
         )
-
-
-def _summary(values: list[float]) -> dict[str, float | int]:
-    ordered = sorted(values)
-    if not ordered:
-        return {"n": 0}
-    return {
-        "n": len(ordered),
-        "p50": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))],
-        "max": ordered[-1],
-    }
 
 
 def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
@@ -150,6 +139,6 @@ def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
         "bars": n_bars,
         "wall_seconds": wall,
         "venue_orders": orders,
-        "submit_to_ack_ms": _summary(data["ack_ms"]),
-        "submit_to_fill_ms": _summary(data["fill_ms"]),
+        "submit_to_ack_ms": latency_summary(data["ack_ms"]),
+        "submit_to_fill_ms": latency_summary(data["fill_ms"]),
     }
