@@ -405,3 +405,16 @@ def test_build_trading_node_rejects_config_without_matching_factory(keys):
     )
     with pytest.raises(VenueConfigError, match="no factory"):
         build_trading_node(config, VenueSettings(kind="bybit_linear"))
+
+
+def test_every_venue_kind_has_one_table_entry_for_its_secrets() -> None:
+    """A new venue kind is a table entry (its secrets check included), not another elif."""
+    import typing
+
+    from venues.builders import VENUE_KINDS
+    from venues.secrets import SECRETS_BY_KIND
+    from venues.settings import VenueKind
+
+    kinds = set(typing.get_args(VenueKind))
+    assert set(SECRETS_BY_KIND) == kinds
+    assert set(VENUE_KINDS) == kinds - {"replay"}  # the offline feed is built apart

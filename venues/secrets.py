@@ -23,6 +23,7 @@ With ``testnet=True`` put the testnet (or demo) keys in the same variables. IB i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nautilus_trader.common.config import register_config_encoding
@@ -147,17 +148,28 @@ def tws_login() -> tuple[Secret, Secret]:
     return _required("TWS_USERNAME", why), _required("TWS_PASSWORD", why)
 
 
+def _ib_secrets(settings: VenueSettings) -> None:
+    ib_connection(settings)  # paper too: the gateway's host/port/client id
+    if settings.ib.gateway == "docker":
+        tws_login()
+
+
+# What each venue kind needs from the environment before it may connect: (paper, live) checks.
+SECRETS_BY_KIND: dict[str, tuple[Callable[[VenueSettings], object] | None, ...]] = {
+    "replay": (None, None),
+    "binance_spot": (None, lambda s: binance_credentials(futures=False)),
+    "binance_futures": (None, lambda s: binance_credentials(futures=True)),
+    "bybit_linear": (None, lambda s: bybit_credentials()),
+    "ib": (_ib_secrets, _ib_secrets),
+}
+
+
 def require_secrets(settings: VenueSettings) -> None:
     """Fail fast (before any connection) if a secret the settings need is missing."""
-    if settings.kind == "ib":
-        ib_connection(settings)
-        if settings.ib.gateway == "docker":
-            tws_login()
-    elif settings.mode == "live":
-        if settings.kind in ("binance_spot", "binance_futures"):
-            binance_credentials(futures=settings.kind == "binance_futures")
-        elif settings.kind == "bybit_linear":
-            bybit_credentials()
+    paper, live = SECRETS_BY_KIND[settings.kind]
+    check = live if settings.mode == "live" else paper
+    if check is not None:
+        check(settings)
 
 
 # ---------------------------------------------------------------------- API keys in the logs
