@@ -104,18 +104,11 @@ def fmt(value, kind: str) -> str:
 def comparison_table(comparison: dict[str, dict], notional: float | None = None) -> str:
     """The side-by-side table printed after every run (strategy first, then the baselines)."""
     names = sorted(comparison, key=lambda n: list(RUN_LABELS).index(n) if n in RUN_LABELS else 99)
-    headers = ["", *(RUN_LABELS.get(n, n) for n in names)]
-    rows = [
-        [label, *(fmt(comparison[n].get(key), kind) for n in names)]
-        for key, label, kind in METRIC_ROWS
-    ]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  " + "  ".join([first, *rest])
-
+    cells = {
+        RUN_LABELS.get(n, n): [fmt(comparison[n].get(key), kind) for key, _, kind in METRIC_ROWS]
+        for n in names
+    }
+    table = pd.DataFrame(cells, index=[label for _, label, _ in METRIC_ROWS])
     first = next(iter(comparison.values()), {})
     capital = first.get("capital")
     title = "  performance on the same capital"
@@ -123,8 +116,7 @@ def comparison_table(comparison: dict[str, dict], notional: float | None = None)
         title += f" ({capital:,.0f})"
     if notional and len(names) > 1:
         title += f"; baselines trade {notional:,.0f} notional (the strategy's full exposure)"
-    out = [title, line(headers), "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))]
-    out += [line(r) for r in rows]
+    out = [title, *("  " + line for line in table.to_string(col_space=10).splitlines())]
     for n in names:
         if comparison[n].get("ruined_at") is not None:
             out.append(

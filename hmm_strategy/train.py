@@ -568,23 +568,32 @@ def comparison_markdown(section: dict[str, Any]) -> list[str]:
     if "comparison" not in section:
         why = section.get("error") or section.get("skipped") or "not run"
         return [*lines, f"Not available: {why}"]
-    runs = [(run, label) for run, label in RUNS if run in section["comparison"]]
+    cells = comparison_cells(section)
     lines += [
         "In sample: the model is judged on the bars it was fitted on (an upper bound, not "
         "evidence; see `python -m backtests.walk_forward` for out-of-sample results). "
         f"Run folder: `{section['run_dir']}`.",
         "",
-        "| | " + " | ".join(label for _, label in runs) + " |",
-        "|---|" + "---|" * len(runs),
+        "| | " + " | ".join(cells) + " |",
+        "|---|" + "---|" * len(cells),
     ]
-    for key, label, spec in COMPARISON_ROWS:
-        cells = []
-        for run, _ in runs:
-            value = section["comparison"][run].get(key)
-            ok = isinstance(value, int | float) and math.isfinite(value)
-            cells.append(spec.format(value) if ok else "-")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for i, (_, label, _) in enumerate(COMPARISON_ROWS):
+        lines.append(f"| {label} | " + " | ".join(column[i] for column in cells.values()) + " |")
     return lines
+
+
+def comparison_cells(section: dict[str, Any]) -> dict[str, list[str]]:
+    """Run label -> its formatted metrics in ``COMPARISON_ROWS`` order ('-' when undefined)."""
+
+    def cell(value: Any, spec: str) -> str:
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        return spec.format(value) if ok else "-"
+
+    return {
+        label: [cell(section["comparison"][run].get(key), spec) for key, _, spec in COMPARISON_ROWS]
+        for run, label in RUNS
+        if run in section["comparison"]
+    }
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -667,10 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report   {result.report_md}")
     if "comparison" in section:
         print("in sample (the training window; out-of-sample: python -m backtests.walk_forward):")
-        for line in comparison_markdown(section)[5:]:  # the table
-            if not line.startswith("|---"):
-                label, *cells = (c.strip() for c in line.strip("|").split("|"))
-                print(f"  {label:<26}" + "".join(f"{c:>12}" for c in cells))
+        table = pd.DataFrame(
+            comparison_cells(section), index=[label for _, label, _ in COMPARISON_ROWS]
+        )
+        print("\n".join("  " + line for line in table.to_string(col_space=10).splitlines()))
     return 0
 
 
