@@ -135,12 +135,27 @@ def switch_on(
     return path
 
 
+MAX_SWITCH_BYTES = 4096  # a switch file is a reason line and maybe "flatten"; nothing larger
+
+
 def switch_off(path: str | os.PathLike[str]) -> bool:
-    """Resume trading: remove the switch file; False if it was not there."""
+    """Resume trading: remove the switch file; False if it was not there. A path that does not
+    hold a switch file (a folder, a large or many-line file: a mistyped --path) is refused, never
+    deleted."""
+    path = Path(path)
     try:
-        Path(path).unlink()
+        info = path.lstat()
     except FileNotFoundError:
         return False
+    if not path.is_file() or path.is_symlink():
+        raise ValueError(f"{path} is not a kill switch file (not a regular file): not removed")
+    lines = [] if info.st_size > MAX_SWITCH_BYTES else path.read_bytes().splitlines()
+    if info.st_size > MAX_SWITCH_BYTES or len([x for x in lines if x.strip()]) > 2:
+        raise ValueError(
+            f"{path} does not look like a kill switch file (a reason line and 'flatten' at most, "
+            f"{info.st_size:,} bytes): not removed; check --path"
+        )
+    path.unlink()
     return True
 
 

@@ -180,26 +180,16 @@ def kill_switch_files(settings: NodeSettings) -> set[Path]:
 
 
 def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[str]:
-    """Key the saved state to its data source: refuse a state folder (strategy checkpoints,
-    governance registry, model lifecycle) written on other data, or, with ``--fresh``, move it
-    all aside first (kept; the kill switch file stays). Returns the banner's state lines."""
+    """Key the saved state to its data source, read-only: refuse a state folder (strategy
+    checkpoints, governance registry, model lifecycle) written on other data unless ``--fresh``
+    will move it aside. Nothing is moved or written here (``apply_state`` does that once every
+    other start-up check passed). Returns the banner's state lines."""
     state_dir = Path(settings.live.state_dir)
     lines = []
-    if fresh and state_dir.is_dir():
-        keep = kill_switch_files(settings)
-        moved = [
-            e
-            for e in state_dir.iterdir()
-            if e.resolve() not in keep and not e.name.startswith("old-")
-        ]
-        if moved:
-            aside = state_dir / f"old-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            aside.mkdir()
-            for entry in moved:
-                entry.rename(aside / entry.name)
-            lines.append(f"--fresh: earlier state moved to {aside}/ (kept)")
+    if fresh and _state_entries(settings):
+        lines.append(f"--fresh: earlier state in {state_dir}/ is moved to old-<UTC>/ (kept)")
     marker = state_dir / SOURCE_FILE
-    recorded = marker.read_text().strip() if marker.is_file() else None
+    recorded = marker.read_text().strip() if marker.is_file() and not fresh else None
     if recorded is not None and recorded != source:
         raise ConfigError(
             f"{state_dir}/ holds saved state (checkpoints, governance registry) of data source "
@@ -210,9 +200,8 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
         if not path.exists():
             lines.append(f"{sid}: fresh (no checkpoint)")
             continue
-        if fresh:  # a checkpoint folder outside live.state_dir
-            kept = set_aside(path, "old")
-            lines.append(f"{sid}: fresh (--fresh; old checkpoint kept as {kept})")
+        if fresh:
+            lines.append(f"{sid}: fresh (--fresh; the old checkpoint is kept)")
             continue
         try:
             state = load_checkpoint(path)  # the file exists: a dict, or CheckpointError
@@ -230,12 +219,53 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
         lines.append(
             f"{sid}: resumes {path} (after bar {bars}; replayed bars up to it are skipped)"
         )
+    state_dir_ok = state_dir if state_dir.exists() else state_dir.parent
+    while not state_dir_ok.exists():
+        state_dir_ok = state_dir_ok.parent
+    if not os.access(state_dir_ok, os.W_OK) or (state_dir.exists() and not state_dir.is_dir()):
+        raise ConfigError(f"live.state_dir {state_dir} is not a writable folder")
+    return lines
+
+
+def _state_entries(settings: NodeSettings) -> list[Path]:
+    """What ``--fresh`` moves: the state folder's entries but the kill switch and earlier
+    ``old-*`` folders."""
+    state_dir = Path(settings.live.state_dir)
+    if not state_dir.is_dir():
+        return []
+    keep = kill_switch_files(settings)
+    return [
+        e for e in state_dir.iterdir() if e.resolve() not in keep and not e.name.startswith("old-")
+    ]
+
+
+def apply_state(settings: NodeSettings, *, fresh: bool) -> None:
+    """``--fresh``: move the earlier state aside (kept) and set aside checkpoints kept outside
+    the state folder. Called once every start-up check passed, before the node starts, so a
+    start refused on a flag or a setting moves nothing."""
+    if not fresh:
+        return
+    state_dir = Path(settings.live.state_dir)
+    moved = _state_entries(settings)
+    if moved:
+        aside = state_dir / f"old-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        aside.mkdir()
+        for entry in moved:
+            entry.rename(aside / entry.name)
+    for _, path in strategy_checkpoints(settings):
+        if path.exists():  # a checkpoint folder outside live.state_dir
+            set_aside(path, "old")
+
+
+def record_data_source(settings: NodeSettings, source: str) -> None:
+    """Stamp the state folder with its data source once the node has started (a start that
+    failed, e.g. on an empty bar file, leaves no stamp that would refuse the next start)."""
+    state_dir = Path(settings.live.state_dir)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(marker, f"{source}\n".encode())
-    except OSError as exc:
-        raise ConfigError(f"live.state_dir {state_dir} is not writable: {exc}") from None
-    return lines
+        atomic_write(state_dir / SOURCE_FILE, f"{source}\n".encode())
+    except OSError as exc:  # advisory: each checkpoint also records its data source
+        print(cli.one_line(f"warning: {state_dir}/{SOURCE_FILE} not written: {exc}"), flush=True)
 
 
 def warm_start_plan(settings: NodeSettings, venue):
@@ -322,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         from venues.builders import build_trading_node
 
         node = build_trading_node(config, venue)
-    except (ConfigError, VenueConfigError, FlagError, cli.CLIError) as exc:
+        apply_state(settings, fresh=args.fresh)
+    except (ConfigError, VenueConfigError, FlagError, cli.CLIError, OSError) as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG
 
@@ -379,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_when=(lambda: replay_finished(node)) if args.exit_when_replayed else None,
             max_runtime_secs=args.duration,
             before_dispose=write_reports,
+            on_started=lambda: record_data_source(settings, venue.data_source_id),
         )
     except NodeStartError as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)

@@ -553,7 +553,10 @@ def in_sample_comparison(
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         out["error"] = cli.one_line(lines[-1] if lines else f"exit {proc.returncode}")
         return out
-    comparison = json.loads(stats.read_text()).get("comparison") or {}
+    doc = json.loads(stats.read_text())
+    comparison = doc.get("comparison") or {}
+    out["capital"] = (comparison.get("strategy") or {}).get("capital")
+    out["baseline_notional"] = doc.get("baseline_notional")
     out["comparison"] = {
         run: {key: comparison[run].get(key) for key, _, _ in COMPARISON_ROWS}
         for run, _ in RUNS
@@ -572,7 +575,7 @@ def comparison_markdown(section: dict[str, Any]) -> list[str]:
     lines += [
         "In sample: the model is judged on the bars it was fitted on (an upper bound, not "
         "evidence; see `python -m backtests.walk_forward` for out-of-sample results). "
-        f"Run folder: `{section['run_dir']}`.",
+        f"{sizing(section)}. Run folder: `{section['run_dir']}`.",
         "",
         "| | " + " | ".join(cells) + " |",
         "|---|" + "---|" * len(cells),
@@ -580,6 +583,18 @@ def comparison_markdown(section: dict[str, Any]) -> list[str]:
     for i, (_, label, _) in enumerate(COMPARISON_ROWS):
         lines.append(f"| {label} | " + " | ".join(column[i] for column in cells.values()) + " |")
     return lines
+
+
+def sizing(section: dict[str, Any]) -> str:
+    """What the runs traded: the capital, and the notional the baselines hold."""
+    capital, notional = section.get("capital"), section.get("baseline_notional")
+    text = "On the same capital" + (f" ({capital:,.0f})" if capital else "")
+    if notional:
+        text += (
+            f"; baselines trade {notional:,.0f} notional, the strategy's full exposure under the "
+            "node config's allocator (a walk-forward runs without it, so its sizes differ)"
+        )
+    return text
 
 
 def comparison_cells(section: dict[str, Any]) -> dict[str, list[str]]:
@@ -674,8 +689,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"artifact {result.artifact}")
     print(f"report   {result.report_md}")
-    if "comparison" in section:
+    if "comparison" not in section:
+        print(f"in-sample comparison: not available: {section.get('skipped') or 'see above'}")
+    else:
         print("in sample (the training window; out-of-sample: python -m backtests.walk_forward):")
+        print(f"  {sizing(section)}")
         table = pd.DataFrame(
             comparison_cells(section), index=[label for _, label, _ in COMPARISON_ROWS]
         )

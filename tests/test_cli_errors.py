@@ -91,6 +91,7 @@ def files(tmp_path_factory, data_dir: Path) -> dict[str, str]:
     text("registry_list.json", "[1, 2, 3]\n")
     text("deep.json", "[" * 200_000 + "]" * 200_000)
     text("a_file", "not a folder\n")
+    text("a_readme.md", "# A document\n\nmore than\n\ntwo lines\n")
     src15 = str(data_dir / BTC_15M)
     src1 = str(data_dir / BTC_1M)
     data15 = {"source": src15, "format": "privet_csv", "instrument_id": "BTCUSDT.BINANCE",
@@ -252,6 +253,10 @@ CASES: list = [
      r"one-line --reason"),
     ("kill-switch-under-file", "actors.kill_switch",
      ["on", "--reason", "x", "--path", "{a_file}/KS"], r"a_file"),
+    ("kill-switch-off-not-a-switch-file", "actors.kill_switch",
+     ["off", "--path", "{a_readme.md}"], r"does not look like a kill switch file"),
+    ("kill-switch-off-a-folder", "actors.kill_switch", ["off", "--path", "{dir}"],
+     r"not a kill switch file"),
     ("live-run-dir-of-another-run", "hmm_strategy.live",
      ["--override", "{base.yaml}", "--run-dir", "{dir}"], r"already holds files of another run"),
     ("run-run-dir-of-another-run", "backtests.run", ["--run-dir", "{dir}"],

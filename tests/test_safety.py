@@ -23,7 +23,7 @@ import yaml
 from hmm_strategy.checkpoint import checkpoint_path, save_checkpoint
 from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_node_settings
 from hmm_strategy.flags import FlagError, parse_bool, trading_enabled
-from hmm_strategy.live import main, prepare_state
+from hmm_strategy.live import apply_state, main, prepare_state, record_data_source
 from tests.helpers import free_port
 
 SID = "HMMRegimeStrategy-001"
@@ -372,7 +372,9 @@ def test_state_of_another_data_source_is_refused_and_fresh_sets_it_aside(tmp_pat
     lines = prepare_state(settings, state["data_source"], fresh=False)
     assert lines == [f"{SID}: resumes {path} (after bar 0; replayed bars up to it are skipped)"]
     lines = prepare_state(settings, "anything", fresh=True)
-    assert not path.exists() and "--fresh" in lines[0]
+    assert path.exists() and "--fresh" in lines[0]  # the check alone moves nothing
+    apply_state(settings, fresh=True)
+    assert not path.exists()
     assert len(list(path.parent.glob(f"old-*/{path.name}"))) == 1
 
 
@@ -401,12 +403,44 @@ def test_fresh_moves_every_saved_state_aside_but_keeps_the_kill_switch(tmp_path:
         prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=False)
     lines = prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=True)
     assert "--fresh" in lines[0]
+    apply_state(settings, fresh=True)
+    record_data_source(settings, "binance_spot:BINANCE:testnet:live")  # once the node runs
     assert (state / "KILL_SWITCH").read_text() == "halt\n"
     assert not (state / "governance").exists()
     (aside,) = state.glob("old-*")
     assert (aside / "governance" / "registry.json").read_text() == '{"nav": 4.03}'
     assert (state / "DATA_SOURCE").read_text().strip() == "binance_spot:BINANCE:testnet:live"
     prepare_state(settings, "binance_spot:BINANCE:testnet:live", fresh=False)  # same source: ok
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_start_refused_on_a_flag_or_its_data_moves_and_stamps_nothing(
+    tmp_path: Path, capsys, fresh: bool
+) -> None:
+    """A node that never starts (a bad --run-dir; a bar file with no bars) leaves the state
+    folder as it was: no data-source stamp that would refuse the next start, and --fresh moves
+    nothing until every start-up check passed."""
+    override = write_override(tmp_path)
+    state = tmp_path / "state"
+    (state / "governance").mkdir(parents=True)
+    (state / "governance" / "registry.json").write_text('{"nav": 4.03}')
+    before = sorted(p.relative_to(state) for p in state.rglob("*"))
+    flags = ["--fresh"] if fresh else []
+    code = main(["--override", str(override), "--run-dir", "/proc/no/such", *flags])
+    assert code == 2 and "--run-dir" in capsys.readouterr().err
+    empty = tmp_path / "empty.csv"
+    empty.write_text("ts_event,open,high,low,close,volume\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {"live": {"venues": {"replay": {"replay": {"source": "csv", "path": str(empty)}}}}}
+        )
+    )
+    code = main(["--override", str(override), "--override", str(bad), *flags,
+                 "--run-dir", str(tmp_path / "run"), "--duration", "5"])  # fmt: skip
+    assert code != 0
+    assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
+    assert not (state / "DATA_SOURCE").exists()
 
 
 def test_the_node_refuses_foreign_state_with_one_line(tmp_path: Path, capsys) -> None:

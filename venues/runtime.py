@@ -127,9 +127,11 @@ def run_node(
     start_timeout: float | None = None,
     poll_secs: float = 0.05,
     before_dispose: Callable[[], None] | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """Run a built node until ``stop_when()`` is true, ``max_runtime_secs`` pass, or a signal
     stops it; then stop it, call ``before_dispose()`` (e.g. to write reports) and dispose it.
+    ``on_started()`` runs once the node is running (its failure stops the node and raises).
     Raises :class:`NodeStartError` if it never starts (with the cause when a strategy or actor
     raised) and :class:`NodeRunError` if the node's run task ended on an exception later.
 
@@ -143,6 +145,8 @@ def run_node(
         run_task = loop.create_task(node.run_async(), name="node_run")
         try:
             await wait_until_started(node, start_timeout, run_task)
+            if on_started is not None:
+                on_started()
             started = loop.time()
             while node.is_running() and not run_task.done():
                 if stop_when is not None and stop_when():
