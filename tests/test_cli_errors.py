@@ -45,6 +45,7 @@ def _mains() -> dict[str, Callable[[list[str] | None], int]]:
     from hmm_strategy.live import main as live
     from hmm_strategy.train import main as train
     from ops.__main__ import main as ops
+    from venues.sim.__main__ import main as sim
 
     return {
         "backtests.run": run,
@@ -57,6 +58,7 @@ def _mains() -> dict[str, Callable[[list[str] | None], int]]:
         "actors.registry": registry,
         "actors.kill_switch": kill_switch,
         "ops": ops,
+        "venues.sim": sim,
     }
 
 
@@ -253,6 +255,13 @@ CASES: list = [
      r"one-line --reason"),
     ("kill-switch-under-file", "actors.kill_switch",
      ["on", "--reason", "x", "--path", "{a_file}/KS"], r"a_file"),
+    ("sim-port-too-large", "venues.sim", ["--port", "99999"], r"--port"),
+    ("sim-balance-not-a-number", "venues.sim", ["--balance", "USDT=abc"], r"ASSET=AMOUNT"),
+    ("sim-balance-no-amount", "venues.sim", ["--balance", "USDT"], r"ASSET=AMOUNT"),
+    ("sim-negative-bars", "venues.sim", ["--bars", "-5"], r"--bars"),
+    ("sim-faults-not-json", "venues.sim", ["--faults", "{bad"], r"--faults is not JSON"),
+    ("sim-urls-file-unwritable", "venues.sim", ["--urls-file", "{a_file}/u.json"],
+     r"--urls-file folder .*a_file is not a writable folder"),
     ("kill-switch-off-not-a-switch-file", "actors.kill_switch",
      ["off", "--path", "{a_readme.md}"], r"does not look like a kill switch file"),
     ("kill-switch-off-a-folder", "actors.kill_switch", ["off", "--path", "{dir}"],

@@ -77,7 +77,7 @@ def node_child(mp_dir: str, port: int) -> None:
     or ``stop`` stops the engine (the exporter's on_stop; EMACross closes its position, one more
     order) and prints the final counts."""
     bar_type = BarType.from_str(BAR_TYPE)
-    engine, _, _, _ = build_engine(
+    engine, exporter, _, _ = build_engine(
         MetricsExporterConfig(serve="always" if port else "never", port=port,
                               multiprocess_dir=mp_dir),
         bars=make_bars(bar_type, CHUNK_BARS),
@@ -89,6 +89,8 @@ def node_child(mp_dir: str, port: int) -> None:
             engine.clear_data()
             engine.add_data(make_bars(bar_type, CHUNK_BARS, first=chunk * CHUNK_BARS))
         engine.run(streaming=True)
+        if not port:  # a backtest exporter without a server refreshes when read: read it, as a
+            exporter.render()  # scrape of its shards would, so its gauges carry its epoch
         print(json.dumps(_counts(engine)), flush=True)
     engine.end()
     print(json.dumps(_counts(engine)), flush=True)

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from hmm_strategy import cli
 from venues.sim.exchange import FAULT_KINDS
 from venues.sim.feed import INTERVALS
 from venues.sim.server import SimConfig, SimVenue, write_urls
@@ -21,24 +22,72 @@ from venues.sim.server import SimConfig, SimVenue, write_urls
 CSV = "binance/privet1x_crypto-trading-bot/BTCUSDT_15m.csv"  # in ${HMM_DATA_DIR}
 
 
+def _balance(text: str) -> tuple[str, str]:
+    """``ASSET=AMOUNT`` with a positive finite amount."""
+    asset, sep, amount = text.partition("=")
+    try:
+        ok = bool(sep and asset.strip()) and 0 < float(amount) < float("inf")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"--balance must be ASSET=AMOUNT (> 0), got {text!r}")
+    return asset.strip().upper(), amount.strip()
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"--speed must be a number >= 0, got {text!r}")
+    return value
+
+
+def _faults(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--faults is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--faults must be a JSON object of counts, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m venues.sim", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (0 = any free)")
+    p = cli.ArgumentParser(prog="python -m venues.sim", description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=cli.port, default=8765,
+                   help="TCP port on 127.0.0.1 (0 = any free)")
     p.add_argument("--source", choices=["csv", "synthetic"], default="csv")
     p.add_argument("--path", default=None,
                    help=f"bar file for --source csv (default: $HMM_DATA_DIR/{CSV})")
     p.add_argument("--format", default=None, help="bar file format (detected when omitted)")
-    p.add_argument("--bars", type=int, default=20_000, help="bars to serve (the file's last N)")
+    p.add_argument("--bars", type=cli.positive_int, default=20_000,
+                   help="bars to serve (the file's last N)")
     p.add_argument("--seed", type=int, default=7, help="synthetic bars: random seed")
     p.add_argument("--interval", choices=list(INTERVALS), default="15m", help="kline interval")
-    p.add_argument("--history-bars", type=int, default=6_000, help="bars served as history")
-    p.add_argument("--speed", type=float, default=1.0, help="live bars per second (0 = real time)")
+    p.add_argument("--history-bars", type=_count, default=6_000,
+                   help="bars served as history")
+    p.add_argument("--speed", type=_speed, default=1.0,
+                   help="live bars per second (0 = real time)")
     p.add_argument("--no-wait", action="store_true", help="publish before a node subscribes")
-    p.add_argument("--balance", action="append", default=None, metavar="ASSET=AMOUNT",
+    p.add_argument("--balance", action="append", type=_balance, default=None,
+                   metavar="ASSET=AMOUNT",
                    help="starting balance (repeatable; default USDT=100000)")
     p.add_argument("--state", default="state/sim/binance_sim.json",
                    help="JSON file with balances, orders, trades (kept across restarts)")
-    p.add_argument("--faults", default="{}", help=f"JSON counts of faults, kinds {FAULT_KINDS}")
+    p.add_argument("--faults", type=_faults, default={},
+                   help=f"JSON counts of faults, kinds {FAULT_KINDS}")
     p.add_argument("--urls-file", default=None, help="write the adapter URLs there as JSON")
     return p.parse_args(argv)
 
@@ -57,13 +106,19 @@ async def serve(config: SimConfig, urls_file: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.urls_file:
+        try:
+            cli.ensure_writable_dir(Path(args.urls_file).parent, "--urls-file folder")
+        except cli.CLIError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     key, secret = os.environ.get("BINANCE_API_KEY"), os.environ.get("BINANCE_API_SECRET")
     if not key or not secret:
         print("error: set BINANCE_API_KEY and BINANCE_API_SECRET (the pair the node will use)",
               file=sys.stderr)
         return 2
     try:
-        balances = dict(b.split("=", 1) for b in (args.balance or ["USDT=100000"]))
+        balances = dict(args.balance or [("USDT", "100000")])
         path = args.path
         if args.source == "csv" and path is None:
             from hmm_strategy.config import default_data_dir
@@ -73,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             api_key=key, api_secret=secret, port=args.port, source=args.source, path=path,
             format=args.format, n_bars=args.bars, seed=args.seed, interval=args.interval,
             history_bars=args.history_bars, speed=args.speed, wait_for_subscriber=not args.no_wait,
-            balances=balances, state_path=args.state, faults=json.loads(args.faults),
+            balances=balances, state_path=args.state, faults=args.faults,
         )
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         asyncio.run(serve(config, args.urls_file))
