@@ -164,6 +164,8 @@ def submit_lifecycle_request(
         raise ValueError(f"unknown lifecycle action {action!r}")
     if not reason.strip():
         raise ValueError(f"{action} needs --reason")
+    if "\n" in reason or "\r" in reason:
+        raise ValueError("the reason must be one line (it is logged and audited)")
     model_path = str(Path(model).resolve()) if model else None
     version = None
     if action == "rollback":

@@ -519,6 +519,8 @@ def submit_operator_override(
     path = Path(path)
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; one of {ACTIONS}")
+    if not reason.strip() or "\n" in reason or "\r" in reason:
+        raise ValueError("the reason must be one non-empty line (it is logged and audited)")
     if path.exists():
         known = read_registry(path).strategies
         if strategy_id not in known and not force:
