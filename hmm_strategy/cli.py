@@ -120,25 +120,39 @@ def check_time_order(start: str | None, end: str | None) -> None:
         raise CLIError(f"--end {end} is not after --start {start}")
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (``nan``, ``inf`` and 0 would mean "never" or "at once")."""
+def _number(text: str, kind: type, minimum: float, strict: bool) -> float | int:
+    """``text`` as ``kind`` (int or float), finite and above ``minimum`` (``strict``) or at
+    least it; ``nan`` and ``inf`` are refused (they would mean "never" or "at once")."""
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {'whole number' if kind is int else 'number'}"
+        ) from None
+    ok = math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        what = "" if kind is int else "a finite number "
+        raise argparse.ArgumentTypeError(f"{text!r} must be {what}{bound}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return float(_number(text, float, 0, strict=True))
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return float(_number(text, float, 0, strict=False))
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+    return int(_number(text, int, 0, strict=True))
+
+
+def non_negative_int(text: str) -> int:
+    return int(_number(text, int, 0, strict=False))
 
 
 def port(text: str) -> int:

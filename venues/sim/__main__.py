@@ -34,26 +34,6 @@ def _balance(text: str) -> tuple[str, str]:
     return asset.strip().upper(), amount.strip()
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"--speed must be a number >= 0, got {text!r}")
-    return value
-
-
 def _faults(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -76,9 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="bars to serve (the file's last N)")
     p.add_argument("--seed", type=int, default=7, help="synthetic bars: random seed")
     p.add_argument("--interval", choices=list(INTERVALS), default="15m", help="kline interval")
-    p.add_argument("--history-bars", type=_count, default=6_000,
+    p.add_argument("--history-bars", type=cli.non_negative_int, default=6_000,
                    help="bars served as history")
-    p.add_argument("--speed", type=_speed, default=1.0,
+    p.add_argument("--speed", type=cli.non_negative_float, default=1.0,
                    help="live bars per second (0 = real time)")
     p.add_argument("--no-wait", action="store_true", help="publish before a node subscribes")
     p.add_argument("--balance", action="append", type=_balance, default=None,
