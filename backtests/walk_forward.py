@@ -42,7 +42,14 @@ import msgspec
 import numpy as np
 import polars as pl
 
-from backtests.metrics import METRIC_KEYS, evaluate, performance, read_fills, starting_balance
+from backtests.metrics import (
+    METRIC_KEYS,
+    evaluate,
+    fill_frame,
+    performance,
+    read_fills,
+    starting_balance,
+)
 from hmm_strategy import cli
 from hmm_strategy.config import (
     ComponentSpec,
@@ -279,7 +286,8 @@ def run_fold(
             (run / name).unlink(missing_ok=True)
 
     decisions = read_decisions(run)
-    check_inside(fold, decisions, read_fills(run / "fills.csv"))
+    fills = read_fills(run / "fills.csv")
+    check_inside(fold, decisions, fills)
     capital, currency = starting_balance(settings)
     # mark-to-market curves of the strategy and its baselines over the test window only
     equity = pl.read_csv(run / "equity.csv")
@@ -299,7 +307,7 @@ def run_fold(
         decisions,
         stats["comparison"],
         curves,
-        orders=read_fills(run / "fills.csv").height,
+        orders=fills.height,
         engine_pnl=None if engine_pnl is None else float(engine_pnl),
         baseline_notional=stats.get("baseline_notional"),
         capital=capital,
@@ -433,15 +441,18 @@ def run_continuous(
     bars = load_frame(settings, target.bar_type, iso(folds[0].run_start), iso(folds[-1].test_end))
     bar_ts, close = bars["ts_event"].to_numpy(), bars["close"].to_numpy()
     decisions = read_decisions(run)
-    reports = {}
-    for name in stats["comparison"]:
-        prefix = "" if name == "strategy" else f"{name}_"
-        reports[name] = tuple(
-            pd.read_csv(run / f"{prefix}{kind}.csv") if (run / f"{prefix}{kind}.csv").exists()
-            and (run / f"{prefix}{kind}.csv").stat().st_size else None
+
+    def report(path: Path) -> pd.DataFrame | None:
+        return pd.read_csv(path) if path.exists() and path.stat().st_size else None
+
+    reports = {  # each run's fills and positions reports, read once for every fold's window
+        name: tuple(
+            report(run / f"{'' if name == 'strategy' else name + '_'}{kind}.csv")
             for kind in ("fills", "positions")
         )
-    all_fills = read_fills(run / "fills.csv")
+        for name in stats["comparison"]
+    }
+    all_fills = fill_frame(reports["strategy"][0])
     check_inside(folds[0], decisions, all_fills)
     results = []
     for fold, model in zip(folds, trained, strict=True):
