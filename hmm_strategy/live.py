@@ -219,11 +219,7 @@ def prepare_state(settings: NodeSettings, source: str, *, fresh: bool) -> list[s
         lines.append(
             f"{sid}: resumes {path} (after bar {bars}; replayed bars up to it are skipped)"
         )
-    state_dir_ok = state_dir if state_dir.exists() else state_dir.parent
-    while not state_dir_ok.exists():
-        state_dir_ok = state_dir_ok.parent
-    if not os.access(state_dir_ok, os.W_OK) or (state_dir.exists() and not state_dir.is_dir()):
-        raise ConfigError(f"live.state_dir {state_dir} is not a writable folder")
+    cli.ensure_writable_dir(state_dir, "live.state_dir")  # an empty folder changes nothing
     return lines
 
 
