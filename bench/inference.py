@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,33 @@ def _best_of(repeats: int, fn) -> float:
     return best
 
 
+def _engine_seconds(
+    make: Callable[[], RegimeEngine],
+    warm_rows: list[tuple[float, ...]],
+    timed_rows: list[tuple[float, ...]],
+    repeats: int,
+) -> float:
+    """Best of ``repeats`` runs of ``update`` over ``timed_rows``, each on a fresh engine from
+    ``make`` warmed on ``warm_rows`` (checked first: it decides on the first 100 timed bars)."""
+    probe = make()
+    for r in warm_rows:
+        probe.update(*r)
+    if sum(probe.update(*r) is not None for r in timed_rows[:100]) != 100:
+        raise RuntimeError("the engine was not ready after the warm-up bars")
+    best = float("inf")
+    for _ in range(repeats):
+        engine = make()
+        for r in warm_rows:
+            engine.update(*r)
+
+        def run(update=engine.update) -> None:
+            for r in timed_rows:
+                update(*r)
+
+        best = min(best, _best_of(1, run))
+    return best
+
+
 def engine_inference(
     model: RegimeHMM, frame: pl.DataFrame, n_bars: int, repeats: int = 3
 ) -> dict[str, Any]:
@@ -55,25 +83,12 @@ def engine_inference(
     rows = _rows(frame.head(warm + n_bars))
     warm_rows, timed_rows = rows[:warm], rows[warm:]
 
-    def fresh_engine() -> RegimeEngine:
-        engine = RegimeEngine(spec, policy_cfg, FitSettings(), model, "bench")
-        for r in warm_rows:
-            engine.update(*r)
-        return engine
-
-    def run_engine() -> None:
-        update = engine.update
-        for r in timed_rows:
-            update(*r)
-
-    engine = fresh_engine()
-    decisions = sum(engine.update(*r) is not None for r in timed_rows[:100])
-    if decisions != 100:
-        raise RuntimeError("the engine was not ready after the warm-up bars")
-    total = float("inf")
-    for _ in range(repeats):
-        engine = fresh_engine()
-        total = min(total, _best_of(1, run_engine))
+    total = _engine_seconds(
+        lambda: RegimeEngine(spec, policy_cfg, FitSettings(), model, "bench"),
+        warm_rows,
+        timed_rows,
+        repeats,
+    )
 
     # Stages on their own, same bars, same order; objects are built outside the timed loops.
     warmed = StreamingFeatures(spec)
@@ -140,31 +155,20 @@ def hierarchical_inference(
     rows = _rows(head)
     warm_rows, timed_rows = rows[:warm], rows[warm:]
 
-    def timed(make) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            engine = make()
-            for r in warm_rows:
-                engine.update(*r)
-            if engine.update(*timed_rows[0]) is None:
-                raise RuntimeError("the engine was not ready after the warm-up bars")
-
-            def run(engine: RegimeEngine = engine) -> None:
-                update = engine.update
-                for r in timed_rows[1:]:
-                    update(*r)
-
-            best = min(best, _best_of(1, run))
-        return best / (len(timed_rows) - 1) * 1e6
-
-    single = timed(lambda: RegimeEngine(spec, policy_cfg, fit, model, "bench"))
-    two = timed(
+    n = len(timed_rows)
+    single = _engine_seconds(
+        lambda: RegimeEngine(spec, policy_cfg, fit, model, "bench"), warm_rows, timed_rows, repeats
+    ) / n * 1e6
+    two = _engine_seconds(
         lambda: RegimeEngine(
             spec, policy_cfg, fit, model, "bench", slow=slow, slow_model=slow_model
-        )
-    )
+        ),
+        warm_rows,
+        timed_rows,
+        repeats,
+    ) / n * 1e6
     return {
-        "bars": len(timed_rows) - 1,
+        "bars": n,
         "bars_per_coarse_bar": slow.bars_per_bar,
         "us_per_bar_single_level": single,
         "us_per_bar_two_level": two,
