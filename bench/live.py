@@ -18,7 +18,7 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import yaml
@@ -28,6 +28,11 @@ from nautilus_trader.model.data import BarType
 from nautilus_trader.model.events import OrderSubmitted
 
 from hmm_strategy.messages import REGIME_TOPIC
+
+if TYPE_CHECKING:
+    from nautilus_trader.live.node import TradingNode
+
+    from hmm_strategy.config import ComponentSpec, NodeSettings
 
 
 class LatencyProbeConfig(ActorConfig, frozen=True):
@@ -85,16 +90,42 @@ def latency_summary(values: list[float]) -> dict[str, float | int]:
     }
 
 
+def probed_node(
+    settings: NodeSettings,
+    probe: ComponentSpec,
+    venue_name: str,
+    run_dir: Path,
+    mode: str | None = None,
+) -> TradingNode:
+    """The node of ``settings`` with its metrics server off and the ``probe`` actor added, built
+    for the ``venue_name`` profile (``mode`` overrides the profile's): what each latency section
+    measures."""
+    from hmm_strategy.config import trading_node_config, venue_settings
+    from venues.builders import build_trading_node
+
+    actors = [
+        msgspec.structs.replace(a, config={**a.config, "port": 0})
+        if a.path.startswith("actors.metrics:")
+        else a
+        for a in settings.actors
+    ]
+    settings = msgspec.structs.replace(settings, actors=[*actors, probe])
+    venue = venue_settings(settings, venue_name)
+    if mode is not None:
+        venue = msgspec.structs.replace(venue, mode=mode)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return build_trading_node(
+        trading_node_config(settings, venue, run_dir, log_level="ERROR"), venue
+    )
+
+
 def paper_latency(work_dir: Path, model_path: str, n_bars: int) -> dict[str, Any]:
     """Run the offline paper node over ``n_bars`` replayed bars; latency percentiles in us."""
     from hmm_strategy.config import (
         DEFAULT_CONFIG,
         ComponentSpec,
         load_node_settings,
-        trading_node_config,
-        venue_settings,
     )
-    from venues.builders import build_trading_node
     from venues.replay import replay_finished
     from venues.runtime import run_node
 
@@ -128,19 +159,7 @@ def paper_latency(work_dir: Path, model_path: str, n_bars: int) -> dict[str, Any
         path="bench.live:LatencyProbe",
         config={"bar_type": bar_type, "output_path": str(output)},
     )
-    actors = [
-        msgspec.structs.replace(a, config={**a.config, "port": 0})
-        if a.path.startswith("actors.metrics:")
-        else a
-        for a in settings.actors
-    ]
-    settings = msgspec.structs.replace(settings, actors=[*actors, probe])
-    venue = venue_settings(settings, "replay")
-    run_dir = work_dir / "run"
-    run_dir.mkdir(exist_ok=True)
-    node = build_trading_node(
-        trading_node_config(settings, venue, run_dir, log_level="ERROR"), venue
-    )
+    node = probed_node(settings, probe, "replay", work_dir / "run")
     wall = time.perf_counter()
     run_node(node, stop_when=lambda: replay_finished(node), max_runtime_secs=600)
     wall = time.perf_counter() - wall

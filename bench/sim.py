@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import yaml
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.events import OrderAccepted, OrderFilled, OrderSubmitted
 
-from bench.live import latency_summary
+from bench.live import latency_summary, probed_node
 
 KEYS = {"BINANCE_API_KEY": "bench-sim-key", "BINANCE_API_SECRET": "bench-sim-secret"}
 
@@ -69,10 +68,7 @@ def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
         DEFAULT_CONFIG,
         ComponentSpec,
         load_node_settings,
-        trading_node_config,
-        venue_settings,
     )
-    from venues.builders import build_trading_node
     from venues.runtime import run_node
     from venues.sim.server import BackgroundVenue, SimConfig
 
@@ -111,19 +107,7 @@ def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
             output = work_dir / "submit_ack.json"
             probe = ComponentSpec(path="bench.sim:SubmitAckProbe",
                                   config={"output_path": str(output)})
-            actors = [
-                msgspec.structs.replace(a, config={**a.config, "port": 0})
-                if a.path.startswith("actors.metrics:")
-                else a
-                for a in settings.actors
-            ]
-            settings = msgspec.structs.replace(settings, actors=[*actors, probe])
-            spec = msgspec.structs.replace(venue_settings(settings, "binance_sim"), mode="live")
-            run_dir = work_dir / "run"
-            run_dir.mkdir(exist_ok=True)
-            node = build_trading_node(
-                trading_node_config(settings, spec, run_dir, log_level="ERROR"), spec
-            )
+            node = probed_node(settings, probe, "binance_sim", work_dir / "run", mode="live")
             wall = time.perf_counter()
             run_node(node, stop_when=lambda: venue.timeline.finished, max_runtime_secs=600)
             wall = time.perf_counter() - wall
