@@ -53,7 +53,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from actors.metrics_server import MetricsHTTPServer
 from actors.valuation import PositionCycles, account_equity, convert, last_price
-from hmm_strategy.cli import is_loopback
+from hmm_strategy.cli import check_listen_host, is_loopback
 from hmm_strategy.messages import (
     BREAKER_TOPIC,
     BREAKER_TRIP_TOPIC,
@@ -169,11 +169,7 @@ class MetricsExporterConfig(ActorConfig, frozen=True):
     def __post_init__(self) -> None:  # when the node config loads, not when the node starts
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, was {self.port}")
-        if not is_loopback(self.host) and not self.allow_remote:
-            raise ValueError(
-                f"host {self.host!r} is not a loopback address: metrics would be reachable from "
-                "other machines; set allow_remote: true to do that on purpose"
-            )
+        check_listen_host(self.host, self.allow_remote, what="host", allow="set allow_remote: true")
         if self.serve not in ("auto", "always", "never"):
             raise ValueError(f"serve must be auto, always or never, was {self.serve!r}")
         if not self.stale_after_secs > 0:

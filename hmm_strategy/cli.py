@@ -214,3 +214,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip()).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve anywhere
+
+
+def check_listen_host(host: str, allow_remote: bool, *, what: str, allow: str) -> None:
+    """Refuse a non-loopback listen address unless it was opened on purpose: the metrics and
+    the operations API reveal positions and PnL (the API can also steer). ``what`` names the
+    setting, ``allow`` says how to open it up; ``ValueError`` otherwise."""
+    if not is_loopback(host) and not allow_remote:
+        raise ValueError(
+            f"{what} {host!r} is not loopback: it would be reachable from other machines; "
+            f"{allow} to do that on purpose"
+        )

@@ -136,15 +136,16 @@ class MetricsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     allow_remote: bool = False
 
     def __post_init__(self) -> None:
-        from hmm_strategy.cli import is_loopback
+        from hmm_strategy.cli import check_listen_host
 
         if not 0 <= self.port <= 65535:
             raise ValueError(f"live.metrics.port {self.port} is outside 0..65535")
-        if not is_loopback(self.host) and not self.allow_remote:
-            raise ValueError(
-                f"live.metrics.host {self.host!r} is not loopback: set live.metrics.allow_remote: "
-                "true to serve metrics to other machines on purpose"
-            )
+        check_listen_host(
+            self.host,
+            self.allow_remote,
+            what="live.metrics.host",
+            allow="set live.metrics.allow_remote: true",
+        )
 
 
 class CacheDatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -17,7 +17,6 @@ import sys
 
 from aiohttp import web
 
-from actors.metrics import is_loopback
 from hmm_strategy import cli
 from hmm_strategy.config import DEFAULT_CONFIG, ConfigError, add_config_arguments
 from ops.aggregate import parse_nodes
@@ -44,11 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if not is_loopback(args.host) and not args.allow_remote:
-            raise ConfigError(
-                f"--host {args.host} is not loopback: the API would be reachable from other "
-                "machines; add --allow-remote to do that on purpose"
-            )
+        cli.check_listen_host(
+            args.host, args.allow_remote, what="--host", allow="add --allow-remote"
+        )
         if args.fleet:
             if args.override or args.venue or str(args.config) != str(DEFAULT_CONFIG):
                 raise ConfigError("--fleet lists the nodes: drop --config/--override/--venue")
@@ -74,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ops API on http://{args.host}:{args.port}/ for {names}", flush=True)
     if token is None:
         print(f"{TOKEN_ENV} is not set: state-changing routes are off (read-only)", flush=True)
-    if not is_loopback(args.host):
+    if not cli.is_loopback(args.host):
         print(f"warning: ops API reachable from other machines on {args.host}", file=sys.stderr)
     try:
         web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
