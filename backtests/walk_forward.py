@@ -627,6 +627,12 @@ def write_plot(curve: pl.DataFrame, path: Path, title: str) -> None:
     if curve.height:
         t = pl.from_epoch(curve["ts_event"], time_unit="ns").to_list()
         fig.add_trace(go.Scattergl(x=t, y=curve["pnl"].to_list(), name="OOS PnL (stitched)"), 1, 1)
+        for column in curve.columns:  # the baselines, same capital, fees and folds
+            if column.endswith("_pnl") and column != "fold_pnl":
+                label = column.removesuffix("_pnl").replace("_", " ")
+                fig.add_trace(
+                    go.Scattergl(x=t, y=curve[column].to_list(), name=label, opacity=0.6), 1, 1
+                )
         fig.add_trace(go.Scattergl(x=t, y=curve["close"].to_list(), name="close"), 2, 1)
         for (fold,), part in curve.group_by("fold", maintain_order=True):
             if fold % 2:

@@ -105,7 +105,9 @@ def test_walk_forward_reports_out_of_sample_folds(runs: dict) -> None:
     assert equity.height == 3 * 5 * 96 and equity["ts_event"].is_sorted()
     assert equity["pnl"][-1] == pytest.approx(summary["pnl"])
     assert (out / "folds.md").read_text().startswith("| fold |")
-    assert "plotly" in (out / "walk_forward.html").read_text()[:3_000_000].lower()
+    html = (out / "walk_forward.html").read_text()
+    assert "plotly" in html[:3_000_000].lower()
+    assert '"name":"buy and hold"' in html and '"name":"ema cross"' in html  # baselines drawn
 
 
 def test_no_fold_sees_its_future(runs: dict) -> None:
