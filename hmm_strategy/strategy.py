@@ -23,8 +23,16 @@ from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import Bar, BarType
 from nautilus_trader.model.enums import OrderSide, PriceType, TimeInForce
-from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
+from nautilus_trader.model.events import (
+    OrderCanceled,
+    OrderDenied,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionEvent,
+)
 from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.model.orders import Order
 from nautilus_trader.trading.strategy import Strategy
 
 from hmm_strategy.artifacts import Expected, load_model
@@ -172,6 +180,11 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         self._checkpoint_writer: ThreadPoolExecutor | None = None  # timer writes (persistence)
         self._checkpoint_future: Future | None = None
         self._last_plan: tuple[float, float] | None = None
+        # orders this strategy sent, from creation to a final state: a live node's risk engine
+        # queues a submitted order, so the cache counts it as in flight only later (see
+        # has_pending_orders); and a flatten asked for while one works waits for it to settle
+        self._working: list[Order] = []
+        self._flatten_pending = False
         self._last_bar_ts = 0
         self._prev_close = 0.0
         self._checkpoint: Path | None = None
@@ -443,11 +456,24 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     def on_order_rejected(self, event: OrderRejected) -> None:
         self.on_breakers_tripped(self.breakers.on_reject(), event.ts_event)
         self._last_plan = None  # try again on the next bar (unless the rejects breaker tripped)
+        self._flatten_if_settled()
 
     def on_order_denied(self, event: OrderDenied) -> None:
         self.log.warning(f"Order denied by the RiskEngine: {event.reason}")
         self.on_breakers_tripped(self.breakers.on_reject(), event.ts_event)
         self._last_plan = None
+        self._flatten_if_settled()
+
+    def on_order_canceled(self, event: OrderCanceled) -> None:
+        self._flatten_if_settled()
+
+    def on_order_expired(self, event: OrderExpired) -> None:
+        self._flatten_if_settled()
+
+    def on_position_event(self, event: PositionEvent) -> None:
+        # a fill reaches the strategy before the position it changes: a deferred flatten waits
+        # for the position event, so it closes the position as it now is
+        self._flatten_if_settled()
 
     def on_breakers_tripped(self, reasons: list[str], ts_event: int) -> None:
         for reason in reasons:
@@ -514,6 +540,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
             quantity=self.instrument.make_qty(abs(delta)),
             time_in_force=TimeInForce.GTC,
         )
+        self._working.append(order)
         self.submit_order(order)
 
     def net_position(self) -> Decimal:
@@ -536,10 +563,39 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         return total
 
     def flatten(self) -> None:
+        """Close this strategy's position, once: while an order it sent still works, the close
+        waits for that order to settle (a second close of the same position, or a close sized
+        before a buy fills, would leave the account short or long)."""
         self.cancel_all_orders(self.config.instrument_id)
-        self.close_all_positions(self.config.instrument_id)
+        if self.has_pending_orders():
+            self._flatten_pending = True
+            return
+        self._flatten_pending = False
+        for position in self.cache.positions_open(
+            instrument_id=self.config.instrument_id, strategy_id=self.id
+        ):
+            order = self.order_factory.market(
+                instrument_id=position.instrument_id,
+                order_side=Order.closing_side(position.side),
+                quantity=position.quantity,
+                time_in_force=TimeInForce.GTC,
+                reduce_only=True,
+            )
+            self._working.append(order)
+            self.submit_order(order, position_id=position.id)
+
+    def _flatten_if_settled(self) -> None:
+        if self._flatten_pending and not self.has_pending_orders():
+            self.flatten()
 
     def has_pending_orders(self) -> bool:
+        """An order of this strategy is working: from its creation (a live risk engine queues
+        it, and the cache counts it only once processed) to a final state."""
+        working = self._working
+        if working:
+            working[:] = [order for order in working if not order.is_closed]
+            if working:
+                return True
         return (
             self.cache.orders_open_count(strategy_id=self.id) > 0
             or self.cache.orders_inflight_count(strategy_id=self.id) > 0
@@ -562,6 +618,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     def on_reset(self) -> None:
         self.engine = None
         self._last_plan = None
+        self._working.clear()
+        self._flatten_pending = False
 
     # ------------------------------------------------------------------ state
 

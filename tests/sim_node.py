@@ -104,15 +104,24 @@ def wait_until(predicate, proc: subprocess.Popen, timeout: float, what: str) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"node exited ({proc.returncode}) before {what}:\n"
-                                 + proc.stdout.read()[-3000:])
+            raise AssertionError(
+                f"node exited ({proc.returncode}) before {what}:\n" + proc.stdout.read()[-3000:]
+            )
         try:
             if predicate():
                 return
         except OSError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    last = ""
+    try:
+        last = f" (last check: {predicate()!r})"
+    except OSError as exc:
+        last = f" (last check failed: {exc})"
+    proc.kill()  # the node's output says why; without it a CI failure cannot be diagnosed
+    raise AssertionError(
+        f"timed out waiting for {what}{last}; node output:\n" + proc.stdout.read()[-4000:]
+    )
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tests.helpers import free_port
 from tests.sim_node import (
+    balance,
     node_override,
     post_json,
     scrape,
@@ -80,3 +81,41 @@ def test_each_venue_error_is_survived_and_counted(tmp_path) -> None:
                 proc.kill()
     assert proc.returncode == 0, out
     assert "Breaker rejects tripped" in out
+
+
+def test_a_fill_report_lost_in_a_reconnect_is_booked_once(tmp_path) -> None:
+    """The venue fills an order and answers it, but its ``executionReport`` is lost with the
+    WebSocket: the node books the fill once (the reconnect's reconciliation waits for the
+    in-flight check), so its position is what the account holds and no sell is refused."""
+    with BackgroundVenue(sim_config(n_bars=3_500)) as venue:
+        admin = venue.urls["base_url_http"] + "/sim/faults"
+        override = node_override(
+            tmp_path, dict(venue.urls),
+            live={"exec_engine": {"inflight_check_threshold_ms": 1000,
+                                  "inflight_check_interval_ms": 500}},
+            strategy={"breakers": {"daily_loss_limit": None, "max_drawdown": None}},
+        )  # fmt: skip
+        port = free_port()
+        proc = start_node(tmp_path, override, tmp_path / "run", mode="live", metrics_port=port)
+        try:
+            wait_until(lambda: total(scrape(port), "order_fills_total") >= 1, proc, 120,
+                       "the first fill")
+            for _ in range(3):  # three orders whose reports are lost, each in its own reconnect
+                fills = sim_state(venue)["trades"]
+                post_json(admin, {"lost_report": 1})
+                wait_until(lambda: sim_state(venue)["faults_injected"].get("lost_report", 0)
+                           > 0 and sim_state(venue)["faults_pending"].get("lost_report") == 0,
+                           proc, 90, "an order to meet the lost report")  # fmt: skip
+                wait_until(lambda n=fills: sim_state(venue)["trades"] > n + 1, proc, 60,
+                           "trading to go on after the reconnect")  # fmt: skip
+            # every fill the venue made reached the node once, and no order was refused
+            wait_until(lambda: total(scrape(port), "order_fills_total")
+                       == sim_state(venue)["trades"], proc, 60,
+                       "the node's fills to match the venue's")  # fmt: skip
+            assert total(scrape(port), "orders_rejected_total") == 0
+            out = stop_node(proc)
+            assert balance(sim_state(venue), "BTC") == 0  # the stop closed what it held
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, out

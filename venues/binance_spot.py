@@ -1,4 +1,16 @@
-"""Binance spot positions after a restart: the held base asset is the position.
+"""Two fixes to NautilusTrader's Binance execution client, applied by ``binance_factories``.
+
+1. Reconciliation after a user-data reconnect waits for orders in flight (all account types).
+   After a WebSocket reconnect the client asks the venue for a mass status at once. An order
+   submitted just before, whose ``executionReport`` was lost with the connection, is then still
+   SUBMITTED in the cache with no venue order id: the mass status takes its fill for an unknown
+   order and books it, and the in-flight check books the same fill again when it asks about the
+   order (found on the simulated venue: a node holding 3.72 BTC believed it held 7.44 and sent
+   sells the venue refused until the end of the run). Here the mass status waits until no order
+   of the client's venue is in flight (the in-flight check resolves them one by one, as known
+   orders), for at most ``SETTLE_TIMEOUT_SECS``.
+
+2. Binance spot positions after a restart: the held base asset is the position.
 
 NautilusTrader 1.231.0's Binance spot execution client reports no positions at all ("never cash
 positions"). At start-up reconciliation rebuilds a strategy's position from the venue's order
@@ -13,6 +25,8 @@ no other coins of it; the venue profile docs say so.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import types
 from decimal import ROUND_DOWN, Decimal
 
@@ -71,11 +85,36 @@ def report_held_assets_as_positions(client) -> None:
         client._get_binance_active_position_symbols = types.MethodType(_active_symbols, client)
 
 
+SETTLE_TIMEOUT_SECS = 60.0  # longer than NautilusTrader's in-flight check takes to resolve
+
+
+def reconcile_when_settled(client, timeout_secs: float = SETTLE_TIMEOUT_SECS) -> None:
+    """Make the client's post-reconnect mass status wait for its orders in flight (see module)."""
+    reconcile = client._reconcile_after_resubscribe
+
+    async def _reconcile_after_resubscribe() -> None:
+        deadline = time.monotonic() + timeout_secs
+        while client._cache.orders_inflight(venue=client.venue):
+            if time.monotonic() > deadline:
+                client._log.warning(
+                    f"Reconciling after the reconnect with orders still in flight after "
+                    f"{timeout_secs:.0f} s"
+                )
+                break
+            await asyncio.sleep(0.1)
+        await reconcile()
+
+    client._reconcile_after_resubscribe = _reconcile_after_resubscribe
+    client._ws_client._on_resubscribe = _reconcile_after_resubscribe  # bound at construction
+
+
 def with_spot_positions(factory: type) -> type:
-    """A subclass of a Binance exec client factory whose spot clients report positions."""
+    """A subclass of a Binance exec client factory whose clients reconcile after a reconnect
+    once their orders settled, and whose spot clients report positions (see module)."""
 
     def create(*args, **kwargs):
         client = factory.create(*args, **kwargs)
+        reconcile_when_settled(client)
         report_held_assets_as_positions(client)
         return client
 

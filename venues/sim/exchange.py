@@ -39,6 +39,7 @@ UNKNOWN_ORDER = (400, -2011, "Unknown order sent.")
 
 FAULT_KINDS = (
     "insufficient_balance", "filter_failure", "timestamp", "rate_limit", "unanswered", "held",
+    "lost_report",
 )
 
 

@@ -316,7 +316,10 @@ class SimVenue:
         except VenueError as exc:
             log.info("order refused: %s", exc)
             return self._error(exc)
-        await self._send_user_events(events)
+        if events and params.get("side") == "BUY" and self.exchange.faults.take("lost_report"):
+            await self.drop_connections()  # its user-data events are lost with the connection
+        else:
+            await self._send_user_events(events)
         return web.json_response(body)
 
     async def _query_order(self, request: web.Request) -> web.Response:
