@@ -191,7 +191,9 @@ def parse_interval(text: str | int) -> int:
     unit = m.group(2).lower() if m else ""
     if unit not in _INTERVAL_UNITS_NS and unit.endswith("s"):
         unit = unit[:-1]  # plural: "minutes", "HOURS"
-    if not m or unit not in _INTERVAL_UNITS_NS or int(m.group(1)) <= 0:
+    if m and unit in _INTERVAL_UNITS_NS and int(m.group(1)) <= 0:
+        raise ValueError(f"interval must be positive, got {text!r}")
+    if not m or unit not in _INTERVAL_UNITS_NS:
         raise ValueError(
             f"cannot parse interval {text!r}: use e.g. '1m', '15m', '1h', '1d', '30s' or "
             "'15-MINUTE'"
@@ -315,6 +317,8 @@ def detect_format(path: str | Path) -> str:
         )
     with gzip.open(p, "rb") if name.endswith(".gz") else p.open("rb") as fh:
         head = fh.readline().decode("utf-8", errors="replace").strip()
+    if not head:
+        raise ValueError(f"bar file {p} is empty (its first line is blank)")
     fields = [f.strip().lower() for f in head.split(",")]
     if "close_datetime" in fields:
         return "privet_csv"
@@ -326,7 +330,7 @@ def detect_format(path: str | Path) -> str:
         return "ohlcv_csv"
     raise ValueError(
         f"cannot detect the bar format of {p} from its first line {head[:120]!r}; "
-        f"pass fmt= one of {', '.join(FORMATS)}"
+        f"name it (the data entry's format: key, or --format) as one of {', '.join(FORMATS)}"
     )
 
 
@@ -605,6 +609,8 @@ def load_bars(
     quote_side: for Lean quote (bid/ask) bars, which price to use; "mid" averages bid and ask.
     """
     p = Path(path)
+    if p.is_dir():
+        raise FileNotFoundError(f"{p} is a folder, not a bar file")
     if not p.is_file():
         raise FileNotFoundError(f"bar file not found: {p}")
     if quote_side not in ("mid", "bid", "ask"):

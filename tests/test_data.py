@@ -237,6 +237,11 @@ def test_unsupported_files_give_clear_errors(data_dir, tmp_path):
         load_bars(data_dir / "fx_or_equity/usdjpy-ticks.csv")
     with pytest.raises(ValueError, match="one CSV inside a Lean zip"):
         load_bars(data_dir / "bybit/xrpusdt-ob500.data.zip")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="empty.csv is empty"):
+        load_bars(tmp_path / "empty.csv")
+    with pytest.raises(FileNotFoundError, match="is a folder, not a bar file"):
+        load_bars(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_bars(tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="unknown bar format"):
@@ -251,6 +256,8 @@ def test_parse_interval():
     assert parse_interval("1d") == 1440 * NS_PER_MINUTE
     with pytest.raises(ValueError, match="cannot parse interval"):
         parse_interval("1y")
+    with pytest.raises(ValueError, match="interval must be positive, got '0d'"):
+        parse_interval("0d")
 
 
 # -- validation ----------------------------------------------------------------------------------
