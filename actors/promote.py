@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from actors.model_lifecycle import (
 from hmm_strategy import cli
 from hmm_strategy.artifacts import Expected, ModelArtifactError, load_model
 from hmm_strategy.config import (
+    DEFAULT_CONFIG,
     ConfigError,
     add_config_arguments,
     load_node_settings,
@@ -232,11 +234,22 @@ def main(argv: list[str] | None = None) -> int:
         print(cli.describe(exc, known=True), file=sys.stderr)
         return 2
     print(f"request {request.id} ({args.action}) written to {path}")
-    print(
-        f"the node applies it at its next poll; follow it with: python -m actors.promote "
-        f"status --strategy {args.strategy or target.strategy_id}"
-    )
+    print(f"the node applies it at its next poll; follow it with: {status_command(args, target)}")
     return 0
+
+
+def status_command(args: argparse.Namespace, target) -> str:
+    """The ``status`` command for the same node: the config, overrides and paths given here."""
+    words = ["python", "-m", "actors.promote", "status"]
+    if args.config != str(DEFAULT_CONFIG):
+        words += ["--config", args.config]
+    for override in args.override:
+        words += ["--override", override]
+    words += ["--strategy", args.strategy or target.strategy_id]
+    for flag, value in (("--requests-dir", args.requests_dir), ("--log", args.log)):
+        if value:
+            words += [flag, value]
+    return shlex.join(words)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -500,6 +501,10 @@ def test_promote_cli_writes_requests_the_node_applies(tmp_path: Path, synthetic,
     ]
     version = read_lifecycle(tmp_path / "lifecycle.jsonl")[0].version
     assert promote_main(["rollback", *common, "--to", version, "--reason", "bad model"]) == 0
+    # the follow-up it prints reads the same node: run as printed, it shows the request's effect
+    hint = capsys.readouterr().out.split("follow it with: ")[1].strip()
+    assert shlex.split(hint)[:4] == ["python", "-m", "actors.promote", "status"]
+    assert shlex.split(hint)[4:] == ["--strategy", SID, *common[2:]]
     assert promote_main(["rollback", *common, "--to", "v-unknown", "--reason", "x"]) == 2
     assert "not in" in capsys.readouterr().err
     assert promote_main(["promote", *common, "--reason", ""]) == 2
