@@ -107,5 +107,9 @@ def test_paper_mode_on_the_venue_data_decides_like_live(live_run: dict, tmp_path
     assert fills.height >= 2  # the sandbox filled on the venue's quotes
     live = pl.read_csv(live_run["run_dir"] / "decisions.csv").select(DECISION_COLUMNS)
     sim = pl.read_csv(paper["run_dir"] / "decisions.csv").select(DECISION_COLUMNS)
-    assert live.height > 200
-    assert sim.equals(live)
+    # the warm start's history ends where the venue's feed is when it answers: on a busy machine
+    # a few live bars may already be out, and arrive in one node's history (no decision row)
+    # instead of live; every bar both nodes decided on live must give the same decision
+    both = min(live.height, sim.height)
+    assert both > 500 and abs(live.height - sim.height) <= 10
+    assert sim.tail(both).equals(live.tail(both))
