@@ -137,7 +137,16 @@ def guarded(handler: Handler) -> Handler:
             return _error(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
-        return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPClientError as exc:  # refused input: the operator's log says why
+            log.warning(f"refused {request.method} {route} ({exc.status}): {exc.text}")
+            raise
+        if 400 <= response.status < 500:
+            text = response.body.decode() if isinstance(response, web.Response) else ""
+            log.warning(f"refused {request.method} {route} ({response.status}): {text}")
+        return response
+
 
     return wrapped
 

@@ -32,6 +32,7 @@ from actors.registry import main as registry_main
 from hmm_strategy.config import REPO_ROOT
 from ops.__main__ import main as ops_main
 from ops.api import create_app
+from ops.api import log as api_log
 from ops.node import NodeTarget, resolve_node
 from tests.helpers import free_port
 
@@ -165,7 +166,9 @@ def test_without_a_configured_token_state_changing_routes_are_off(tmp_path: Path
     assert ops_main(["--host", "0.0.0.0", "--override", str(node_override(tmp_path))]) == 2
 
 
-def test_api_leaves_the_same_requests_as_the_clis(tmp_path: Path) -> None:
+def test_api_leaves_the_same_requests_as_the_clis(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Governance override and model request: the file the CLI writes, field for field (bar
     id, time and operator); the kill switch file says who and why; bad input is a 400."""
     node = the_node(tmp_path)
@@ -232,7 +235,12 @@ def test_api_leaves_the_same_requests_as_the_clis(tmp_path: Path) -> None:
             await client.close()
         return out
 
-    out = asyncio.run(run())
+    with caplog.at_level(logging.WARNING, logger=api_log.name):
+        out = asyncio.run(run())
+    # every refused request is in the operator's log, with its status and reason
+    refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused")]
+    assert len(refused) == 5 and all("(400)" in line for line in refused), refused
+    assert "unknown strategy 'Nope-9'" in refused[3]
     for action in ("throttle", "pause"):
         cli, api = (msgspec.json.decode(b, type=Override) for b in out[action])
         assert api.operator == "alice@ops-api"
