@@ -29,6 +29,7 @@ budgets) are not the bar's.
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import time
@@ -288,6 +289,34 @@ def _many_settings(work_dir: Path, model_path: str, symbols: list[str], n_bars: 
     return apply_env_overrides(settings, {"TRADE_SYMBOLS": ",".join(symbols)})
 
 
+class GcPauses:
+    """Python garbage-collector pauses while in use (``gc.callbacks``), per generation: what the
+    latency maxima are made of."""
+
+    def __init__(self) -> None:
+        self.ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._t0 = 0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter_ns()
+        else:
+            self.ms[info["generation"]].append((time.perf_counter_ns() - self._t0) / 1e6)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, dict[str, float | int]]:
+        return {
+            f"gen{g}": {"n": len(v), "max_ms": max(v, default=0.0), "total_ms": sum(v, 0.0)}
+            for g, v in self.ms.items()
+        }
+
+
 def _probed_run(work_dir: Path, model_path: str, symbols: list[str], n_bars: int) -> dict:
     from hmm_strategy.config import ComponentSpec, traded_instruments
     from venues.replay import replay_clients, replay_finished
@@ -301,12 +330,21 @@ def _probed_run(work_dir: Path, model_path: str, symbols: list[str], n_bars: int
         path="bench.live:LatencyProbe",
         config={"bar_types": bar_types, "output_path": str(output)},
     )
-    node = probed_node(settings, probe, "replay", work_dir / "run")
-    (client,) = replay_clients(node)
-    published = client.n_bars
-    wall = time.perf_counter()
-    run_node(node, stop_when=lambda: replay_finished(node), max_runtime_secs=1_800)
-    wall = time.perf_counter() - wall
+    # What the bench process holds already (every section's bars and results) is frozen out of
+    # the collector: a node process does not carry it, and one full collection over it took 2 s
+    # in the tiny bench (ran during the node's start or stop, but it may as well hit a bar).
+    gc.collect()
+    gc.freeze()
+    try:
+        node = probed_node(settings, probe, "replay", work_dir / "run")
+        (client,) = replay_clients(node)
+        published = client.n_bars
+        wall = time.perf_counter()
+        with GcPauses() as pauses:
+            run_node(node, stop_when=lambda: replay_finished(node), max_runtime_secs=1_800)
+        wall = time.perf_counter() - wall
+    finally:
+        gc.unfreeze()
     data = json.loads(output.read_text())
     return {
         "instruments": len(symbols),
@@ -321,6 +359,7 @@ def _probed_run(work_dir: Path, model_path: str, symbols: list[str], n_bars: int
         "bar_to_order_submitted_us": latency_summary(data["order_us"]),
         "close_to_decision_us": latency_summary(data["close_decision_us"]),
         "close_to_order_submitted_us": latency_summary(data["close_order_us"]),
+        "gc_pauses": pauses.summary(),
     }
 
 

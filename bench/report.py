@@ -285,7 +285,15 @@ def markdown(result: dict[str, Any]) -> str:
             walls = ", ".join(
                 f"{r['instruments']} instrument(s) {r['wall_seconds']:.1f} s" for r in many["runs"]
             )
-            add(f"{many['setup']}. Wall: {walls}.")
+            gcs = "; ".join(
+                f"{r['instruments']} instrument(s) "
+                + ", ".join(
+                    f"gen {g[-1]} {v['n']} x, max {v['max_ms']:.1f} ms"
+                    for g, v in r["gc_pauses"].items()
+                )
+                for r in many["runs"]
+            )
+            add(f"{many['setup']}. Wall: {walls}. Garbage-collector pauses during the runs: {gcs}.")
         add("")
 
     scrape = result["metrics_scrape"]

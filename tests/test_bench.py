@@ -117,6 +117,7 @@ def test_result_document_has_every_section(tiny) -> None:
         assert len(run["actors"]) == 5
         assert 0 < run["bar_to_decision_us"]["n"] <= run["bars"]
         assert run["bar_to_order_submitted_us"]["n"] <= run["orders_submitted"]
+        assert set(run["gc_pauses"]) == {"gen0", "gen1", "gen2"}
         for key in ("decision", "order_submitted"):
             bar, close = run[f"bar_to_{key}_us"], run[f"close_to_{key}_us"]
             assert bar["n"] == close["n"]
