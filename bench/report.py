@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bench.live import LATENCIES
+
 BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 
@@ -258,6 +260,40 @@ def markdown(result: dict[str, Any]) -> str:
                 f"execution reports, 127.0.0.1. {sim['bars']:,} trading bars in "
                 f"{sim['wall_seconds']:.1f} s, {sim['venue_orders']} orders at the venue."
             )
+        add("")
+
+    many = result.get("live_latency_many")
+    if many is not None:
+        add("### 4c. Live path with many instruments (offline paper node)")
+        add("")
+        if _todo(many):
+            add(_todo(many))
+        else:
+            add("| instruments | bars | latency (us) | n | p50 | p99 | max | p50 N/1 | p99 N/1 |")
+            add("|---|---|---|---|---|---|---|---|---|")
+            for r in many["runs"]:
+                for key in LATENCIES:
+                    s, name = r[key], key.removesuffix("_us")
+                    ratio = many["n_vs_one"] if r is many["runs"][-1] else {}
+                    add(
+                        f"| {r['instruments']} | {r['bars']:,} | {name.replace('_', ' ')} | "
+                        f"{s['n']} | {_f(s.get('p50'), '.0f')} | {_f(s.get('p99'), '.0f')} | "
+                        f"{_f(s.get('max'), '.0f')} | {_f(ratio.get(f'{name}_p50'), '.2f', '')} "
+                        f"| {_f(ratio.get(f'{name}_p99'), '.2f', '')} |"
+                    )
+            add("")
+            walls = ", ".join(
+                f"{r['instruments']} instrument(s) {r['wall_seconds']:.1f} s" for r in many["runs"]
+            )
+            gcs = "; ".join(
+                f"{r['instruments']} instrument(s) "
+                + ", ".join(
+                    f"gen {g[-1]} {v['n']} x, max {v['max_ms']:.1f} ms"
+                    for g, v in r["gc_pauses"].items()
+                )
+                for r in many["runs"]
+            )
+            add(f"{many['setup']}. Wall: {walls}. Garbage-collector pauses during the runs: {gcs}.")
         add("")
 
     scrape = result["metrics_scrape"]

@@ -36,6 +36,8 @@ class Sizes(msgspec.Struct, frozen=True):
     walk_forward_test: str
     walk_forward_max_folds: int | None
     paper_bars: int
+    paper_many_instruments: int  # section 4c: HMM strategies / instruments in the paper node
+    paper_many_bars: int  # bars per instrument (the 1-instrument run: instruments x this)
     scrape_renders: int
     scrape_requests: int
     sim_bars: int
@@ -62,6 +64,8 @@ MODES: dict[str, Sizes] = {
         walk_forward_test="14d",
         walk_forward_max_folds=None,
         paper_bars=12_000,
+        paper_many_instruments=10,
+        paper_many_bars=2_000,
         scrape_renders=200,
         scrape_requests=100,
         sim_bars=2_400,
@@ -86,6 +90,8 @@ MODES: dict[str, Sizes] = {
         walk_forward_test="14d",
         walk_forward_max_folds=3,
         paper_bars=3_000,
+        paper_many_instruments=10,
+        paper_many_bars=300,
         scrape_renders=100,
         scrape_requests=50,
         sim_bars=600,
@@ -110,6 +116,8 @@ MODES: dict[str, Sizes] = {
         walk_forward_test="7d",
         walk_forward_max_folds=1,
         paper_bars=400,
+        paper_many_instruments=3,
+        paper_many_bars=200,
         scrape_renders=5,
         scrape_requests=3,
         sim_bars=150,
@@ -311,6 +319,19 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         return paper_latency(work / "paper", model_path, sizes.paper_bars)
 
     result["live_latency"] = _optional("venues.replay", live)
+
+    n_many = sizes.paper_many_instruments
+    _log(
+        f"live path: offline paper node, {n_many} instruments x {sizes.paper_many_bars:,} bars, "
+        f"then 1 instrument x {n_many * sizes.paper_many_bars:,} bars"
+    )
+
+    def live_many() -> dict[str, Any]:
+        from bench.live import paper_latency_many
+
+        return paper_latency_many(work / "paper_many", model_path, n_many, sizes.paper_many_bars)
+
+    result["live_latency_many"] = _optional("venues.replay", live_many)
 
     _log(f"live path: live node on the simulated Binance venue over {sizes.sim_bars:,} bars")
 

@@ -35,6 +35,7 @@ SECTIONS = (
     "fit",
     "walk_forward",
     "live_latency",
+    "live_latency_many",
     "sim_latency",
     "metrics_scrape",
     "memory",
@@ -100,11 +101,33 @@ def test_result_document_has_every_section(tiny) -> None:
             run["vs_hmmlearn_per_iteration"],
             run["ms_per_em_iteration"] / plain["ms_per_em_iteration"],
         )
-    for key in ("walk_forward", "live_latency", "sim_latency", "metrics_scrape"):
+    for key in ("walk_forward", "live_latency", "live_latency_many", "sim_latency",
+                "metrics_scrape"):  # fmt: skip
         assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
     assert result["walk_forward"]["folds"] >= 1
     assert result["live_latency"]["bar_to_decision_us"]["n"] > 0
     assert result["metrics_scrape"]["series"] > 100
+    many_live = result["live_latency_many"]
+    one, n = many_live["runs"]
+    settings = result["settings"]
+    assert (one["instruments"], n["instruments"]) == (1, settings["paper_many_instruments"])
+    assert one["bars"] == n["bars"] == n["instruments"] * settings["paper_many_bars"]
+    for run in (one, n):  # every instrument's strategy decides; an order counted is a real one
+        assert run["strategies"] == run["instruments_deciding"] == run["instruments"]
+        assert len(run["actors"]) == 5
+        assert 0 < run["bar_to_decision_us"]["n"] <= run["bars"]
+        assert run["bar_to_order_submitted_us"]["n"] <= run["orders_submitted"]
+        assert set(run["gc_pauses"]) == {"gen0", "gen1", "gen2"}
+        for key in ("decision", "order_submitted"):
+            bar, close = run[f"bar_to_{key}_us"], run[f"close_to_{key}_us"]
+            assert bar["n"] == close["n"]
+            if bar["n"]:  # the first bar of a close is stamped at or before the bar itself
+                assert 0 < bar["p50"] <= bar["p99"] <= bar["max"] <= close["max"]
+    assert one["close_to_decision_us"] == one["bar_to_decision_us"]  # one bar per close
+    for name, ratio in many_live["n_vs_one"].items():
+        key, q = name.rsplit("_", 1)
+        a, b = n[f"{key}_us"].get(q), one[f"{key}_us"].get(q)
+        assert ratio == (a / b if a and b else None)
     node = result["shipped_node"]
     noop, shipped = node["runs"]
     assert (noop["run"], noop["actors"], shipped["run"]) == ("noop", [], "shipped")
@@ -181,18 +204,20 @@ def test_table_goes_to_stdout_and_between_the_doc_markers(tiny) -> None:
     table = markdown(result)
     assert table in text and table in stdout
     assert f"{result['backtest']['ratios']['hmm_vs_noop']:.2f}" in table
+    many = result["live_latency_many"]["runs"][-1]
+    assert f"| {many['instruments']} | {many['bars']:,} | bar to decision | " in table
 
 
 def test_missing_module_gives_a_todo_entry_and_the_table_says_so(tiny, tmp_path: Path) -> None:
     entry = _optional("backtests.no_such_module", lambda: pytest.fail("must not run"))
     assert entry["status"] == "todo" and "backtests.no_such_module" in entry["reason"]
     result = copy.deepcopy(tiny[0])
-    for key in ("walk_forward", "live_latency", "metrics_scrape"):
+    for key in ("walk_forward", "live_latency", "live_latency_many", "metrics_scrape"):
         result[key] = entry
     result["targets"] = targets(result)
     assert "/metrics HTTP scrape p99 ms" not in {t["name"] for t in result["targets"]}
     table = markdown(result)
-    assert table.count("TODO: backtests.no_such_module") == 3
+    assert table.count("TODO: backtests.no_such_module") == 4
     doc = tmp_path / "new.md"
     update_doc(doc, table)  # a doc without markers gets them
     assert BEGIN in doc.read_text() and table in doc.read_text()

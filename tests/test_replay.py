@@ -293,6 +293,66 @@ def test_two_bar_types_are_merged_in_time_order():
         node.dispose()
 
 
+def test_several_instruments_through_the_node_config(monkeypatch, tmp_path):
+    """``python -m hmm_strategy.live --override ...`` with one strategy per instrument (the
+    shipped strategy left out with ``TRADE_SYMBOLS``, every shipped actor kept): one replay feed
+    publishes each instrument's own series, interleaved in time order, and each strategy trades
+    its instrument at its own bars' closes."""
+    import yaml
+
+    from hmm_strategy.live import main
+
+    symbols = ["ETHUSDT.BINANCE", "ADAUSDT.BINANCE", "BTCUSDT-PERP.BINANCE"]
+    n_bars = 20
+    override = {
+        "strategies": [
+            {"name": f"buy_sell_{i}", "path": "tests.test_replay:BuySellStrategy",
+             "config_path": "tests.test_replay:BuySellConfig",
+             "config": {"tag": f"multi-{i}", "instrument_id": iid, "order_id_tag": f"00{i}",
+                        "bar_type": f"{iid}-1-MINUTE-LAST-EXTERNAL", "buy_on": 5 + i,
+                        "sell_on": 10 + i}}
+            for i, iid in enumerate(symbols)
+        ],
+        "live": {
+            "log_dir": str(tmp_path / "logs"),
+            "state_dir": str(tmp_path / "state"),
+            "venues": {"replay": {"replay": {"generator": "tests.test_replay:random_walk",
+                                             "n_bars": n_bars, "speed": 0, "history_bars": 0}}},
+        },
+    }  # fmt: skip
+    path = tmp_path / "multi.yaml"
+    path.write_text(yaml.safe_dump(override))
+    monkeypatch.setenv("TRADE_SYMBOLS", ",".join(symbols))
+    code = main([
+        "--override", str(path), "--run-dir", str(tmp_path / "run"), "--metrics-port", "0",
+        "--exit-when-replayed", "--log-level", "ERROR",
+    ])  # fmt: skip
+    assert code == 0
+    recs = [RESULTS[f"multi-{i}"] for i in range(len(symbols))]
+    times = random_walk(n_bars, 7)["ts_event"].to_list()
+    arrivals = []
+    for i, rec in enumerate(recs):
+        # its own series (seed 7 + i: the i-th bar type in sorted order), every bar once
+        bar_types = sorted(f"{iid}-1-MINUTE-LAST-EXTERNAL" for iid in symbols)
+        seed = 7 + bar_types.index(f"{symbols[i]}-1-MINUTE-LAST-EXTERNAL")
+        assert [b[0] for b in rec["bars"]] == times
+        closes = random_walk(n_bars, seed)["close"].to_list()
+        assert [b[2] for b in rec["bars"]] == pytest.approx(closes, rel=1e-4)
+        arrivals += [(t, ts) for t, (ts, _, _) in zip(rec["arrivals"], rec["bars"], strict=True)]
+        # bought at bar 5+i's close, sold at bar 10+i's, at those bars' times
+        buy, sell = rec["fills"]
+        assert (buy["side"], buy["bars_seen"]) == (OrderSide.BUY, 5 + i)
+        assert (sell["side"], sell["bars_seen"]) == (OrderSide.SELL, 10 + i)
+        for fill in (buy, sell):
+            bar = rec["bars"][fill["bars_seen"] - 1]
+            assert (fill["px"], fill["ts"]) == (pytest.approx(bar[2]), bar[0])
+        assert len(rec["done"]) == 1 and rec["done"][0].n_bars == n_bars * len(symbols)
+    # one feed, bars interleaved: every bar of a close arrives before any bar of the next
+    arrivals.sort()
+    assert [ts for _, ts in arrivals] == sorted(ts for _, ts in arrivals)
+    assert len({rec["bars"][0][2] for rec in recs}) == len(symbols)  # three different series
+
+
 def test_csv_source_goes_through_backtests_loader(monkeypatch, tmp_path):
     calls = []
 
