@@ -6,6 +6,8 @@ trades afterwards."""
 
 from __future__ import annotations
 
+import subprocess
+
 from tests.helpers import free_port
 from tests.sim_node import (
     balance,
@@ -24,22 +26,32 @@ from venues.sim.server import BackgroundVenue
 REJECTIONS = ["insufficient_balance", "filter_failure", "timestamp", "rate_limit", "unanswered"]
 
 
+def start_trading(tmp_path, venue, **exec_engine) -> tuple[subprocess.Popen, int]:
+    """A live node on the venue, once it has its first fill: in-flight orders are asked about
+    after 1 s; only the breaker under test (P&L breakers would stop the orders faults need)."""
+    override = node_override(
+        tmp_path, dict(venue.urls),
+        live={"exec_engine": {"inflight_check_threshold_ms": 1000,
+                              "inflight_check_interval_ms": 500, **exec_engine}},
+        strategy={"breakers": {"daily_loss_limit": None, "max_drawdown": None}},
+    )  # fmt: skip
+    port = free_port()
+    proc = start_node(tmp_path, override, tmp_path / "run", mode="live", metrics_port=port)
+    try:
+        wait_until(lambda: total(scrape(port), "order_fills_total") >= 1, proc, 120,
+                   "the first fill")  # fmt: skip
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port
+
+
 def test_each_venue_error_is_survived_and_counted(tmp_path) -> None:
     with BackgroundVenue(sim_config(n_bars=3_500)) as venue:
         admin = venue.urls["base_url_http"] + "/sim/faults"
-        override = node_override(
-            tmp_path, dict(venue.urls),
-            # an unanswered order: asked about after 1 s, rejected after 2 more checks
-            live={"exec_engine": {"inflight_check_threshold_ms": 1000,
-                                  "inflight_check_interval_ms": 500, "inflight_check_retries": 2}},
-            # only the breaker under test: P&L breakers would stop the orders the faults need
-            strategy={"breakers": {"daily_loss_limit": None, "max_drawdown": None}},
-        )  # fmt: skip
-        port = free_port()
-        proc = start_node(tmp_path, override, tmp_path / "run", mode="live", metrics_port=port)
+        # an unanswered order: asked about after 1 s, rejected after 2 more checks
+        proc, port = start_trading(tmp_path, venue, inflight_check_retries=2)
         try:
-            wait_until(lambda: total(scrape(port), "order_fills_total") >= 1, proc, 120,
-                       "the first fill")
             # a WebSocket drop: streams and the user-data session reconnect, orders still fill
             fills = total(scrape(port), "order_fills_total")
             assert post_json(admin, {"ws_drop": True})["dropped"] >= 2
@@ -89,17 +101,8 @@ def test_a_fill_report_lost_in_a_reconnect_is_booked_once(tmp_path) -> None:
     in-flight check), so its position is what the account holds and no sell is refused."""
     with BackgroundVenue(sim_config(n_bars=3_500)) as venue:
         admin = venue.urls["base_url_http"] + "/sim/faults"
-        override = node_override(
-            tmp_path, dict(venue.urls),
-            live={"exec_engine": {"inflight_check_threshold_ms": 1000,
-                                  "inflight_check_interval_ms": 500}},
-            strategy={"breakers": {"daily_loss_limit": None, "max_drawdown": None}},
-        )  # fmt: skip
-        port = free_port()
-        proc = start_node(tmp_path, override, tmp_path / "run", mode="live", metrics_port=port)
+        proc, port = start_trading(tmp_path, venue)
         try:
-            wait_until(lambda: total(scrape(port), "order_fills_total") >= 1, proc, 120,
-                       "the first fill")
             for _ in range(3):  # three orders whose reports are lost, each in its own reconnect
                 fills = sim_state(venue)["trades"]
                 post_json(admin, {"lost_report": 1})

@@ -13,7 +13,7 @@ endpoint is swapped for a list while the strategy acts, then the commands are re
 
 from __future__ import annotations
 
-from decimal import Decimal
+from contextlib import contextmanager
 
 import numpy as np
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
@@ -94,19 +94,24 @@ class Queue:
             self.risk.execute(command)
 
 
-def _position(strategy: HMMRegimeStrategy) -> Decimal:
-    return strategy.net_position()
-
-
-def test_two_flattens_and_a_rebalance_before_the_queue_runs_send_one_close() -> None:
+@contextmanager
+def holding(exposure: float):
+    """A running engine whose strategy holds a long of ``exposure`` x 50,000 USDT."""
     engine, strategy, bars = _engine()
     try:
         price = strategy.cache.bar(strategy.config.bar_type).close.as_double()
-        strategy.rebalance(1.0, price, 0, 50_000.0)
+        strategy.rebalance(exposure, price, 0, 50_000.0)
         step(engine, bars)
-        long = _position(strategy)
-        assert long > 0
+        assert strategy.net_position() > 0
+        yield engine, strategy, bars, price
+    finally:
+        engine.end()
+        engine.dispose()
 
+
+def test_two_flattens_and_a_rebalance_before_the_queue_runs_send_one_close() -> None:
+    with holding(1.0) as (engine, strategy, bars, price):
+        long = strategy.net_position()
         queue = Queue(engine)
         strategy.flatten()  # a breaker trips
         strategy.flatten()  # governance pauses with flatten, in the same instant
@@ -118,21 +123,12 @@ def test_two_flattens_and_a_rebalance_before_the_queue_runs_send_one_close() -> 
 
         queue.release()
         step(engine, bars)
-        assert _position(strategy) == 0  # flat, not short
+        assert strategy.net_position() == 0  # flat, not short
         assert not strategy.has_pending_orders()
-    finally:
-        engine.end()
-        engine.dispose()
 
 
 def test_a_flatten_asked_for_while_a_buy_is_queued_closes_what_the_buy_left() -> None:
-    engine, strategy, bars = _engine()
-    try:
-        price = strategy.cache.bar(strategy.config.bar_type).close.as_double()
-        strategy.rebalance(0.5, price, 0, 50_000.0)
-        step(engine, bars)
-        assert _position(strategy) > 0
-
+    with holding(0.5) as (engine, strategy, bars, price):
         queue = Queue(engine)
         strategy._last_plan = None
         strategy.rebalance(1.0, price, 0, 50_000.0)  # a buy, still queued
@@ -142,9 +138,6 @@ def test_a_flatten_asked_for_while_a_buy_is_queued_closes_what_the_buy_left() ->
         queue.release()
         step(engine, bars)  # the buy fills; its position event lets the deferred close go
         step(engine, bars)  # which fills
-        assert _position(strategy) == 0
+        assert strategy.net_position() == 0
         orders = strategy.cache.orders(strategy_id=strategy.id)
         assert [o.status for o in orders] == [OrderStatus.FILLED] * 3
-    finally:
-        engine.end()
-        engine.dispose()
