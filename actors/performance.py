@@ -182,6 +182,13 @@ class RollingStats:
 
     def _evict(self, m: int) -> None:
         runs = self._runs
+        run = runs[0]
+        if run[1] > m and run[0] == 0.0:  # the common case: part of a run of zeros leaves
+            run[1] -= m
+            self._len -= m
+            if not self._nonzero:
+                self._sum = self._sumsq = self._downsq = self._log = 0.0
+            return
         while m > 0:
             run = runs[0]
             take = min(run[1], m)
