@@ -282,6 +282,7 @@ class CapitalAllocator(Actor):
             SECONDS_PER_YEAR / self._interval.total_seconds(),
             default_capital=0.0,  # no return is measured before the first budget
             min_fill=cfg.min_fill,
+            shadow=False,  # volatility and Sharpe of actual returns only
         )
         self.book.subscribe()
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)

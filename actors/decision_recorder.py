@@ -36,6 +36,7 @@ AUDITED_TOPICS = (
 )
 
 MAX_STATES = 8
+_PADDING = {n: ("",) * (MAX_STATES - n) for n in range(MAX_STATES + 1)}  # more states: none
 
 
 class DecisionRecorderConfig(ActorConfig, frozen=True):
@@ -96,19 +97,22 @@ class DecisionRecorder(Actor):
                 self.msgbus.subscribe(topic, self.on_audit_event)
 
     def on_regime_update(self, update: RegimeUpdate) -> None:
-        probs = [repr(p) for p in update.probs] + [""] * (MAX_STATES - len(update.probs))
+        # floats go in as they are: the csv module writes them as repr() (the same text), without
+        # a string per field first; the probabilities are padded to MAX_STATES columns
+        probs = update.probs
         self._writer.writerow(
-            [
+            (
                 update.ts_event,
                 update.strategy_id,
                 update.instrument_id,
-                repr(update.close),
+                update.close,
                 update.state,
-                repr(update.target_exposure),
+                update.target_exposure,
                 update.model_version,
-                repr(update.log_likelihood),
+                update.log_likelihood,
                 *probs,
-            ]
+                *_PADDING.get(len(probs), ()),
+            )
         )
 
     def on_audit_event(self, event: msgspec.Struct) -> None:

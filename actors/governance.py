@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -317,6 +318,10 @@ class PolicyEngine:
             sid: [r for r in policy.rules if r.strategies is None or sid in r.strategies]
             for sid in strategy_ids
         }
+        # strategies whose last evaluation left their state as the rules and override say: an
+        # evaluation in which no rule changed status then changes nothing either (no need to
+        # recompute the effective state); anything else that touches a record clears this
+        self._settled: set[str] = set()
 
     def attach(self, strategy_id: str, record: StrategyRecord) -> None:
         """Use ``record`` (from the registry) as the live state of ``strategy_id``."""
@@ -325,6 +330,7 @@ class PolicyEngine:
             if name not in known:  # the policy changed since: a removed rule holds nothing
                 del record.rules[name]
         self.records[strategy_id] = record
+        self._settled.discard(strategy_id)
 
     def _status(self, record: StrategyRecord, rule: Rule) -> RuleStatus:
         status = record.rules.get(rule.name)
@@ -335,9 +341,12 @@ class PolicyEngine:
     def evaluate(self, strategy_id: str, now_ns: int, metric) -> Transition | None:
         """Advance the rules of ``strategy_id`` at ``now_ns``; a Transition if the state changed."""
         record = self.records[strategy_id]
+        statuses = record.rules
         events: list[_Event] = []
         for rule in self._rules[strategy_id]:
-            status = self._status(record, rule)
+            status = statuses.get(rule.name)
+            if status is None:
+                status = statuses[rule.name] = RuleStatus()
             value = metric(strategy_id, rule.metric, rule.window)
             fired = value is not None and _OPS[rule.op](value, rule.threshold)
             if status.status in ("armed", "probation"):
@@ -361,7 +370,12 @@ class PolicyEngine:
                     status.status = "probation" if rule.resume_scale < 1.0 else "armed"
                     status.since_ns = now_ns
                     events.append(_Event(rule, "released", cond, rvalue))
-        return self._transition(strategy_id, record, events)
+        if not events and strategy_id in self._settled:
+            return None  # no rule changed status: the effective state is the recorded one
+        transition = self._transition(strategy_id, record, events)
+        if transition is None:
+            self._settled.add(strategy_id)
+        return transition
 
     def _transition(self, strategy_id, record, events: list[_Event]) -> Transition | None:
         state, scale, flatten = self.effective(strategy_id)
@@ -425,6 +439,7 @@ class PolicyEngine:
     def apply_override(self, override: Override, now_ns: int) -> Transition:
         """An operator request: pause/throttle/retire are sticky; resume clears everything."""
         record = self.records[override.strategy_id]
+        self._settled.discard(override.strategy_id)
         if override.action == "resume":
             record.manual = None
             for status in record.rules.values():
@@ -450,6 +465,7 @@ class PolicyEngine:
     def commit(self, transition: Transition) -> None:
         """The transition was recorded and published: it is now the strategy's state."""
         record = self.records[transition.strategy_id]
+        self._settled.discard(transition.strategy_id)
         if transition.state in ("paused", "retired"):
             record.flattened = record.flattened or transition.flatten
         else:
@@ -589,6 +605,7 @@ class GovernanceActor(Actor):
         self.registry: Registry | None = None
         self.engine: PolicyEngine | None = None
         self.book: PerformanceBook | None = None
+        self._getters: dict[tuple, Callable[[], float | None]] = {}  # (sid, metric, window)
         self._window_labels = {n: label for label, n in self.policy.windows().items()}
         self._windows = {label: n for label, n in self.policy.windows().items()}
         self._undelivered: set[str] = set()  # strategies not yet listening to their state
@@ -635,6 +652,7 @@ class GovernanceActor(Actor):
             self.book.perf[sid].restore(record.perf)
             if record.state != "active":
                 self.book.perf[sid].set_scale(record.scale)
+        self._getters = {}
         self.book.subscribe()
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
         self.msgbus.subscribe(f"{LIFECYCLE_TOPIC}.*", self._on_lifecycle_decision)
@@ -680,6 +698,7 @@ class GovernanceActor(Actor):
 
     def on_reset(self) -> None:
         self.registry = self.engine = self.book = None
+        self._getters = {}
 
     def _is_live(self) -> bool:
         from nautilus_trader.common.component import LiveClock
@@ -749,7 +768,11 @@ class GovernanceActor(Actor):
             )
 
     def _metric(self, sid: str, name: str, window: str | None) -> float | None:
-        value = self.book.perf[sid].metric(name, self._windows[window] if window else None)
+        getter = self._getters.get((sid, name, window))
+        if getter is None:
+            n = self._windows[window] if window else None
+            getter = self._getters[(sid, name, window)] = self.book.perf[sid].getter(name, n)
+        value = getter()
         return None if value is None or not math.isfinite(value) else value
 
     # -- decisions -------------------------------------------------------------------------------

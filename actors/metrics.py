@@ -306,6 +306,7 @@ class MetricsExporter(Actor):
         self._live = True  # on start: is the node clock live (until then, no backtest refresh)
         self._marked_dead = False  # multiprocess: on_stop removed this process's gauge shards
         self._bar_watchers: dict[str, list[tuple[str, str]]] = {}  # bar type -> (strategy, instr)
+        self._bar_gauges: dict = {}  # a bar's BarType -> the last_bar children it updates
         # backtest without a server: RegimeUpdates per strategy/instrument, written into the
         # gauges when read (render, stop) instead of on every bar; None: written at once
         self._deferred: dict[tuple[str, str], list[RegimeUpdate]] | None = None
@@ -543,6 +544,7 @@ class MetricsExporter(Actor):
         for keys in (self._order_keys, self._hmm_strategies, self._exposure_keys):
             keys.clear()
         self._bar_watchers.clear()
+        self._bar_gauges.clear()
         self._n_states.clear()
         self._model.clear()
         self._marked_dead = False
@@ -551,6 +553,7 @@ class MetricsExporter(Actor):
         """Every series of the strategies registered on this node exists from the first scrape
         (0, or "active"), so dashboards and ``rate()``/``absent()`` work before any event."""
         self._bar_watchers.clear()
+        self._bar_gauges.clear()
         for strategy in self._registered_strategies():
             sid = self._strategy_label(strategy.id.value)
             if hasattr(strategy, "breakers"):  # ours: governed and guarded by breakers
@@ -715,11 +718,15 @@ class MetricsExporter(Actor):
         self._last_update_mono = time.monotonic()
 
     def on_bar_data(self, bar) -> None:
-        watchers = self._bar_watchers.get(str(bar.bar_type.standard()))
-        if watchers:
+        # every bar: the labelled children are looked up once per bar type, not per bar
+        gauges = self._bar_gauges.get(bar.bar_type)
+        if gauges is None:
+            watchers = self._bar_watchers.get(str(bar.bar_type.standard()), ())
+            gauges = self._bar_gauges[bar.bar_type] = [self.last_bar.labels(*k) for k in watchers]
+        if gauges:
             now = self.clock.timestamp()
-            for key in watchers:
-                self.last_bar.labels(*key).set(now)
+            for gauge in gauges:
+                gauge.set(now)
 
     def _update_model(self, key: tuple[str, str], update: RegimeUpdate) -> None:
         version = (update.model_version or "none")[:64]

@@ -30,6 +30,7 @@ paused, which is what a resume condition needs.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import deque
@@ -118,7 +119,7 @@ class RollingStats:
         if n < 2:
             raise ValueError(f"a rolling window needs n >= 2, got {n}")
         self.n = n
-        self._runs: deque[list] = deque()  # [value, count], oldest first
+        self._runs: deque[list] = deque()  # [value, count, log1p(value)], oldest first
         self._len = 0
         self._sum = 0.0
         self._sumsq = 0.0
@@ -134,26 +135,27 @@ class RollingStats:
         # _add(r, 1.0) and, for a full window of single values, _evict(1) written out: this
         # runs for every window at every sample (the same operations, the same bits)
         runs = self._runs
-        runs.append([r, 1])
+        lg = math.log1p(-0.999999 if r < -0.999999 else r)  # = max(r, -0.999999)
+        runs.append([r, 1, lg])
         self._len += 1
         rr = r * r
         self._sum += r
         self._sumsq += rr
         if r < 0:
             self._downsq += rr
-        self._log += math.log1p(max(r, -0.999999))
+        self._log += lg
         if r != 0.0:
             self._nonzero += 1
         if self._len > self.n:
             first = runs[0]
             if first[1] == 1 and first[0] != 0.0 and self._nonzero > 1:
-                v = runs.popleft()[0]
+                v, _, vlg = runs.popleft()
                 vv = v * v
                 self._sum -= v
                 self._sumsq -= vv
                 if v < 0:
                     self._downsq -= vv
-                self._log -= math.log1p(max(v, -0.999999))
+                self._log -= vlg
                 self._nonzero -= 1
                 self._len -= 1
             else:
@@ -170,7 +172,7 @@ class RollingStats:
         if runs and runs[-1][0] == 0.0:
             runs[-1][1] += k
         else:
-            runs.append([0.0, k])
+            runs.append([0.0, k, 0.0])
         self._len += k
         if self._len > self.n:
             self._evict(self._len - self.n)
@@ -180,11 +182,18 @@ class RollingStats:
 
     def _evict(self, m: int) -> None:
         runs = self._runs
+        run = runs[0]
+        if run[1] > m and run[0] == 0.0:  # the common case: part of a run of zeros leaves
+            run[1] -= m
+            self._len -= m
+            if not self._nonzero:
+                self._sum = self._sumsq = self._downsq = self._log = 0.0
+            return
         while m > 0:
             run = runs[0]
             take = min(run[1], m)
             if run[0] != 0.0:
-                self._add(run[0], -float(take))
+                self._add(run, -float(take))
                 self._nonzero -= take
             if take == run[1]:
                 runs.popleft()
@@ -195,18 +204,30 @@ class RollingStats:
         if not self._nonzero:
             self._sum = self._sumsq = self._downsq = self._log = 0.0
 
-    def _add(self, r: float, sign: float) -> None:
+    def _add(self, run: list, sign: float) -> None:
+        r = run[0]
         self._sum += sign * r
         self._sumsq += sign * r * r
         self._downsq += sign * (r * r if r < 0 else 0.0)
-        self._log += sign * math.log1p(max(r, -0.999999))
+        self._log += sign * run[2]
 
     def _recompute(self) -> None:
-        runs = self._runs
-        self._sum = math.fsum(v * c for v, c in runs)
-        self._sumsq = math.fsum(v * v * c for v, c in runs)
-        self._downsq = math.fsum(v * v * c for v, c in runs if v < 0)
-        self._log = math.fsum(math.log1p(max(v, -0.999999)) * c for v, c in runs)
+        """The sums, exactly (``math.fsum``); zero values add exact zeros and are skipped, so
+        this costs O(non-zero values), not O(window) of a mostly idle one."""
+        if not self._nonzero:
+            self._sum = self._sumsq = self._downsq = self._log = 0.0
+            return
+        xs, sq, down, logs = [], [], [], []
+        for v, c, lg in self._runs:
+            if v:
+                xs.append(v * c)
+                q = v * v * c
+                sq.append(q)
+                if v < 0:
+                    down.append(q)
+                logs.append(lg * c)
+        fsum = math.fsum
+        self._sum, self._sumsq, self._downsq, self._log = fsum(xs), fsum(sq), fsum(down), fsum(logs)
 
     def mean(self) -> float | None:
         return self._sum / self._len if self._len else None
@@ -251,8 +272,9 @@ class StrategyPerformance:
     """One strategy's running performance; fed with PnL, fills and decisions, sampled on a clock.
 
     ``windows`` are rolling-window lengths in samples (one ``RollingStats`` each, for the actual
-    and for the shadow returns); ``min_fill`` is the fraction of a window that must hold returns
-    before its windowed metrics are reported (otherwise None: a rule on them does not fire).
+    and, unless ``shadow`` is False, for the shadow returns); ``min_fill`` is the fraction of a
+    window that must hold returns before its windowed metrics are reported (otherwise None: a
+    rule on them does not fire).
     """
 
     def __init__(
@@ -263,6 +285,7 @@ class StrategyPerformance:
         periods_per_year: float,
         min_fill: float = 0.5,
         fee_rate: float = 0.0,
+        shadow: bool = True,
     ) -> None:
         if not 0.0 < min_fill <= 1.0:
             raise ValueError(f"min_fill must be in (0, 1], was {min_fill}")
@@ -291,7 +314,8 @@ class StrategyPerformance:
         self._base = 0.0  # deployed capital during the current sample period
         self._last_base = 0.0  # last non-zero deployed capital
         self._stats = {n: RollingStats(n) for n in sorted(set(windows))}
-        self._shadow = {n: RollingStats(n) for n in self._stats}
+        # shadow windows only for an owner that reads shadow metrics (the allocator does not)
+        self._shadow = {n: RollingStats(n) for n in self._stats} if shadow else {}
         self._shadow_acc = 0.0
         self._shadow_seen = False
         self._seen_at_sample = False  # a decision had been seen when the last sample was taken
@@ -440,6 +464,22 @@ class StrategyPerformance:
             return self.nav
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
 
+    def getter(self, name: str, window: int | None = None) -> Callable[[], float | None]:
+        """A function of no argument returning ``metric(name, window)``, bound once (a policy
+        reads the same few metrics at every sample)."""
+        if name in ("sharpe", "shadow_sharpe"):
+            stats = (self._shadow if name == "shadow_sharpe" else self._stats).get(window)
+            if stats is None:
+                raise KeyError(f"window of {window} samples is not tracked")
+            need, ppy = max(2, math.ceil(self.min_fill * stats.n)), self.periods_per_year
+            return lambda: stats.sharpe(ppy) if stats._len >= need else None
+        if name == "drawdown":
+            return lambda: 1.0 - self.nav / self.peak if self.peak > 0 else 0.0
+        if name == "max_drawdown":
+            return lambda: self.max_drawdown
+        self.metric(name, window)  # unknown name or window: the same error now
+        return functools.partial(self.metric, name, window)
+
     def snapshot(self, window_labels: dict[int, str]) -> dict[str, float | int | None]:
         """Every metric, windowed ones as ``<metric>_<label>`` (e.g. ``sharpe_30d``)."""
         out: dict[str, float | int | None] = {
@@ -491,13 +531,14 @@ class PerformanceBook:
         default_capital: float,
         min_fill: float = 0.5,
         fee_rate: float = 0.0,
+        shadow: bool = True,
     ) -> None:
         self._actor = actor
         self.currency = currency
         windows = list(windows)
         self.perf: dict[str, StrategyPerformance] = {
             sid: StrategyPerformance(
-                sid, default_capital, windows, periods_per_year, min_fill, fee_rate
+                sid, default_capital, windows, periods_per_year, min_fill, fee_rate, shadow
             )
             for sid in strategy_ids
         }

@@ -138,6 +138,27 @@ class LinearPortfolioAnalyzer(PortfolioAnalyzer):
     ) -> None:
         self._buffer(_RECORDED, position_id, realized_pnl, ts_event)
 
+    def _calculate_returns_stats(self, returns: pd.Series) -> dict[str, Any]:
+        """Upstream's, with ``returns`` turned into the ``{ns: float}`` the Rust statistics take
+        once per call rather than once per statistic (17 Python loops over every daily return of
+        the run: 20 years of days on a sparse calendar)."""
+        vars(self)["_linear_returns"] = (returns, None)
+        try:
+            return super()._calculate_returns_stats(returns)
+        finally:
+            vars(self).pop("_linear_returns", None)
+
+    def _returns_to_dict(self, returns: pd.Series) -> dict[int, float]:
+        memo = vars(self).get("_linear_returns")
+        dated = isinstance(returns.index, pd.DatetimeIndex)
+        if memo is None or memo[0] is not returns or not dated:
+            return super()._returns_to_dict(returns)
+        if memo[1] is None:  # upstream's loop in two vector steps: ns keys, float values
+            keys = returns.index.as_unit("ns").asi8.tolist()
+            memo = (returns, dict(zip(keys, returns.to_numpy(dtype=float64).tolist(), strict=True)))
+            vars(self)["_linear_returns"] = memo
+        return dict(memo[1])  # each statistic its own copy, as upstream
+
     def add_positions(self, positions: list[Position]) -> None:
         """Upstream's loop with the position returns summed per close time in one pass.
 

@@ -152,17 +152,32 @@ def run_node(settings, run_dir: Path, label: str) -> dict[str, Any]:
     return out
 
 
-def shipped_node(work: Path, frame: pl.DataFrame, warmup_bars: int | None) -> dict[str, Any]:
+def best_of(jobs: list[tuple[str, Any]], run_dir: Path, repeat: int) -> list[dict[str, Any]]:
+    """Run each ``(label, settings)`` ``repeat`` times, interleaved (a burst of load on the
+    shared machine hits both sides of a ratio alike), and keep each label's least CPU time."""
+    best: dict[str, dict[str, Any]] = {}
+    for i in range(max(repeat, 1)):
+        for label, settings in jobs:  # a fresh run folder each time (the governance registry)
+            run = run_node(settings, run_dir / f"run-{label}-{i}", label)
+            if label not in best or run["cpu_seconds"] < best[label]["cpu_seconds"]:
+                best[label] = run
+    out = [best[label] for label, _ in jobs]
+    for run in out:
+        run["repeats"] = max(repeat, 1)
+    return out
+
+
+def shipped_node(
+    work: Path, frame: pl.DataFrame, warmup_bars: int | None, repeat: int = 1
+) -> dict[str, Any]:
     """The shipped config (every strategy and actor) vs the no-op strategy, same bars."""
     work.mkdir(parents=True, exist_ok=True)
     csv = write_bars(frame, work / "dense.csv")
-    runs = []
-    for name, noop in (("noop", True), ("shipped", False)):
-        settings = node_settings(
-            work, name, csv, DENSE_BAR_TYPE, warmup_bars=warmup_bars, noop=noop
-        )
-        runs.append(run_node(settings, work / f"run-{name}", name))
-    noop, shipped = runs
+    jobs = [
+        (name, node_settings(work, name, csv, DENSE_BAR_TYPE, warmup_bars=warmup_bars, noop=noop))
+        for name, noop in (("noop", True), ("shipped", False))
+    ]
+    noop, shipped = runs = best_of(jobs, work, repeat)
     return {
         "config": "configs/node.yaml, data replaced by the bench bars"
         + ("" if warmup_bars is None else f", fit.warmup_bars {warmup_bars}"),
@@ -173,23 +188,23 @@ def shipped_node(work: Path, frame: pl.DataFrame, warmup_bars: int | None) -> di
     }
 
 
-def sparse_calendar(work: Path, frame: pl.DataFrame, warmup_bars: int | None) -> dict[str, Any]:
+def sparse_calendar(
+    work: Path, frame: pl.DataFrame, warmup_bars: int | None, repeat: int = 1
+) -> dict[str, Any]:
     """The shipped config on the same number of bars: dense 15-minute crypto vs XNYS hourly."""
     work.mkdir(parents=True, exist_ok=True)
     ts = xnys_hourly_times(frame.height)
     years = (ts[-1] - ts[0]) / (365.25 * 86_400 * 1e9)
     dense = write_bars(frame, work / "dense.csv")
     sparse = write_bars(frame, work / "xnys.csv", ts)
-    runs = []
-    for name, csv, bar_type, calendar in (
-        ("dense_15m_24x7", dense, DENSE_BAR_TYPE, "24/7"),
-        ("xnys_hourly", sparse, HOURLY_BAR_TYPE, "XNYS"),
-    ):
-        settings = node_settings(
-            work, name, csv, bar_type, calendar=calendar, warmup_bars=warmup_bars
+    jobs = [
+        (name, node_settings(work, name, csv, bar_type, calendar=calendar, warmup_bars=warmup_bars))
+        for name, csv, bar_type, calendar in (
+            ("dense_15m_24x7", dense, DENSE_BAR_TYPE, "24/7"),
+            ("xnys_hourly", sparse, HOURLY_BAR_TYPE, "XNYS"),
         )
-        runs.append(run_node(settings, work / f"run-{name}", name))
-    dense_run, sparse_run = runs
+    ]
+    dense_run, sparse_run = runs = best_of(jobs, work, repeat)
     return {
         "bars": frame.height,
         "sparse_span_years": years,
@@ -306,12 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many", default="1,10,50", help="instrument counts")
     parser.add_argument("--many-bars", type=int, default=4_000, help="bars per instrument")
     parser.add_argument("--skip-many", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="run the shipped/no-op and dense/XNYS pairs N times interleaved, keep each one's "
+        "least CPU time (an A/B on a shared machine)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="hmm-bench-node-"))
     frame = benchmark_frame(max(args.bars, 20_000))
     result: dict[str, Any] = {"machine": machine_info()}
-    result["shipped_node"] = shipped_node(work / "node", frame.head(args.bars), None)
-    result["sparse_calendar"] = sparse_calendar(work / "sparse", frame.head(args.bars), None)
+    bars = frame.head(args.bars)
+    result["shipped_node"] = shipped_node(work / "node", bars, None, args.repeat)
+    result["sparse_calendar"] = sparse_calendar(work / "sparse", bars, None, args.repeat)
     if not args.skip_many:
         counts = tuple(int(x) for x in args.many.split(","))
         result["many_instruments"] = many_instruments(work / "many", frame, counts, args.many_bars)

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from actors import operator_queue
 from actors.capital_allocator import CapitalAllocator
-from actors.governance import GovernanceActor
+from actors.governance import GovernanceActor, PolicyEngine
 from actors.metrics import MetricsExporter
 from actors.performance import (
     DataTimeSampler,
@@ -108,6 +109,51 @@ def test_idle_periods_give_the_metrics_of_sampling_every_period() -> None:
     _same(sparse.snapshot(labels), every.snapshot(labels), -1)
 
 
+def test_policy_skips_rederiving_the_state_only_when_that_changes_nothing() -> None:
+    """Governance re-derives a strategy's effective state only when a rule changed status or
+    something else touched its record (a decision, an override); an engine that re-derives it at
+    every sample decides the same transitions, across fires, releases, probations, overrides."""
+    from actors.governance import load_policy
+    from actors.registry import Override, StrategyRecord
+
+    policy = load_policy(Path(DEFAULT_CONFIG).parent / "governance.yaml")
+    fast, full = PolicyEngine(policy, ["S"]), PolicyEngine(policy, ["S"])
+    rng = random.Random(11)
+    m = {"drawdown": 0.0, "sharpe": 0.0, "max_drawdown": 0.0, "shadow_sharpe": 0.0}
+
+    def metric(_sid: str, name: str, _window: str | None) -> float | None:
+        return None if rng_none else m[name]
+
+    decided = 0
+    for step in range(20_000):
+        m["drawdown"] = min(max(m["drawdown"] + rng.gauss(0.0, 0.004), 0.0), 0.2)
+        m["sharpe"] += rng.gauss(0.0, 0.05) - 0.002 * m["sharpe"]
+        m["shadow_sharpe"] = rng.gauss(0.0, 1.0)
+        m["max_drawdown"] = max(m["max_drawdown"], m["drawdown"]) if step < 19_000 else 0.3
+        rng_none = rng.random() < 0.02  # a metric not available yet
+        full._settled.clear()  # the reference: re-derive at every sample
+        now = step * SAMPLE
+        got, want = fast.evaluate("S", now, metric), full.evaluate("S", now, metric)
+        assert got == want, step
+        if got is not None:
+            fast.commit(got)
+            full.commit(want)
+            decided += 1
+        if step % 5_000 == 2_500:  # a restart restores a record the policy then re-evaluates
+            for engine in (fast, full):
+                engine.attach("S", StrategyRecord(state="paused", scale=0.0))
+        if step % 1_500 == 700:  # an operator
+            action = rng.choice(["pause", "throttle", "resume"])
+            override = Override(id=f"op-{step}", strategy_id="S", action=action, reason="t",
+                                created_utc="2024-01-01T00:00:00Z",
+                                scale=0.5 if action == "throttle" else 1.0)
+            got, want = fast.apply_override(override, now), full.apply_override(override, now)
+            assert got == want
+            fast.commit(got)
+            full.commit(want)
+    assert decided > 20 and fast.records["S"] == full.records["S"]
+
+
 def _same(got: dict, want: dict, where: int) -> None:
     assert got.keys() == want.keys()
     for key, value in want.items():
@@ -124,12 +170,12 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Record every call of the actors' per-period work (arguments kept, nothing timed)."""
     calls: dict[str, list] = {}
 
-    def count(owner, name: str, key: str) -> None:
+    def count(owner, name: str, key: str, keep_self: bool = False) -> None:
         original = getattr(owner, name)
         calls[key] = []
 
         def wrapper(*args, **kwargs):
-            calls[key].append(args[1:])
+            calls[key].append(args if keep_self else args[1:])
             return original(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, wrapper)
@@ -142,6 +188,10 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     count(DataTimeSampler, "_on_alert", "alerts")
     count(MetricsExporter, "refresh", "refresh")
     count(operator_queue, "pending", "listings")
+    count(RollingStats, "push", "pushes")
+    count(PolicyEngine, "_transition", "transitions")
+    count(PolicyEngine, "commit", "commits")
+    count(MetricWrapperBase, "labels", "labels", keep_self=True)
     return calls
 
 
@@ -185,6 +235,15 @@ def test_shipped_node_actors_work_once_per_bar_on_dense_data(
     assert len(counted["alerts"]) <= 2 * bars + 2
     assert counted["listings"] == []
     assert len(counted["refresh"]) <= 1  # at stop
+    # rolling windows: governance 2 windows x (actual, shadow), the allocator 1 window (30d vol
+    # and Sharpe) of actual returns only: it reads no shadow metric
+    assert 2 * bars < len(counted["pushes"]) <= 5 * bars
+    # the effective state is re-derived only when a rule changed status or after a decision
+    # was committed, not at every sample (that was one per sample)
+    assert len(counted["transitions"]) <= 2 * len(counted["commits"]) + bars // 100
+    # the staleness gauge's labelled child is looked up once per bar type, not once per bar
+    last_bar = [c for c in counted["labels"] if c[0]._name == "market_data_last_bar_epoch"]
+    assert len(last_bar) <= 3
 
 
 def test_sparse_calendar_costs_per_bar_not_per_closed_hour(
@@ -222,6 +281,8 @@ def test_sparse_calendar_costs_per_bar_not_per_closed_hour(
         assert len(idle) <= len(samples)  # handed over once per resumption, not per period
         assert sum(k for k, _last in idle) > 30_000  # the year's closed quarter hours
     assert len(counted["alerts"]) <= 2 * (2 * bars + 2)  # two samplers, <= 2 alerts per bar
+    assert len(counted["pushes"]) <= 5 * bars  # idle periods are pushed as runs of zeros
+    assert len(counted["transitions"]) <= 2 * len(counted["commits"]) + bars // 100
     assert counted["listings"] == []
     assert len(counted["refresh"]) <= 1
 
