@@ -132,8 +132,8 @@ class _SlowRuntime:
         self.features = StreamingFeatures(level.features)
         self.model: RegimeHMM | None = None
         self.filter: ForwardFilter | None = None
-        self.warmup_rows: list[np.ndarray] = []
-        self.recent: deque[np.ndarray] = deque(maxlen=history)
+        self.warmup_rows: list[tuple[float, ...]] = []
+        self.recent: deque[np.ndarray | tuple[float, ...]] = deque(maxlen=history)
         self.state: int | None = None  # argmax of the last filtered probabilities
 
     def set_model(self, model: RegimeHMM) -> None:
@@ -154,7 +154,7 @@ class _SlowRuntime:
         coarse = self.aggregator.update(*bar)
         if coarse is None:
             return
-        x = self.features.update(*coarse)
+        x = self.features.update_tuple(*coarse)
         if x is None:
             return
         if self.filter is None:
@@ -221,7 +221,8 @@ class RegimeEngine:
         self.bars_seen = 0
         self.rejected_bars = 0
         self._warmup_rows: list[np.ndarray] = []
-        self._recent: deque[np.ndarray] = deque(maxlen=fit.history_bars)
+        # feature rows: tuples from the stream, arrays from a fit, a restore or ``follow``
+        self._recent: deque[np.ndarray | tuple[float, ...]] = deque(maxlen=fit.history_bars)
         self._next_var: tuple[float, ...] | None = None  # vol_target: E[r^2_t+1 | state_t]
         self.slow = None if slow is None else _SlowRuntime(slow, fit.history_bars)
         if slow_model is not None:
@@ -313,7 +314,7 @@ class RegimeEngine:
         range) raises ``ValueError`` and leaves the engine unchanged. A finite feature row so
         extreme that no state can produce it also raises, after the feature windows took the bar.
         """
-        x = self.features.update(open_, high, low, close, volume)
+        x = self.features.update_tuple(open_, high, low, close, volume)
         self.bars_seen += 1
         slow = self.slow
         if slow is not None:  # the bar passed validation above; a coarse bar may close now
@@ -328,9 +329,11 @@ class RegimeEngine:
                 return None
             self._fit_on_warmup()
             return None
-        # Hot path (every bar): tuples of Python floats and one pure-Python argmax; numpy calls
-        # on 3-4 numbers cost ~1 us each (np.array, np.argmax twice, a float() per element).
-        probs = self.filter.update_tuple(x)
+        # Hot path (every bar): tuples of Python floats from the features to the policy and one
+        # pure-Python argmax; numpy calls on 3-4 numbers cost ~1 us each (np.array, np.argmax,
+        # a float() per element), so none is made here.
+        filt = self.filter
+        probs = filt.update_tuple(x)
         self._recent.append(x)
         slow_state = None
         if slow is not None:
@@ -340,13 +343,8 @@ class RegimeEngine:
         state = argmax(probs)
         vol = None if self._next_var is None else self._vol_forecast(probs)
         target = self.policy.update(probs, state, slow_state=slow_state, vol_forecast=vol)
-        return Decision(
-            probs=probs,
-            state=state,
-            target_exposure=target,
-            log_likelihood=float(self.filter.last_log_likelihood),
-            slow_state=slow_state,
-        )
+        # positional: the order of Decision's fields (probs, state, target, log-likelihood, slow)
+        return Decision(probs, state, target, filt.last_log_likelihood, slow_state)
 
     def _fit_on_warmup(self) -> None:
         """Fit on the warm-up rows only (all closed in the past), then run the filter over them."""

@@ -626,6 +626,14 @@ class StreamingFeatures:
         self, open: float, high: float, low: float, close: float, volume: float
     ) -> np.ndarray | None:
         """Ingest one closed bar; return its feature vector (new float64 array), None in warm-up."""
+        row = self.update_tuple(open, high, low, close, volume)
+        return None if row is None else np.array(row)
+
+    def update_tuple(
+        self, open: float, high: float, low: float, close: float, volume: float
+    ) -> tuple[float, ...] | None:
+        """:meth:`update` returning a tuple of Python floats (no array allocation: the engine's
+        per-bar path hands it straight to ``ForwardFilter.update_tuple``)."""
         if not (
             0.0 < open < _INF and 0.0 < high < _INF and 0.0 < low < _INF and 0.0 < close < _INF
         ):
@@ -648,9 +656,9 @@ class StreamingFeatures:
                 b(open, high, low, close, volume, emit),
                 c(open, high, low, close, volume, emit),
             )
-            return np.array(va + vb + vc) if emit else None  # type: ignore[operator]
+            return va + vb + vc if emit else None  # type: ignore[operator]
         values = [update(open, high, low, close, volume, emit) for update in self._updates]
-        return np.array(sum(values, ())) if emit else None  # type: ignore[arg-type]
+        return sum(values, ()) if emit else None  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ checkpointing
 

@@ -50,6 +50,9 @@ class SessionCalendar:
         self._opens = opens
         self._closes = closes
         self._cum = cum  # open ns before session i
+        # (open, close) of the session the last gap ended in: bar after bar falls in the same
+        # one, and a gap inside one session is all open time, without two bisects per bar
+        self._session = (0, -1)
 
     @property
     def first_open_ns(self) -> int:
@@ -73,6 +76,12 @@ class SessionCalendar:
         """Nanoseconds of open market in ``(t0, t1]`` (0 if ``t1 <= t0``)."""
         if t1 <= t0:
             return 0
+        lo, hi = self._session
+        if lo <= t0 and t1 <= hi:  # both inside one session: what the two lookups would give
+            return t1 - t0
+        i = bisect.bisect_right(self._opens, t1) - 1  # the session t1 falls in or follows
+        if i >= 0:
+            self._session = (self._opens[i], self._closes[i])
         return self._open_before(t1) - self._open_before(t0)
 
     def is_open(self, t: int) -> bool:

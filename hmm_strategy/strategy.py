@@ -354,9 +354,10 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart
             self.skipped_bars += 1
             return
+        engine = self.engine
         close = bar.close.as_double()
         try:
-            decision = self.engine.update(
+            decision = engine.update(
                 bar.open.as_double(),
                 bar.high.as_double(),
                 bar.low.as_double(),
@@ -364,27 +365,28 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
                 bar.volume.as_double(),
             )
         except ValueError as exc:  # a bar the model cannot use: skip it, never trade on it
-            self.engine.rejected_bars += 1
-            n = self.engine.rejected_bars
+            engine.rejected_bars += 1
+            n = engine.rejected_bars
             if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: a flood of bad bars cannot flood the log
                 self.log.warning(f"Skipped bar {bar}: {exc} ({n} skipped so far)")
                 self.skip_warnings += 1
             return
         previous, self._last_bar_ts = self._last_bar_ts, ts
-        breakers = self.breakers
-        log_return = math.log(close / self._prev_close) if self._prev_close > 0.0 else None
+        breakers, pnl, prev_close = self.breakers, self.pnl, self._prev_close
+        log_return = math.log(close / prev_close) if prev_close > 0.0 else None
         tripped = breakers.observe_return(log_return)
         self._prev_close = close
         if "price_jump" not in breakers.tripped:  # never mark P&L at a distrusted price
-            self.pnl.mark(close)
+            pnl.mark(close)
         capital = self.capital()
-        tripped += breakers.on_bar(ts, self.pnl.equity_pnl, capital)
+        tripped += breakers.on_bar(ts, pnl.equity_pnl, capital)
         if breakers.missing_bars:
             self.on_data_gap(previous, ts, breakers.missing_bars)
         if tripped:
             self.on_breakers_tripped(tripped, ts)
         if decision is None:
             return
+        target = decision.target_exposure
         self.msgbus.publish(
             self._regime_topic,
             RegimeUpdate(
@@ -394,14 +396,15 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
                 close,
                 decision.probs,
                 decision.state,
-                decision.target_exposure,
-                self.engine.model_version,
+                target,
+                engine.model_version,
                 decision.log_likelihood,
             ),
         )
         if self.paused or "price_jump" in breakers.tripped:
             return  # never size or reduce at a price the jump breaker distrusts
-        self.rebalance(decision.target_exposure, close, ts, capital)
+        if (target, capital) != self._last_plan:  # rebalance's own first test, without its call
+            self.rebalance(target, close, ts, capital)
 
     def on_data_gap(self, last_ts: int, ts_event: int, missing: int) -> None:
         """Bars never arrived (feed disconnect, venue halt, market closure): count and log it."""

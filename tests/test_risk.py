@@ -211,6 +211,23 @@ def test_calendars_count_only_open_market_time() -> None:
         CircuitBreakers(BreakerConfig(calendar="NOT-AN-EXCHANGE"))
 
 
+def test_calendar_remembers_a_session_without_changing_any_answer() -> None:
+    """``open_ns`` answers from the session of the previous gap when both ends lie in it; pairs
+    inside, across, at the bounds of and outside sessions, in an order that keeps leaving it."""
+    from hmm_strategy.sessions import SessionCalendar
+
+    cal = SessionCalendar("toy", [100, 300, 400, 600], [200, 400, 450, 700])
+    cases = [
+        ((110, 150), 40), ((150, 250), 50), ((110, 200), 90), ((100, 120), 20),
+        ((190, 310), 20), ((310, 320), 10), ((350, 420), 70), ((390, 400), 10),
+        ((120, 130), 10), ((460, 650), 50), ((50, 150), 100), ((650, 800), 150),
+        ((695, 700), 5), ((700, 705), 5), ((320, 310), 0), ((410, 449), 39),
+        ((110, 120), 10), ((150, 205), 50), ((310, 320), 10), ((295, 350), 50),
+    ]  # fmt: skip
+    for (t0, t1), want in cases * 2:  # twice: every pair also meets a remembered session
+        assert cal.open_ns(t0, t1) == want, (t0, t1)
+
+
 def replay_gaps(ts: list[int], calendar: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Run real bar times through the breakers: (stale-trip times, (time, missing) gap events)."""
     b = breakers(stale_after_bars=3, cooldown_bars=0, calendar=calendar)
