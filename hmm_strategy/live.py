@@ -40,6 +40,7 @@ EXIT_CONFIG = 2
 EXIT_START = 3
 EXIT_RUN = 4
 EXIT_STATE = 5  # stopped (positions closed) but the strategies' state could not be saved
+EXIT_OPEN = 6  # stopped, but a position its strategy should have closed is still open
 METRICS_ACTOR = "actors.metrics:MetricsExporter"
 
 
@@ -390,11 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     from venues.runtime import run_node
 
     unsaved: list[str] = []
+    still_open: list[str] = []
 
     def write_reports() -> None:
         unsaved.extend(
             str(s.id) for s in node.trader.strategies() if getattr(s, "checkpoint_failed", False)
         )
+        still_open.extend(positions_left_open(node))
         venues = sorted({a.id.get_issuer() for a in node.cache.accounts()})
         from nautilus_trader.model.identifiers import Venue
 
@@ -414,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     except NodeRunError as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_RUN
+    if still_open:
+        print(
+            f"error: stopped, but positions its strategies should have closed are still open: "
+            f"{'; '.join(still_open)} (the closing order did not fill in full, see orders.csv; "
+            f"close them at the venue); reports in {run_dir}/",
+            file=sys.stderr,
+        )
+        return EXIT_OPEN
     if unsaved:
         print(
             f"error: stopped with positions closed, but the state of {', '.join(unsaved)} could "
@@ -423,6 +434,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STATE
     print(f"stopped cleanly; reports in {run_dir}/", flush=True)
     return 0
+
+
+def positions_left_open(node) -> list[str]:
+    """``"SHORT 33.28 BTCUSDT.BINANCE (HMMRegimeStrategy-001)"`` for every position still open
+    after the stop whose strategy closes its positions on stop (``close_positions_on_stop``)."""
+    strategies = node.trader.strategies()
+    closing = {s.id for s in strategies if getattr(s.config, "close_positions_on_stop", False)}
+    return [
+        f"{p.side.name} {p.quantity} {p.instrument_id} ({p.strategy_id})"
+        for p in node.cache.positions_open()
+        if p.strategy_id in closing
+    ]
 
 
 def exit_process(code: int) -> None:

@@ -551,3 +551,36 @@ def test_a_flood_of_unusable_bars_cannot_flood_the_log(monkeypatch) -> None:
     strategy, orders = run_strategy(bars, model_path=None)
     assert strategy.engine.rejected_bars == 3_000 and not orders
     assert strategy.skip_warnings == 12  # 1, 2, 4, ..., 2048
+
+
+# -- a stop that could not close everything says so ----------------------------------------------
+
+
+def thin_last_bar_csv(path: Path, n_bars: int = N_BARS, seed: int = 5) -> Path:
+    """Bars whose last one has almost no volume, as a CSV (a real-data replay source, where the
+    bar volume is the sandbox's liquidity): the stop's close fills only in part."""
+    from hmm_strategy.synthetic import generate_regime_bars
+
+    frame = generate_regime_bars(n_bars, seed)
+    last = pl.int_range(pl.len()) == pl.len() - 1
+    frame = frame.with_columns(volume=pl.when(last).then(0.001).otherwise(pl.col("volume")))
+    frame.select("ts_event", "open", "high", "low", "close", "volume").write_csv(path)
+    return path
+
+
+def test_a_stop_that_leaves_a_position_open_exits_non_zero_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = thin_last_bar_csv(tmp_path / "bars.csv")
+    replay = {"source": "csv", "path": str(csv), "format": "ohlcv_csv"}
+    override = write_override(tmp_path, replay=replay, governed=False)
+    code, run_dir = run_paper(tmp_path, override, "run")
+    out = capsys.readouterr()
+    positions = pl.read_csv(run_dir / "positions.csv").filter(pl.col("side") != "FLAT")
+    assert positions.height >= 1  # the close filled in part: the position is still open
+    assert code == 6, out
+    assert "stopped cleanly" not in out.out
+    (line,) = out.err.strip().splitlines()
+    side, qty = positions["side"][0], positions["quantity"][0]
+    assert line.startswith("error: stopped, but positions its strategies should have closed")
+    assert f"{side} {qty:f}".rstrip("0") in line and SID in line

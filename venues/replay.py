@@ -9,8 +9,12 @@ Design notes (verified against nautilus_trader 1.231.0):
 * The sandbox execution client only listens on ``data.*.{venue}.*`` (quotes, trades, ...);
   bar topics are ``data.bars.{bar_type}`` and never reach it. So at each bar close the client
   first publishes a trade tick at the close (same ``ts_event``), then the bar: a market order
-  sent from ``on_bar`` fills at that bar's close. The trade size is the bar volume (unknown or
-  zero volume -> a large size), so orders larger than a bar's whole volume slip one tick.
+  sent from ``on_bar`` fills at that bar's close. The trade size is the sandbox's liquidity: a
+  market order larger than it fills in part and the rest waits for the next ticks (so a stop's
+  close can stay open: the node then exits 6, naming the position). For real data (``csv``,
+  ``catalog``) it is the bar's volume; synthetic volumes are a feature of the generator, not
+  liquidity (a random price path that falls 20-fold would leave 50k USDT orders unfillable),
+  so synthetic bars, like bars with unknown or zero volume, trade a large size.
 * Bars keep the data's ``ts_event``/``ts_init`` (bar close), so strategies see historical time
   in the data, and sandbox fills carry the bar's time. Timers and ``clock.utc_now()`` still run
   on the wall clock in a live node, also during accelerated replay: a 1-minute timer fires once
@@ -321,8 +325,10 @@ def _load_catalog_bars(
     return series, instruments
 
 
-def _paired_tick(bar: Bar, instrument: Instrument, seq: int) -> TradeTick:
-    volume = bar.volume.as_double()
+def _paired_tick(
+    bar: Bar, instrument: Instrument, seq: int, volume_is_liquidity: bool = True
+) -> TradeTick:
+    volume = bar.volume.as_double() if volume_is_liquidity else 0.0
     size = instrument.make_qty(volume if volume > 0 else UNKNOWN_VOLUME_SIZE)
     if size.as_double() <= 0:  # volume rounded away at the instrument's size precision
         size = instrument.size_increment
@@ -607,7 +613,8 @@ class ReplayDataClient(LiveMarketDataClient):
                 await self._settle()
             if config.trade_ticks:
                 instrument = self._instruments[bar.bar_type.instrument_id]
-                self._handle_data(_paired_tick(bar, instrument, seq))
+                volume_is_liquidity = config.source != "synthetic"
+                self._handle_data(_paired_tick(bar, instrument, seq, volume_is_liquidity))
             self._handle_data(bar)
             self._n_emitted += 1
             await self._settle()
