@@ -260,6 +260,8 @@ CASES: list = [
     ("sim-balance-no-amount", "venues.sim", ["--balance", "USDT"], r"ASSET=AMOUNT"),
     ("sim-negative-bars", "venues.sim", ["--bars", "-5"], r"--bars"),
     ("sim-faults-not-json", "venues.sim", ["--faults", "{bad"], r"--faults is not JSON"),
+    ("sim-faults-negative", "venues.sim", ["--faults", '{"rate_limit": -3}'],
+     r"--faults counts must be whole numbers >= 0, got \{'rate_limit': -3\}"),
     ("sim-urls-file-unwritable", "venues.sim", ["--urls-file", "{a_file}/u.json"],
      r"--urls-file folder .*a_file is not a writable folder"),
     ("registry-multiline-reason", "actors.registry",
@@ -281,7 +283,7 @@ CASES: list = [
 
 def _expand(argv: list[str], files: dict[str, str], data_dir: Path) -> list[str]:
     table = {**files, "data": str(data_dir)}
-    return [re.sub(r"\{([^{}]+)\}", lambda m: table[m.group(1)], a) for a in argv]
+    return [re.sub(r"\{([\w.]+)\}", lambda m: table[m.group(1)], a) for a in argv]
 
 
 def check_one_line(code: int, out: str, err: str, pattern: str) -> None:

@@ -177,3 +177,18 @@ def test_command_serves_until_ctrl_c_and_refuses_missing_keys(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
+
+
+def test_bad_fault_requests_are_refused_with_a_reason(venue) -> None:
+    url = venue.urls["base_url_http"] + "/sim/faults"
+    for body, reason in (
+        ([], "the body must be a JSON object, got list"),
+        ({"rate_limit": -3}, "whole numbers >= 0"),
+        ({"rate_limit": 1.5}, "whole numbers >= 0"),
+        ({"typo": 1}, "unknown fault kinds ['typo']"),
+    ):
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 400 and reason in json.loads(err.value.read())["error"]
+    assert get_json(venue.urls["base_url_http"] + "/sim/state")["faults_pending"] == {}

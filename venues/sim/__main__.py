@@ -41,6 +41,9 @@ def _faults(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"--faults is not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"--faults must be a JSON object of counts, got {text!r}")
+    bad = {k: v for k, v in value.items() if type(v) is not int or v < 0}
+    if bad:
+        raise argparse.ArgumentTypeError(f"--faults counts must be whole numbers >= 0, got {bad}")
     return value
 
 

@@ -139,11 +139,20 @@ class SimVenue:
                 "base_url_ws_api": f"ws://{base}/ws-api/v3"}
 
     def set_faults(self, faults: dict[str, int], retry_after_secs: int | None = None) -> None:
+        if not isinstance(faults, dict):
+            raise ValueError(f"faults must be an object of counts, got {type(faults).__name__}")
         unknown = set(faults) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)} (known: {FAULT_KINDS})")
+        bad = {k: v for k, v in faults.items() if type(v) is not int or v < 0}
+        if bad or (retry_after_secs is not None and not (type(retry_after_secs) is int
+                                                         and retry_after_secs >= 0)):
+            raise ValueError(
+                f"fault counts and retry_after_secs must be whole numbers >= 0, got "
+                f"{bad or {'retry_after_secs': retry_after_secs}}"
+            )
         for kind, count in faults.items():
-            self.exchange.faults.pending[kind] = int(count)
+            self.exchange.faults.pending[kind] = count
         if retry_after_secs is not None:
             self.exchange.faults.retry_after_secs = retry_after_secs
 
@@ -401,6 +410,8 @@ class SimVenue:
         queue faults for the next orders, drop every WebSocket now, match held orders now."""
         try:
             body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError(f"the body must be a JSON object, got {type(body).__name__}")
             drop = bool(body.pop("ws_drop", False))
             release = bool(body.pop("release", False))
             retry_after = body.pop("retry_after_secs", None)
