@@ -103,7 +103,10 @@ class WalkForwardSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         for name in ("train", "test"):
-            parse_interval(getattr(self, name))  # raises naming the bad value
+            try:
+                parse_interval(getattr(self, name))
+            except ValueError as exc:  # name the window: "--test"/"test:" say which one
+                raise ValueError(f"{name} window: {exc}") from None
         if self.mode not in ("rolling", "expanding"):
             raise ValueError(f"mode must be 'rolling' or 'expanding', was {self.mode!r}")
         if self.max_folds is not None and self.max_folds < 1:

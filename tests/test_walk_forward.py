@@ -144,7 +144,9 @@ def test_results_unchanged_when_later_data_is_appended(runs: dict) -> None:
 
 def test_cli_rejects_bad_windows(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--train", "forever", "--out", str(tmp_path)]) == 2
-    assert "cannot parse interval" in capsys.readouterr().err
+    assert "train window: cannot parse interval" in capsys.readouterr().err
+    assert main(["--test", "0d", "--out", str(tmp_path)]) == 2
+    assert "test window: interval must be positive, got '0d'" in capsys.readouterr().err
     assert to_ns("2024-01-01") % DAY == 0
 
 
