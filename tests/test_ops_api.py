@@ -310,6 +310,13 @@ def paper(tmp_path_factory: pytest.TempPathFactory):
     """A real offline paper node (subprocess, the user's command) that has opened a position,
     and a second exporter with known values standing in for another venue's node."""
     tmp = tmp_path_factory.mktemp("paper")
+    # the stand-in binds first: bound after free_port() released the node's port, it could get it
+    other = fake_node({
+        ("pnl_realized_total", "BYBIT", "B-002"): 120.5,
+        ("pnl_unrealized_total", "BYBIT", "B-002"): -20.25,
+        ("exposure_usd", "BYBIT", "B-002"): -3000.0,
+        ("exposure_usd", "BYBIT", "C-003"): 1000.0,
+    })  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     live = {"log_dir": str(tmp / "logs"), "state_dir": str(tmp / "state"),
@@ -325,12 +332,6 @@ def paper(tmp_path_factory: pytest.TempPathFactory):
             cmd, cwd=tmp, stdout=out, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )  # fmt: skip
-    other = fake_node({
-        ("pnl_realized_total", "BYBIT", "B-002"): 120.5,
-        ("pnl_unrealized_total", "BYBIT", "B-002"): -20.25,
-        ("exposure_usd", "BYBIT", "B-002"): -3000.0,
-        ("exposure_usd", "BYBIT", "C-003"): 1000.0,
-    })  # fmt: skip
     node = resolve_node("paper", REPO_ROOT / "configs" / "node.yaml", [str(override)],
                         metrics_url=url)  # fmt: skip
     running = PaperNode(proc, url, node, other, log)

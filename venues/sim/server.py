@@ -55,7 +55,10 @@ class SimConfig:
     interval: str = "1s"
     history_bars: int = 500
     speed: float = 0.0  # bars per second; 0 = real time
-    wait_for_subscriber: bool = True  # publish the first live bar once a kline stream is open
+    # publish the first live bar once a kline stream is open and, when history bars are served,
+    # once the klines (history) requests have gone quiet for 0.5 s (at most 10 s): a node's warm
+    # start then gets the same history on every run, whatever order its requests go out in
+    wait_for_subscriber: bool = True
     balances: dict[str, str] = field(default_factory=lambda: {"USDT": "100000"})
     state_path: str | None = None
     faults: dict[str, int] = field(default_factory=dict)
@@ -83,6 +86,7 @@ class SimVenue:
         self._streams: dict[web.WebSocketResponse, set[str]] = {}
         self._sessions: dict[web.WebSocketResponse, dict[str, Any]] = {}
         self._subscribed = asyncio.Event()
+        self._last_history_request: float | None = None  # loop time of the last klines request
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -175,10 +179,16 @@ class SimVenue:
         return close - tick, close + tick
 
     async def _run_feed(self) -> None:
-        if self.config.wait_for_subscriber:
-            await self._subscribed.wait()
         tl = self.timeline
         loop = asyncio.get_running_loop()
+        if self.config.wait_for_subscriber:
+            await self._subscribed.wait()
+            give_up = loop.time() + 10.0
+            while tl.published and loop.time() < give_up and (
+                self._last_history_request is None
+                or loop.time() - self._last_history_request < 0.5
+            ):
+                await asyncio.sleep(0.05)
         next_at = loop.time()
         while not tl.finished:
             next_at += 1.0 / tl.speed
@@ -284,6 +294,7 @@ class SimVenue:
 
     async def _klines(self, request: web.Request) -> web.Response:
         self._count(request)
+        self._last_history_request = asyncio.get_running_loop().time()
         q = request.query
         if q.get("symbol") != self.config.symbol.symbol:
             return self._error(VenueError(400, -1121, "Invalid symbol."))
