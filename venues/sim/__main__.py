@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from hmm_strategy import cli
-from venues.sim.exchange import FAULT_KINDS
+from venues.sim.exchange import FAULT_KINDS, bad_counts
 from venues.sim.feed import INTERVALS
 from venues.sim.server import SimConfig, SimVenue, write_urls
 
@@ -41,7 +41,7 @@ def _faults(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"--faults is not JSON ({exc})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"--faults must be a JSON object of counts, got {text!r}")
-    bad = {k: v for k, v in value.items() if type(v) is not int or v < 0}
+    bad = bad_counts(value)
     if bad:
         raise argparse.ArgumentTypeError(f"--faults counts must be whole numbers >= 0, got {bad}")
     return value

@@ -43,6 +43,11 @@ FAULT_KINDS = (
 )
 
 
+def bad_counts(counts: dict[str, object]) -> dict[str, object]:
+    """The entries of ``counts`` that are not whole numbers >= 0 (fault counts, Retry-After)."""
+    return {k: v for k, v in counts.items() if type(v) is not int or v < 0}
+
+
 @dataclass
 class Symbol:
     """The one traded spot symbol and its exchange filters."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from venues.sim.exchange import FAULT_KINDS, Exchange, Symbol, VenueError, now_ms
+from venues.sim.exchange import FAULT_KINDS, Exchange, Symbol, VenueError, bad_counts, now_ms
 from venues.sim.feed import Timeline, load_series
 
 log = logging.getLogger("venues.sim")
@@ -148,12 +148,11 @@ class SimVenue:
         unknown = set(faults) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)} (known: {FAULT_KINDS})")
-        bad = {k: v for k, v in faults.items() if type(v) is not int or v < 0}
-        if bad or (retry_after_secs is not None and not (type(retry_after_secs) is int
-                                                         and retry_after_secs >= 0)):
+        retry = {} if retry_after_secs is None else {"retry_after_secs": retry_after_secs}
+        bad = bad_counts(faults) or bad_counts(retry)
+        if bad:
             raise ValueError(
-                f"fault counts and retry_after_secs must be whole numbers >= 0, got "
-                f"{bad or {'retry_after_secs': retry_after_secs}}"
+                f"fault counts and retry_after_secs must be whole numbers >= 0, got {bad}"
             )
         for kind, count in faults.items():
             self.exchange.faults.pending[kind] = count
