@@ -110,7 +110,8 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         Identity of the data the strategy runs on (set by the node from the venue profile); a
         checkpoint written on another source is never resumed.
     close_positions_on_stop : bool
-        Flatten when the strategy stops.
+        Flatten when the strategy stops (live nodes set NautilusTrader's ``manage_stop``, so the
+        stop waits until the position is closed and no order works).
 
     """
 
@@ -510,8 +511,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         if notional is None:
             notional = self.capital()
         plan = (exposure, notional)
-        if plan == self._last_plan or self.has_pending_orders():
-            return
+        if plan == self._last_plan or self.has_pending_orders() or self.is_exiting():
+            return  # (a managed stop's market exit is closing everything: no new risk)
         self._last_plan = plan
         inst = self.instrument
         min_qty = inst.min_quantity.as_decimal() if inst.min_quantity is not None else Decimal(0)
@@ -568,7 +569,10 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     def flatten(self) -> None:
         """Close this strategy's position, once: while an order it sent still works, the close
         waits for that order to settle (a second close of the same position, or a close sized
-        before a buy fills, would leave the account short or long)."""
+        before a buy fills, would leave the account short or long). During a managed stop's
+        market exit NautilusTrader is already closing, and re-checks until flat."""
+        if self.is_exiting():
+            return
         self.cancel_all_orders(self.config.instrument_id)
         if self.has_pending_orders():
             self._flatten_pending = True
@@ -611,8 +615,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
             self.clock.cancel_timer(CHECKPOINT_TIMER)
         self.cancel_history()
         self.cancel_all_orders(self.config.instrument_id)
-        if self.config.close_positions_on_stop:
-            self.close_all_positions(self.config.instrument_id)
+        if self.config.close_positions_on_stop and not self.config.manage_stop:
+            self.close_all_positions(self.config.instrument_id)  # (a managed stop closed them)
         self.unsubscribe_bars(self.config.bar_type)
         if self._checkpoint is not None:
             self.write_checkpoint()

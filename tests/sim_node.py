@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,7 +121,20 @@ def wait_until(predicate, proc: subprocess.Popen, timeout: float, what: str) -> 
         last = f" (last check failed: {exc})"
     proc.kill()  # the node's output says why; without it a CI failure cannot be diagnosed
     raise AssertionError(
-        f"timed out waiting for {what}{last}; node output:\n" + proc.stdout.read()[-4000:]
+        f"timed out waiting for {what}{last}; node output:\n{digest(proc.stdout.read())}"
+    )
+
+
+def digest(output: str, first: int = 30, tail: int = 1500) -> str:
+    """The node's first warnings and errors (where things went wrong; a CI log keeps only the
+    end of a failure) and the tail of its output, without colour codes."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    alerts = [line[:400] for line in plain.splitlines() if "[WARN]" in line or "[ERROR]" in line]
+    return (
+        f"first {min(first, len(alerts))} of {len(alerts)} warnings/errors:\n"
+        + "\n".join(alerts[:first])
+        + "\n...\n"
+        + plain[-tail:]
     )
 
 

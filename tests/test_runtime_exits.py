@@ -28,7 +28,7 @@ class StandInNode:
         self.disposed = False
         engine = SimpleNamespace(_clients={}, check_connected=lambda: True)
         self.kernel = SimpleNamespace(
-            trader=SimpleNamespace(state=ComponentState.READY),
+            trader=SimpleNamespace(state=ComponentState.READY, strategies=lambda: []),
             data_engine=engine,
             exec_engine=engine,
             portfolio=SimpleNamespace(initialized=True),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 
 from nautilus_trader.common.enums import ComponentState
@@ -145,10 +146,11 @@ def run_node(
         run_task = loop.create_task(node.run_async(), name="node_run")
         try:
             await wait_until_started(node, start_timeout, run_task)
+            signals = stop_on_signals(node, loop)
             if on_started is not None:
                 on_started()
             started = loop.time()
-            while node.is_running() and not run_task.done():
+            while node.is_running() and not run_task.done() and not signals:
                 if stop_when is not None and stop_when():
                     break
                 if max_runtime_secs is not None and loop.time() - started >= max_runtime_secs:
@@ -156,6 +158,7 @@ def run_node(
                 await asyncio.sleep(poll_secs)
         finally:
             if node.is_running():
+                await exit_markets(node)
                 await node.stop_async()
             if not run_task.done():
                 try:
@@ -179,6 +182,43 @@ def run_node(
                 before_dispose()  # the node is stopped; its cache is still readable
         finally:
             node.dispose()
+
+
+def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[str]:
+    """SIGINT/SIGTERM end :func:`run_node`'s wait, so a signal stops the node on the same path
+    as ``--duration``: markets exited first (:func:`exit_markets`). NautilusTrader's own handler
+    would start ``stop_async`` at once, whose fixed post-stop wait does not wait for the exit.
+    Returns the list the signal names are appended to (a second signal is only logged)."""
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received:
+            node.kernel.logger.warning(f"Received {sig.name}, shutting down")
+        received.append(sig.name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    return received
+
+
+async def exit_markets(node: TradingNode) -> None:
+    """Stop the strategies with a managed stop (``manage_stop``, set for live nodes by
+    ``hmm_strategy.config.exit_market_on_stop``) and wait until each has exited its market:
+    no order working, no position open; at most its own exit budget
+    (``market_exit_interval_ms`` x ``market_exit_max_attempts``) plus a second. The kernel's
+    stop then disconnects the clients, saves state and writes reports on a settled account."""
+    exiting = [s for s in node.kernel.trader.strategies() if s.is_running and s.config.manage_stop]
+    if not exiting:
+        return
+    budget = max(
+        s.config.market_exit_interval_ms * s.config.market_exit_max_attempts for s in exiting
+    )
+    for strategy in exiting:
+        strategy.stop()  # begins the market exit; the strategy stops itself once flat
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget / 1000 + 1.0
+    while any(s.is_running for s in exiting) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
