@@ -309,11 +309,15 @@ def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> lis
     serving = f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
     if metrics.port and metrics.allow_remote:
         serving += "  ** reachable from other machines (allow_remote) **"
+    if venue.kind == "replay":
+        where = "offline, no network"
+    elif venue.urls_overridden and venue.base_url_http:
+        where = f"endpoints {venue.base_url_http}"
+    else:
+        where = "testnet" if venue.testnet else "mainnet"
     return [
         "Nautilus HMM node",
-        f"  venue       {venue_name} ({venue.kind}, "
-        + (f"endpoints {venue.base_url_http})" if venue.urls_overridden and venue.base_url_http
-           else f"{'testnet' if venue.testnet else 'mainnet'})"),
+        f"  venue       {venue_name} ({venue.kind}, {where})",
         f"  mode        {venue.mode}" + ("  ** REAL ORDERS **" if venue.mode == "live" else ""),
         f"  instruments {', '.join(ids)}  bars {', '.join(bar_types)}",
         f"  model       {'; '.join(map(str, models))}",

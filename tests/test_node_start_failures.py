@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
@@ -146,3 +147,16 @@ def test_a_missing_model_fails_when_the_config_loads(tmp_path: Path) -> None:
     assert "Nautilus HMM node" not in proc.stdout  # refused before the banner
     (line,) = proc.stderr.strip().splitlines()
     assert re.search(r"model_path.*missing\.json.*file not found", line), line
+
+
+def test_banner_says_where_the_venue_is(tmp_path: Path) -> None:
+    """The replay feed is offline (it has no testnet); a real venue says testnet or mainnet."""
+    from hmm_strategy.config import venue_settings
+
+    settings, _ = _settings(tmp_path, {})
+    replay = banner(settings, "replay", venue_settings(settings, "replay"), tmp_path)
+    assert "  venue       replay (replay, offline, no network)" in replay
+    spot = venue_settings(settings, "binance_spot")
+    assert "(binance_spot, testnet)" in banner(settings, "binance_spot", spot, tmp_path)[1]
+    main = msgspec.structs.replace(spot, testnet=False)
+    assert "(binance_spot, mainnet)" in banner(settings, "binance_spot", main, tmp_path)[1]

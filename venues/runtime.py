@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Callable
 
@@ -147,6 +148,10 @@ def run_node(
         try:
             await wait_until_started(node, start_timeout, run_task)
             signals = stop_on_signals(node, loop)
+            # what the start built (instruments, components, the model) lives as long as the
+            # node: out of the collector's sight, a full collection walks only what the run adds
+            # (full collections paused the event loop up to 160 ms in bench section 4c)
+            gc.freeze()
             if on_started is not None:
                 on_started()
             started = loop.time()
