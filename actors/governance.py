@@ -83,6 +83,7 @@ from hmm_strategy.messages import (
     LifecycleDecision,
     topic_for,
 )
+from hmm_strategy.timers import set_loop_timer
 
 POLICY_SCHEMA_VERSION = 1
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -671,10 +672,8 @@ class GovernanceActor(Actor):
         )
         self._sampler.subscribe()
         if self._live:
-            self.clock.set_timer(
-                _POLL_TIMER,
-                parse_duration(cfg.override_poll_interval),
-                callback=self._on_poll,
+            set_loop_timer(
+                self.clock, _POLL_TIMER, parse_duration(cfg.override_poll_interval), self._on_poll
             )
         self.log.info(
             f"Governing {sids} with {len(self.policy.rules)} rule(s) from {cfg.policy_path}; "

@@ -34,6 +34,7 @@ from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write
 from hmm_strategy.flags import FlagError, trading_enabled
 from hmm_strategy.messages import KILL_SWITCH_CACHE_KEY, KILL_SWITCH_TOPIC, KillSwitch
+from hmm_strategy.timers import set_loop_timer
 
 POLL_TIMER = "kill-switch-poll"
 
@@ -78,9 +79,8 @@ class KillSwitchActor(Actor):
         if enabled is False:
             self._env_halt = True
             self._broadcast(True, "TRADING_ENABLED is off", flatten=False)
-        self.clock.set_timer(
-            POLL_TIMER, timedelta(seconds=self.config.poll_secs), callback=self.on_poll
-        )
+        poll = timedelta(seconds=self.config.poll_secs)
+        set_loop_timer(self.clock, POLL_TIMER, poll, self.on_poll)
         self.on_poll(None)
         if not self.halted:  # "off" is state, not an event: kept in the cache, not broadcast
             self._record(False, "off", flatten=False)

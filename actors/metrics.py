@@ -71,6 +71,7 @@ from hmm_strategy.messages import (
     RegimeUpdate,
 )
 from hmm_strategy.risk import BREAKER_REASONS
+from hmm_strategy.timers import set_loop_timer
 
 FAULT_KINDS = ("order_timeout", "order_rejected", "data_gap")
 TIMEOUT_REASON = "UNKNOWN"  # the reason NautilusTrader gives an in-flight order it resolves
@@ -500,10 +501,11 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{STATE_TOPIC}.*", self.on_checkpoint_write)
         self._last_refresh_ns = 0
         if self._live:  # a backtest refreshes from its data instead (see _maybe_refresh)
-            self.clock.set_timer(
+            set_loop_timer(
+                self.clock,
                 _REFRESH_TIMER,
                 timedelta(seconds=self.config.refresh_interval_secs),
-                callback=self._on_refresh_timer,
+                self._on_refresh_timer,
             )
         if self._should_serve():
             self._server = MetricsHTTPServer(

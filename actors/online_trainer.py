@@ -66,6 +66,7 @@ from hmm_strategy.messages import (
     topic_for,
 )
 from hmm_strategy.policy import PolicyConfig
+from hmm_strategy.timers import set_loop_timer
 from hmm_strategy.warm_start import WarmStart
 
 _POLL_TIMER = "online_trainer_poll"
@@ -194,8 +195,8 @@ class OnlineTrainer(HistoryRequester, Actor):
             self.request_history(bar_type, n, warm.timeout_secs, limit=warm.request_limit)
         self.subscribe_bars(BarType.from_str(cfg.bar_type))
         if self._live:
-            self.clock.set_timer(
-                _POLL_TIMER, timedelta(seconds=cfg.poll_interval_secs), callback=self._on_poll
+            set_loop_timer(
+                self.clock, _POLL_TIMER, timedelta(seconds=cfg.poll_interval_secs), self._on_poll
             )
         self.log.info(
             f"Online trainer for {cfg.strategy_id}: fits {mode}, log {self.lifecycle.log.path}, "

@@ -493,23 +493,6 @@ def claim_own_instruments(
     return out
 
 
-def exit_market_on_stop(
-    strategies: list[ImportableStrategyConfig],
-) -> list[ImportableStrategyConfig]:
-    """Live strategies that close their positions on stop do it with NautilusTrader's managed
-    stop (``manage_stop``): cancel, close, and re-check every ``market_exit_interval_ms`` until
-    no order works and no position is open, then stop (and only then persist). A single
-    close sent at stop could meet an order still queued in the risk engine and leave the account
-    short or long; a backtest ends with its data, so it keeps the one close of ``on_stop``."""
-    out = []
-    for spec in strategies:
-        closes = spec.config.get("close_positions_on_stop", True)
-        if closes and "manage_stop" not in spec.config:
-            spec = msgspec.structs.replace(spec, config={**spec.config, "manage_stop": True})
-        out.append(spec)
-    return out
-
-
 def trading_node_config(
     settings: NodeSettings,
     venue,
@@ -533,7 +516,7 @@ def trading_node_config(
         venue,
         instrument_ids=ids,
         bar_types=bar_types,
-        strategies=exit_market_on_stop(settings.strategy_configs(run_dir, live.state_dir)),
+        strategies=settings.strategy_configs(run_dir, live.state_dir),
         actors=settings.actor_configs(run_dir, live.state_dir),
         # like every live engine: an exception in its queue stops the node cleanly
         risk_engine=settings.risk.engine_config(

@@ -69,6 +69,7 @@ from hmm_strategy.messages import (
 from hmm_strategy.persistence import StrategyPersistence
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.risk import BreakerConfig, CircuitBreakers, PnLTracker
+from hmm_strategy.timers import set_loop_timer
 from hmm_strategy.warm_start import WarmStart, bars_needed
 
 CHECKPOINT_TIMER = "hmm-checkpoint"
@@ -110,8 +111,8 @@ class HMMRegimeStrategyConfig(StrategyConfig, frozen=True):
         Identity of the data the strategy runs on (set by the node from the venue profile); a
         checkpoint written on another source is never resumed.
     close_positions_on_stop : bool
-        Flatten when the strategy stops (live nodes set NautilusTrader's ``manage_stop``, so the
-        stop waits until the position is closed and no order works).
+        Flatten when the strategy stops (a live node first exits the market and waits until the
+        position is closed and no order works, ``venues.runtime.exit_markets``).
 
     """
 
@@ -186,6 +187,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         # has_pending_orders); and a flatten asked for while one works waits for it to settle
         self._working: list[Order] = []
         self._flatten_pending = False
+        self._exiting = False  # the live stop's market exit has begun: no new risk
         self._last_bar_ts = 0
         self._prev_close = 0.0
         self._checkpoint: Path | None = None
@@ -219,10 +221,11 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         self.msgbus.subscribe(KILL_SWITCH_TOPIC, self.on_kill_switch)
         self._apply_current_kill_switch()
         if self._checkpoint is not None:
-            self.clock.set_timer(
+            set_loop_timer(
+                self.clock,
                 CHECKPOINT_TIMER,
                 timedelta(seconds=cfg.checkpoint_interval_secs),
-                callback=lambda _event: self.write_checkpoint_in_background(),
+                lambda _event: self.write_checkpoint_in_background(),
             )
         self._request_history()  # before the subscription: the history comes first
         self.subscribe_bars(cfg.bar_type)
@@ -511,8 +514,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         if notional is None:
             notional = self.capital()
         plan = (exposure, notional)
-        if plan == self._last_plan or self.has_pending_orders() or self.is_exiting():
-            return  # (a managed stop's market exit is closing everything: no new risk)
+        if plan == self._last_plan or self._exiting or self.has_pending_orders():
+            return
         self._last_plan = plan
         inst = self.instrument
         min_qty = inst.min_quantity.as_decimal() if inst.min_quantity is not None else Decimal(0)
@@ -569,10 +572,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     def flatten(self) -> None:
         """Close this strategy's position, once: while an order it sent still works, the close
         waits for that order to settle (a second close of the same position, or a close sized
-        before a buy fills, would leave the account short or long). During a managed stop's
-        market exit NautilusTrader is already closing, and re-checks until flat."""
-        if self.is_exiting():
-            return
+        before a buy fills, would leave the account short or long)."""
         self.cancel_all_orders(self.config.instrument_id)
         if self.has_pending_orders():
             self._flatten_pending = True
@@ -590,6 +590,18 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
             )
             self._working.append(order)
             self.submit_order(order, position_id=position.id)
+
+    def exit_market(self) -> None:
+        """The live stop's first step (``venues.runtime.exit_markets``, on the event loop): no
+        new risk from here on, and the position closed once no order works. Called again while
+        a position is open and nothing works (a close that filled in part, a refused close)."""
+        self._exiting = True
+        self._last_plan = None
+        self.flatten()
+
+    def market_exited(self) -> bool:
+        """Nothing works and nothing is open: the stop may persist and disconnect."""
+        return not self.has_pending_orders() and self.net_position() == 0
 
     def _flatten_if_settled(self) -> None:
         if self._flatten_pending and not self.has_pending_orders():
@@ -615,8 +627,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
             self.clock.cancel_timer(CHECKPOINT_TIMER)
         self.cancel_history()
         self.cancel_all_orders(self.config.instrument_id)
-        if self.config.close_positions_on_stop and not self.config.manage_stop:
-            self.close_all_positions(self.config.instrument_id)  # (a managed stop closed them)
+        if self.config.close_positions_on_stop:  # (live: exit_market has closed them)
+            self.close_all_positions(self.config.instrument_id)
         self.unsubscribe_bars(self.config.bar_type)
         if self._checkpoint is not None:
             self.write_checkpoint()
@@ -627,6 +639,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
         self._last_plan = None
         self._working.clear()
         self._flatten_pending = False
+        self._exiting = False
 
     # ------------------------------------------------------------------ state
 

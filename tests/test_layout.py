@@ -32,7 +32,10 @@ CORE = (
     "flags",
     "warm_start",
 )
-WIRING = ("cli", "config", "live", "train", "strategy", "persistence", "trade_reports", "history")
+WIRING = (
+    "cli", "config", "live", "train", "strategy", "persistence", "trade_reports", "history",
+    "timers",
+)  # fmt: skip
 FORBIDDEN_PACKAGES = ("actors", "venues", "backtests", "marketdata", "bench", "ops")
 # The operations plane sits on top: it may use actors, hmm_strategy and venues; nothing of the
 # node imports it (a node runs without it), and it does not reach into backtests or benchmarks.

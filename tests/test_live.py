@@ -20,7 +20,6 @@ from backtests.run import run_backtest
 from hmm_strategy.config import (
     REPO_ROOT,
     backtest_run_config,
-    exit_market_on_stop,
     load_node_settings,
     trading_node_config,
     venue_settings,
@@ -95,10 +94,7 @@ def test_strategy_and_actor_configs_are_identical_in_backtest_and_live(tmp_path:
     state_dir = settings.live.state_dir  # {state_dir} is a path of the environment, like run_dir
     backtest = backtest_run_config(settings, run_dir, state_dir=state_dir)
     live = trading_node_config(settings, venue_settings(settings, "replay"), run_dir)
-    # one difference: a live stop waits for its market exit (a backtest ends with its data)
-    assert exit_market_on_stop(backtest.engine.strategies) == live.strategies
-    assert all(s.config["manage_stop"] for s in live.strategies)
-    assert not any("manage_stop" in s.config for s in backtest.engine.strategies)
+    assert backtest.engine.strategies == live.strategies
     assert backtest.engine.actors == live.actors[: len(backtest.engine.actors)]
     assert [a.actor_path for a in live.actors[len(backtest.engine.actors) :]] == []
 

@@ -14,7 +14,6 @@ endpoint is swapped for a list while the strategy acts, then the commands are re
 from __future__ import annotations
 
 from contextlib import contextmanager
-from decimal import Decimal
 
 import numpy as np
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
@@ -33,7 +32,7 @@ MINUTE_NS = 60_000_000_000
 START_NS = 1_704_067_200_000_000_000  # 2024-01-01 UTC
 
 
-def _engine(**config):
+def _engine():
     inst = TestInstrumentProvider.btcusdt_binance()
     bar_type = BarType.from_str(f"{inst.id}-1-MINUTE-LAST-EXTERNAL")
     engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR")))
@@ -50,7 +49,6 @@ def _engine(**config):
             instrument_id=inst.id,
             bar_type=bar_type,
             max_notional=100_000.0,
-            **config,
         )
     )
     engine.add_strategy(strategy)
@@ -97,9 +95,9 @@ class Queue:
 
 
 @contextmanager
-def holding(exposure: float, **config):
+def holding(exposure: float):
     """A running engine whose strategy holds a long of ``exposure`` x 50,000 USDT."""
-    engine, strategy, bars = _engine(**config)
+    engine, strategy, bars = _engine()
     try:
         price = strategy.cache.bar(strategy.config.bar_type).close.as_double()
         strategy.rebalance(exposure, price, 0, 50_000.0)
@@ -145,48 +143,48 @@ def test_a_flatten_asked_for_while_a_buy_is_queued_closes_what_the_buy_left() ->
         assert [o.status for o in orders] == [OrderStatus.FILLED] * 3
 
 
-def stop_with_a_buy_queued(manage_stop: bool) -> tuple[Decimal, bool]:
-    """Stop a flat strategy while the buy of its last bar waits in the risk engine's queue (a
-    live stop can land between a bar's order and its processing); the position a few bars
-    later, and whether the strategy stopped."""
-    engine, strategy, bars = _engine(manage_stop=manage_stop)
+def test_a_stop_while_a_buy_is_queued_exits_flat() -> None:
+    """The live stop's market exit (``venues.runtime.exit_markets``): a flat strategy whose
+    last bar's buy still waits in the risk engine's queue takes no new risk, waits for the buy
+    and closes what it bought; the stop then finds it flat with nothing working."""
+    engine, strategy, bars = _engine()
     try:
-        assert strategy.net_position() == 0
         price = strategy.cache.bar(strategy.config.bar_type).close.as_double()
         queue = Queue(engine)
         strategy.rebalance(1.0, price, 0, 50_000.0)  # a buy, still queued
-        strategy.stop()  # nothing open yet: a single close at stop has nothing to close
+        strategy.exit_market()  # nothing open yet: the close waits for the buy
+        strategy._last_plan = None
+        strategy.rebalance(-1.0, price, 0, 50_000.0)  # a bar during the exit: no new risk
+        assert len(queue.commands) == 1
+        assert not strategy.market_exited()
         queue.release()
-        for _ in range(3):
-            step(engine, bars)
-        return strategy.net_position(), strategy.is_stopped
+        step(engine, bars)  # the buy fills; its position event lets the deferred close go
+        step(engine, bars)  # which fills
+        assert strategy.market_exited()
+        orders = strategy.cache.orders(strategy_id=strategy.id)
+        assert [(o.side.name, o.is_reduce_only) for o in orders] == [
+            ("BUY", False), ("SELL", True)
+        ]  # fmt: skip
+        strategy.stop()
+        assert strategy.is_stopped and strategy.net_position() == 0
     finally:
         engine.end()
         engine.dispose()
 
 
-def test_a_managed_stop_with_an_order_queued_ends_flat() -> None:
-    """Live nodes stop with NautilusTrader's managed stop (``exit_market_on_stop``): it closes,
-    then re-checks until no order works and nothing is open, and only then stops."""
-    assert stop_with_a_buy_queued(manage_stop=True) == (Decimal(0), True)
-
-
 def test_a_single_close_at_stop_with_an_order_queued_leaves_a_position() -> None:
-    """Why live nodes do not rely on the one close of ``on_stop`` (seen in CI: a paper node
-    stopped SHORT 1.44 BTC, exit 6): the queued order fills after the close was sized."""
-    position, stopped = stop_with_a_buy_queued(manage_stop=False)
-    assert stopped and position > 0
-
-
-def test_live_strategies_stop_with_a_market_exit() -> None:
-    from nautilus_trader.trading.config import ImportableStrategyConfig
-
-    from hmm_strategy.config import exit_market_on_stop
-
-    def spec(**config) -> ImportableStrategyConfig:
-        return ImportableStrategyConfig(strategy_path="a:B", config_path="a:C", config=config)
-
-    out = exit_market_on_stop(
-        [spec(), spec(close_positions_on_stop=False), spec(manage_stop=False)]
-    )
-    assert [s.config.get("manage_stop") for s in out] == [True, None, False]
+    """Why a live stop exits the market first (seen in CI: a paper node stopped SHORT 1.44 BTC,
+    exit 6): ``on_stop``'s one close is sized before the queued order fills."""
+    engine, strategy, bars = _engine()
+    try:
+        price = strategy.cache.bar(strategy.config.bar_type).close.as_double()
+        queue = Queue(engine)
+        strategy.rebalance(1.0, price, 0, 50_000.0)  # a buy, still queued
+        strategy.stop()  # nothing open yet: nothing to close
+        queue.release()
+        for _ in range(3):
+            step(engine, bars)
+        assert strategy.is_stopped and strategy.net_position() > 0
+    finally:
+        engine.end()
+        engine.dispose()

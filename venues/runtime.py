@@ -192,8 +192,8 @@ def run_node(
 def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[str]:
     """SIGINT/SIGTERM end :func:`run_node`'s wait, so a signal stops the node on the same path
     as ``--duration``: markets exited first (:func:`exit_markets`). NautilusTrader's own handler
-    would start ``stop_async`` at once, whose fixed post-stop wait does not wait for the exit.
-    Returns the list the signal names are appended to (a second signal is only logged)."""
+    would start ``stop_async`` at once, which sends one close per position and does not wait for
+    it. Returns the list the signal names are appended to (a second signal is only logged)."""
     received: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
@@ -206,24 +206,48 @@ def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[
     return received
 
 
-async def exit_markets(node: TradingNode) -> None:
-    """Stop the strategies with a managed stop (``manage_stop``, set for live nodes by
-    ``hmm_strategy.config.exit_market_on_stop``) and wait until each has exited its market:
-    no order working, no position open; at most its own exit budget
-    (``market_exit_interval_ms`` x ``market_exit_max_attempts``) plus a second. The kernel's
-    stop then disconnects the clients, saves state and writes reports on a settled account."""
-    exiting = [s for s in node.kernel.trader.strategies() if s.is_running and s.config.manage_stop]
+EXIT_TIMEOUT_SECS = 10.0  # a stop waits this long for its closing orders to settle
+EXIT_RETRY_SECS = 1.0  # a position open with no order working is closed again this often
+
+
+async def exit_markets(node: TradingNode, timeout_secs: float = EXIT_TIMEOUT_SECS) -> None:
+    """Before the kernel stops: every strategy that closes its positions on stop and can exit
+    (``exit_market``/``market_exited``, the HMM strategy) stops adding risk and closes its
+    position, and the stop waits until none has an order working or a position open, closing
+    again what a partial or refused close left, for at most ``timeout_secs``.
+
+    A single close sent at stop is not enough: the order of the last bar may still sit in the
+    risk engine's queue and fill after it (a paper node stopped SHORT 1.44 BTC that way). This
+    runs on the event loop, like the bar handlers; NautilusTrader's own managed stop
+    (``manage_stop``) re-checks on the clock's timer thread, which raced the bar handler."""
+    exiting = [
+        s
+        for s in node.kernel.trader.strategies()
+        if s.is_running
+        and getattr(s.config, "close_positions_on_stop", False)
+        and hasattr(s, "exit_market")
+    ]
     if not exiting:
         return
-    budget = max(
-        s.config.market_exit_interval_ms * s.config.market_exit_max_attempts for s in exiting
-    )
     for strategy in exiting:
-        strategy.stop()  # begins the market exit; the strategy stops itself once flat
+        strategy.exit_market()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget / 1000 + 1.0
-    while any(s.is_running for s in exiting) and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    deadline = loop.time() + timeout_secs
+    retry = loop.time() + EXIT_RETRY_SECS
+    while loop.time() < deadline:
+        open_ = [s for s in exiting if not s.market_exited()]
+        if not open_:
+            return
+        if loop.time() >= retry:
+            retry = loop.time() + EXIT_RETRY_SECS
+            for strategy in open_:
+                if not strategy.has_pending_orders():
+                    strategy.exit_market()
+        await asyncio.sleep(0.02)
+    node.kernel.logger.warning(
+        f"Market exit not complete after {timeout_secs:g} s: "
+        + ", ".join(str(s.id) for s in exiting if not s.market_exited())
+    )
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
