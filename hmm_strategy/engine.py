@@ -113,8 +113,9 @@ class SlowLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
-class Decision(msgspec.Struct, frozen=True):
-    """What the engine concluded at one bar close."""
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """What the engine concluded at one bar close (one per bar: ``gc=False``, numbers only, so
+    the collector never tracks it)."""
 
     probs: tuple[float, ...]
     state: int
