@@ -119,9 +119,9 @@ def engine_inference(
     policies = [RegimePolicy(policy_cfg, model.n_states_) for _ in range(repeats)]
 
     def run_policy() -> None:
-        update = policies.pop().update
+        advance = policies.pop().advance  # positionally, as the engine calls it
         for p, state in probs:
-            update(p, state)
+            advance(p, state, None, None)
 
     t_policy = _best_of(repeats, run_policy)
     n = len(timed_rows)

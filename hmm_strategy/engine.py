@@ -24,7 +24,7 @@ from hmm_strategy.features import (
 )
 from hmm_strategy.filter import ForwardFilter
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM, min_fit_rows
-from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax
+from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax, argmax_function
 
 
 class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -113,8 +113,9 @@ class SlowLevel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
-class Decision(msgspec.Struct, frozen=True):
-    """What the engine concluded at one bar close."""
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """What the engine concluded at one bar close (one per bar: ``gc=False``, numbers only, so
+    the collector never tracks it)."""
 
     probs: tuple[float, ...]
     state: int
@@ -224,6 +225,7 @@ class RegimeEngine:
         # feature rows: tuples from the stream, arrays from a fit, a restore or ``follow``
         self._recent: deque[np.ndarray | tuple[float, ...]] = deque(maxlen=fit.history_bars)
         self._next_var: tuple[float, ...] | None = None  # vol_target: E[r^2_t+1 | state_t]
+        self._argmax = argmax  # unrolled for the model's number of states once one is set
         self.slow = None if slow is None else _SlowRuntime(slow, fit.history_bars)
         if slow_model is not None:
             if self.slow is None:
@@ -287,6 +289,7 @@ class RegimeEngine:
 
     def _derive_from_model(self) -> None:
         """Per-model constants of the hot path (vol_target: E[r^2 at t+1 | state at t])."""
+        self._argmax = argmax_function(self.model.n_states_)
         self._next_var = None
         if self.policy_config.mode == "vol_target":
             vol = self.model.feature_second_moment(self.feature_spec.column("volatility"))
@@ -323,16 +326,17 @@ class RegimeEngine:
                 self._ensure_policy()
         if x is None:
             return None
-        if self.filter is None:
+        filt = self.filter
+        if filt is None:
             self._warmup_rows.append(np.array(x, dtype=np.float64))
             if len(self._warmup_rows) < self.fit_settings.warmup_bars:
                 return None
             self._fit_on_warmup()
             return None
-        # Hot path (every bar): tuples of Python floats from the features to the policy and one
-        # pure-Python argmax; numpy calls on 3-4 numbers cost ~1 us each (np.array, np.argmax,
-        # a float() per element), so none is made here.
-        filt = self.filter
+        # Hot path (every bar): tuples of Python floats from the features to the policy, an
+        # argmax unrolled for the model's states and the policy called positionally; numpy
+        # calls on 3-4 numbers cost ~1 us each (np.array, np.argmax, a float() per element), so
+        # none is made here.
         probs = filt.update_tuple(x)
         self._recent.append(x)
         slow_state = None
@@ -340,9 +344,9 @@ class RegimeEngine:
             slow_state = slow.state
             if slow_state is None:  # slow level still warming up: no decision (flat)
                 return None
-        state = argmax(probs)
+        state = self._argmax(probs)
         vol = None if self._next_var is None else self._vol_forecast(probs)
-        target = self.policy.update(probs, state, slow_state=slow_state, vol_forecast=vol)
+        target = self.policy.advance(probs, state, slow_state, vol)
         # positional: the order of Decision's fields (probs, state, target, log-likelihood, slow)
         return Decision(probs, state, target, filt.last_log_likelihood, slow_state)
 

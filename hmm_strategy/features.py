@@ -323,7 +323,9 @@ class VolumeZ(FeatureFamily):
         """Exact sums of the (full) window around the window value nearest its mean."""
         ub = self._u_buf
         mean = math.fsum(ub) / self._m
-        k = self._u_shift = min(ub, key=lambda x: abs(x - mean))
+        # the first value nearest the mean (``min`` with a key, without a call per value)
+        dist = [abs(x - mean) for x in ub]
+        k = self._u_shift = ub[dist.index(min(dist))]
         self._u_s1 = math.fsum([x - k for x in ub])
         self._u_s2 = self._u_peak = math.fsum([(x - k) * (x - k) for x in ub])
 

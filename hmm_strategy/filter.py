@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 Backend = Literal["auto", "python", "numpy"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+_NDARRAY = np.ndarray  # one global lookup on the per-bar path instead of two
 # Above this many unrolled multiply-adds per update the generated source gets unwieldy; use numpy.
 _MAX_UNROLLED_OPS = 6_000
 STATE_FORMAT = 1
@@ -123,7 +124,7 @@ class ForwardFilter:
 
     def update_tuple(self, x: Sequence[float] | np.ndarray) -> tuple[float, ...]:
         """:meth:`update` returning a tuple of Python floats (no array allocation)."""
-        if type(x) is np.ndarray:
+        if type(x) is _NDARRAY:
             x = x.tolist()
         alpha = self._alpha
         try:
@@ -133,11 +134,12 @@ class ForwardFilter:
             raise
         if out is None:  # non-finite input, or an underflow the log-space path resolves
             out = self._log_space_step(x)
-        self._alpha, ll = out
+        alpha, ll = out
+        self._alpha = alpha
         self.n_steps += 1
         self.log_likelihood += ll
         self.last_log_likelihood = ll
-        return self._alpha
+        return alpha
 
     def update_many(self, X: Any) -> np.ndarray:
         """Feed the rows of ``X`` in order (continuing from the current state); (T, n_states)."""
@@ -397,8 +399,10 @@ def _compile_kernels(
             emis.append(f"    y{i} = ((z{i} - {f(mu[s, i])}){terms}) / {f(L[i, i])}")
         sq = " + ".join(f"y{i} * y{i}" for i in range(d))
         emis.append(f"    l{s} = {f(log_norm[s])} - 0.5 * ({sq})")
-    ls = ", ".join(f"l{s}" for s in range(k))
-    emis.append(f"    mx = max({ls})" if k > 1 else "    mx = l0")
+    # mx = max(l0, l1, ...) without the builtin call: the same comparisons in the same order
+    # (a later value replaces the running maximum only when strictly greater)
+    emis.append("    mx = l0")
+    emis += [f"    if l{s} > mx:\n        mx = l{s}" for s in range(1, k)]
 
     def tail(preds: list[str]) -> list[str]:
         lines = [f"    p{s} = ({preds[s]}) * exp(l{s} - mx)" for s in range(k)]

@@ -42,7 +42,7 @@ Position notional limits are applied by the strategy when it sizes the target.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 import numpy as np
@@ -101,6 +101,22 @@ def argmax(probs: Sequence[float]) -> int:
         if probs[i] > best:
             best, state = probs[i], i
     return state
+
+
+def argmax_function(n_states: int) -> Callable[[Sequence[float]], int]:
+    """:func:`argmax` unrolled for exactly ``n_states`` probabilities: the same comparisons in
+    the same order (first index on ties), without the loop; ~4x cheaper for 3 states. The
+    generated source holds only integers."""
+    if isinstance(n_states, bool) or not isinstance(n_states, int) or n_states < 1:
+        raise ValueError(f"n_states must be an int >= 1, was {n_states!r}")
+    names = ", ".join(f"p{i}" for i in range(n_states)) + ("," if n_states == 1 else "")
+    lines = ["def argmax_unrolled(probs):", f"    {names} = probs", "    best, state = p0, 0"]
+    for i in range(1, n_states):
+        lines += [f"    if p{i} > best:", f"        best, state = p{i}, {i}"]
+    lines.append("    return state")
+    namespace: dict = {}
+    exec(compile("\n".join(lines), f"<argmax of {n_states}>", "exec"), namespace)  # noqa: S102
+    return namespace["argmax_unrolled"]
 
 
 def default_exposures(n_states: int) -> tuple[float, ...]:
@@ -169,7 +185,46 @@ class RegimePolicy:
         """
         if state is None:
             state = argmax(probs)
-        self._step(probs, state, slow_state)
+        return self.advance(probs, state, slow_state, vol_forecast)
+
+    def advance(
+        self,
+        probs: np.ndarray | Sequence[float],
+        state: int,
+        slow_state: int | None,
+        vol_forecast: float | None,
+    ) -> float:
+        """:meth:`update` with every argument given, positionally: the engine's per-bar call
+        (a keyword call and a second method call cost more than the state machine itself)."""
+        # the guardrails' state machine: moves ``base``
+        cfg = self.config
+        base = self.base
+        self.bars_held += 1
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+        if state == self.run_state:
+            self.run_bars += 1
+        else:
+            self.run_state, self.run_bars = state, 1
+        if probs[state] < cfg.min_confidence or self.run_bars < cfg.min_regime_bars:
+            if slow_state is None or base * self.slow_exposures[slow_state] > 0.0:
+                desired = base  # nothing strong enough to act on: keep the position
+            else:
+                desired = 0.0  # the slow regime no longer allows this side: close it
+        else:
+            desired = self.exposures[state]
+            if slow_state is not None:
+                budget = self.slow_exposures[slow_state]
+                desired = desired * abs(budget) if desired * budget > 0.0 else 0.0
+            if self._no_shorts:
+                desired = max(desired, 0.0)
+        if desired != base and self.bars_held >= cfg.min_hold_bars:
+            if base * desired < 0.0:  # direction flip: flat first, then cool down
+                self._set(0.0)
+                self.cooldown_left = cfg.cooldown_bars
+            elif desired == 0.0 or self.cooldown_left <= 0:  # no new side while cooling down
+                self._set(desired)
+        # the mode sizes ``base`` into the traded target
         base = self.base
         if base == 0.0:
             target = 0.0
@@ -179,44 +234,10 @@ class RegimePolicy:
             if vol_forecast is None or not vol_forecast > 0.0:
                 raise ValueError(f"vol_target needs a positive vol_forecast, got {vol_forecast}")
             target = base * min(1.0, self._vol_target / vol_forecast)
-        if target != 0.0 and abs(target - self.target) < self.config.no_trade_band:
+        if target != 0.0 and abs(target - self.target) < cfg.no_trade_band:
             return self.target
         self.target = target
         return target
-
-    def _step(
-        self, probs: np.ndarray | Sequence[float], state: int, slow_state: int | None
-    ) -> None:
-        """The guardrails' state machine: moves ``base``."""
-        cfg = self.config
-        self.bars_held += 1
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
-        if state == self.run_state:
-            self.run_bars += 1
-        else:
-            self.run_state, self.run_bars = state, 1
-
-        if probs[state] < cfg.min_confidence or self.run_bars < cfg.min_regime_bars:
-            if slow_state is None or self.base * self.slow_exposures[slow_state] > 0.0:
-                return
-            desired = 0.0  # the slow regime no longer allows this side: close it
-        else:
-            desired = self.exposures[state]
-            if slow_state is not None:
-                budget = self.slow_exposures[slow_state]
-                desired = desired * abs(budget) if desired * budget > 0.0 else 0.0
-            if self._no_shorts:
-                desired = max(desired, 0.0)
-        if desired == self.base or self.bars_held < cfg.min_hold_bars:
-            return
-        if self.base * desired < 0.0:  # direction flip: flat first, then cool down
-            self._set(0.0)
-            self.cooldown_left = cfg.cooldown_bars
-            return
-        if desired != 0.0 and self.cooldown_left > 0:
-            return
-        self._set(desired)
 
     def _set(self, base: float) -> None:
         self.base = base

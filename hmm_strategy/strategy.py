@@ -352,7 +352,8 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
     # ------------------------------------------------------------------ bars
 
     def on_bar(self, bar: Bar) -> None:
-        if self.waiting_for_history(bar):  # the history is still to come: it goes first
+        # the history is still to come: it goes first (no call on every bar once it came)
+        if self._history_request is not None and self.waiting_for_history(bar):
             return
         ts = bar.ts_event
         if ts <= self._last_bar_ts:  # duplicate, out of order, or replayed after restart

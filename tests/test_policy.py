@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmm_strategy.policy import PolicyConfig, RegimePolicy, default_exposures
+from hmm_strategy.policy import (
+    PolicyConfig,
+    RegimePolicy,
+    argmax,
+    argmax_function,
+    default_exposures,
+)
 
 BEAR, CALM, BULL = [0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]
 UNSURE = [0.4, 0.3, 0.3]
@@ -22,6 +29,22 @@ def test_default_exposures_bear_short_bull_long() -> None:
     assert default_exposures(2) == (-1.0, 1.0)
     with pytest.raises(ValueError):
         default_exposures(1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.1, 0.25, 0.5, 1.0, 1e-300]), min_size=1, max_size=6))
+def test_unrolled_argmax_is_argmax_ties_included(values: list[float]) -> None:
+    # few distinct values: ties (and 0.0 against -0.0) come up in most examples
+    probs = tuple(values)
+    expected = int(np.argmax(probs))
+    assert argmax(probs) == expected
+    assert argmax_function(len(probs))(probs) == expected
+
+
+def test_unrolled_argmax_refuses_a_bad_size() -> None:
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="n_states"):
+            argmax_function(bad)
 
 
 def test_flat_at_start_and_follows_confident_regime() -> None:
