@@ -39,7 +39,7 @@ from hmm_strategy.messages import WARM_START_TOPIC, WarmStartReport
 EXIT_CONFIG = 2
 EXIT_START = 3
 EXIT_RUN = 4
-EXIT_STATE = 5  # stopped (positions closed) but the strategies' state could not be saved
+EXIT_STATE = 5  # stopped (positions closed) but state or the run's reports could not be saved
 EXIT_OPEN = 6  # stopped, but a position its strategy should have closed is still open
 METRICS_ACTOR = "actors.metrics:MetricsExporter"
 
@@ -330,7 +330,7 @@ def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> lis
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     environ = dict(os.environ)
-    from venues.errors import NodeRunError, NodeStartError, VenueConfigError
+    from venues.errors import NodeInterrupted, NodeRunError, NodeStartError, VenueConfigError
 
     try:
         enabled = trading_enabled(environ)  # refuses a value that is not a boolean
@@ -396,16 +396,22 @@ def main(argv: list[str] | None = None) -> int:
 
     unsaved: list[str] = []
     still_open: list[str] = []
+    working: list[str] = []
+    unwritten: list[str] = []
 
     def write_reports() -> None:
         unsaved.extend(
             str(s.id) for s in node.trader.strategies() if getattr(s, "checkpoint_failed", False)
         )
         still_open.extend(positions_left_open(node))
+        working.extend(orders_left_working(node))
         venues = sorted({a.id.get_issuer() for a in node.cache.accounts()})
         from nautilus_trader.model.identifiers import Venue
 
-        write_trade_reports(node.trader, [Venue(v) for v in venues], run_dir)
+        try:
+            write_trade_reports(node.trader, [Venue(v) for v in venues], run_dir)
+        except OSError as exc:  # the stop's own checks still count: an open position first
+            unwritten.append(str(exc))
 
     try:
         run_node(
@@ -415,20 +421,37 @@ def main(argv: list[str] | None = None) -> int:
             before_dispose=write_reports,
             on_started=lambda: record_data_source(settings, venue.data_source_id),
         )
+    except NodeInterrupted as exc:
+        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
     except NodeStartError as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_START
     except NodeRunError as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_RUN
+    reports = f"reports in {run_dir}/" if not unwritten else f"reports NOT written ({unwritten[0]})"
     if still_open:
+        orders = (
+            f"; orders still working at the venue: {'; '.join(working)} (cancel them first, or "
+            "they may fill after you close)"
+            if working
+            else ""
+        )
         print(
             f"error: stopped, but positions its strategies should have closed are still open: "
             f"{'; '.join(still_open)} (the closing order did not fill in full, see orders.csv; "
-            f"close them at the venue); reports in {run_dir}/",
+            f"close them at the venue){orders}; {reports}",
             file=sys.stderr,
         )
         return EXIT_OPEN
+    if unwritten:
+        print(
+            f"error: stopped with positions closed, but the run's reports could not be written: "
+            f"{unwritten[0]}",
+            file=sys.stderr,
+        )
+        return EXIT_STATE
     if unsaved:
         print(
             f"error: stopped with positions closed, but the state of {', '.join(unsaved)} could "
@@ -449,6 +472,15 @@ def positions_left_open(node) -> list[str]:
         f"{p.side.name} {p.quantity} {p.instrument_id} ({p.strategy_id})"
         for p in node.cache.positions_open()
         if p.strategy_id in closing
+    ]
+
+
+def orders_left_working(node) -> list[str]:
+    """``"SELL 0.88 BTCUSDT.BINANCE O-...-7 (ACCEPTED)"`` for every order still open after the
+    stop (the venue may still fill it)."""
+    return [
+        f"{o.side.name} {o.leaves_qty} {o.instrument_id} {o.client_order_id} ({o.status.name})"
+        for o in node.cache.orders_open()
     ]
 
 

@@ -9,12 +9,14 @@ fails after the trader ran, or ends normally. Only the attributes ``run_node`` u
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from types import SimpleNamespace
 
 import pytest
 from nautilus_trader.common.enums import ComponentState
 
-from venues.errors import NodeRunError, NodeStartError
+from venues.errors import NodeInterrupted, NodeRunError, NodeStartError
 from venues.runtime import run_node
 
 
@@ -54,6 +56,8 @@ class StandInNode:
         await asyncio.sleep(0)
         if self._script == "fail_on_start":  # a strategy's on_start raised: trader stays STARTING
             raise FileNotFoundError("model artifact 'm.json': file not found")
+        if self._script == "slow_start":  # connecting, reconciling, warming up
+            await asyncio.sleep(30)
         trader.state = ComponentState.RUNNING
         while self._running:
             self.bars += 1
@@ -90,3 +94,22 @@ def test_a_normal_stop_raises_nothing() -> None:
     node = StandInNode("ok")
     run_node(node, stop_when=lambda: node.bars >= 5)
     assert node.bars >= 5 and node.disposed
+
+
+def test_a_signal_during_the_start_stops_the_node_on_the_same_path() -> None:
+    """Ctrl-C while the node still starts: the wait for the start ends at once, the node is
+    stopped and disposed, and the caller learns it was interrupted (exit 130 in the CLI)."""
+    node = StandInNode("slow_start")
+    node.kernel.logger = SimpleNamespace(warning=lambda msg: None)
+    node._loop.call_later(0.2, os.kill, os.getpid(), signal.SIGINT)
+    with pytest.raises(NodeInterrupted, match="before the node started trading"):
+        run_node(node, max_runtime_secs=30)
+    assert node.disposed and not node.is_running()
+
+
+def test_a_signal_while_running_stops_like_the_duration() -> None:
+    node = StandInNode("ok")
+    node.kernel.logger = SimpleNamespace(warning=lambda msg: None)
+    node._loop.call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
+    run_node(node, max_runtime_secs=30)
+    assert node.bars > 0 and node.disposed

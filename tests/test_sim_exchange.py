@@ -87,6 +87,26 @@ def test_orders_filters_balances_and_cancel(venue) -> None:
                   {"symbol": "BTCUSDT", "origClientOrderId": "nope"})[1]["code"] == -2013
 
 
+def test_cancel_all_open_orders(venue) -> None:
+    """``DELETE /api/v3/openOrders``, which the adapter's ``cancel_all_orders`` calls (a stop's
+    first step): every open order cancelled and its balance released; none open: -2011."""
+    for i in (1, 2):
+        limit = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                 "quantity": "0.10000", "price": f"100{i}.00",
+                 "newClientOrderId": f"c-{i}"}  # fmt: skip
+        assert signed(venue, "POST", "/api/v3/order", limit)[0] == 200
+    status, canceled = signed(venue, "DELETE", "/api/v3/openOrders", {"symbol": "BTCUSDT"})
+    assert status == 200
+    assert sorted((o["clientOrderId"], o["status"]) for o in canceled) == [
+        ("c-1", "CANCELED"), ("c-2", "CANCELED")
+    ]  # fmt: skip
+    assert signed(venue, "GET", "/api/v3/openOrders", {"symbol": "BTCUSDT"})[1] == []
+    state = get_json(venue.urls["base_url_http"] + "/sim/state")
+    assert {b["asset"]: b["locked"] for b in state["balances"]}["USDT"] == "0"
+    assert signed(venue, "DELETE", "/api/v3/openOrders", {"symbol": "BTCUSDT"})[1][
+        "code"] == -2011  # fmt: skip
+
+
 def test_limit_order_fills_when_a_bar_trades_through_it(tmp_path) -> None:
     ex = Exchange(state_path=tmp_path / "sim.json")
     ex.on_price(Decimal("100.00"), Decimal("100.02"), Decimal("99"), Decimal("101"), 1)

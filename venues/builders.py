@@ -556,7 +556,7 @@ def build_trading_node_config(
     timeout_reconciliation: float = 10.0,
     timeout_portfolio: float = 10.0,
     timeout_disconnection: float = 10.0,
-    timeout_post_stop: float = 5.0,
+    timeout_post_stop: float = 2.0,  # run_node has waited for the orders (exit_markets)
     data_engine: LiveDataEngineConfig | None = None,
     exec_engine: LiveExecEngineConfig | None = None,
 ) -> TradingNodeConfig:

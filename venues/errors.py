@@ -13,3 +13,7 @@ class NodeStartError(RuntimeError):
 
 class NodeRunError(RuntimeError):
     """The trading node stopped on an error after it had started (the cause is the message)."""
+
+
+class NodeInterrupted(RuntimeError):
+    """A signal (Ctrl-C, SIGTERM) arrived before the trader started; the node was stopped."""

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from nautilus_trader.common.enums import ComponentState
 from nautilus_trader.live.node import TradingNode
 
-from venues.errors import NodeRunError, NodeStartError
+from venues.errors import NodeInterrupted, NodeRunError, NodeStartError
 
 START_GRACE_SECS = 5.0  # beyond the node's own connection/reconciliation/portfolio timeouts
 
@@ -94,8 +94,10 @@ async def wait_until_started(
     node: TradingNode,
     timeout_secs: float | None = None,
     run_task: asyncio.Task | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> None:
-    """Wait until the trader runs; raise :class:`NodeStartError` when it does not in time.
+    """Wait until the trader runs; raise :class:`NodeStartError` when it does not in time, or
+    :class:`NodeInterrupted` when ``stop_requested()`` turns true first (a signal).
 
     Gives up early when the clients are still not connected shortly after the node's own
     ``timeout_connection`` (the kernel has given up by then too).
@@ -108,6 +110,8 @@ async def wait_until_started(
     while not trader_has_started(node):
         if run_task is not None and run_task.done():
             break
+        if stop_requested is not None and stop_requested():
+            raise NodeInterrupted("interrupted before the node started trading")
         now = loop.time()
         if now >= deadline:
             break
@@ -145,9 +149,9 @@ def run_node(
 
     async def drive() -> None:
         run_task = loop.create_task(node.run_async(), name="node_run")
+        signals = stop_on_signals(node, loop)  # before the start: one stop path for every signal
         try:
-            await wait_until_started(node, start_timeout, run_task)
-            signals = stop_on_signals(node, loop)
+            await wait_until_started(node, start_timeout, run_task, lambda: bool(signals))
             # what the start built (instruments, components, the model) lives as long as the
             # node: out of the collector's sight, a full collection walks only what the run adds
             # (full collections paused the event loop up to 160 ms in bench section 4c)
@@ -193,12 +197,19 @@ def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[
     """SIGINT/SIGTERM end :func:`run_node`'s wait, so a signal stops the node on the same path
     as ``--duration``: markets exited first (:func:`exit_markets`). NautilusTrader's own handler
     would start ``stop_async`` at once, which sends one close per position and does not wait for
-    it. Returns the list the signal names are appended to (a second signal is only logged)."""
+    it. Installed before the start (a signal then ends the wait for it, :class:`NodeInterrupted`).
+    Returns the list the signal names are appended to (a second signal is only logged)."""
     received: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
+        log = node.kernel.logger
         if not received:
-            node.kernel.logger.warning(f"Received {sig.name}, shutting down")
+            log.warning(f"Received {sig.name}, shutting down")
+        else:
+            log.warning(
+                f"Received {sig.name} again: the stop closes positions first "
+                f"(up to {EXIT_TIMEOUT_SECS:g} s), then saves state"
+            )
         received.append(sig.name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -417,6 +417,22 @@ class Exchange:
         events = [self._report(order, "CANCELED", now_ms), self.account_event(now_ms)]
         return order.view(), events
 
+    def cancel_all(self, p: dict[str, str], now_ms: int) -> tuple[list[dict], list[dict]]:
+        """``DELETE /api/v3/openOrders``: every open order of the symbol cancelled (-2011 when
+        there is none, as Binance answers)."""
+        if p.get("symbol") != self.symbol.symbol:
+            raise VenueError(400, -1121, "Invalid symbol.")
+        orders = self.open_orders()
+        if not orders:
+            raise VenueError(*UNKNOWN_ORDER)
+        bodies, events = [], []
+        for order in orders:
+            body, evs = self.cancel({"orderId": str(order.orderId)}, now_ms)
+            bodies.append(body)
+            events += [e for e in evs if e.get("e") == "executionReport"]
+        events.append(self.account_event(now_ms))
+        return bodies, events
+
     def release(self, now_ms: int) -> list[dict]:
         """End a "held" fault: held orders match now, at the current price (market orders) or
         as limit orders from the next bar on."""

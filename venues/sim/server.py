@@ -4,7 +4,7 @@ One aiohttp application on 127.0.0.1 serves what NautilusTrader 1.231.0's Binanc
 calls (found by reading ``nautilus_trader/adapters/binance`` and by running it against this):
 
 * REST ``/api/v3/``: ``ping``, ``time``, ``exchangeInfo``, ``klines``, ``ticker/bookTicker``,
-  signed ``account``, ``order`` (POST new, GET query, DELETE cancel), ``openOrders``,
+  signed ``account``, ``order`` (POST new, GET query, DELETE cancel), ``openOrders`` (GET, DELETE),
   ``allOrders``, ``myTrades``, and ``/sapi/v1/asset/tradeFee`` (instrument fees, live env only).
 * market streams ``/stream?streams=...`` (+ ``SUBSCRIBE``/``UNSUBSCRIBE``): ``<sym>@kline_<i>``,
   ``<sym>@trade``, ``<sym>@aggTrade``, ``<sym>@bookTicker``, wrapped as ``{"stream", "data"}``.
@@ -107,6 +107,7 @@ class SimVenue:
         r.add_get("/api/v3/order", self._query_order)
         r.add_delete("/api/v3/order", self._cancel_order)
         r.add_get("/api/v3/openOrders", self._open_orders)
+        r.add_delete("/api/v3/openOrders", self._cancel_open_orders)
         r.add_get("/api/v3/allOrders", self._all_orders)
         r.add_get("/api/v3/myTrades", self._my_trades)
         r.add_get("/sapi/v1/asset/tradeFee", self._trade_fee)
@@ -352,6 +353,14 @@ class SimVenue:
     async def _cancel_order(self, request: web.Request) -> web.Response:
         try:
             body, events = self.exchange.cancel(self._signed(request), now_ms())
+        except VenueError as exc:
+            return self._error(exc)
+        await self._send_user_events(events)
+        return web.json_response(body)
+
+    async def _cancel_open_orders(self, request: web.Request) -> web.Response:
+        try:
+            body, events = self.exchange.cancel_all(self._signed(request), now_ms())
         except VenueError as exc:
             return self._error(exc)
         await self._send_user_events(events)
