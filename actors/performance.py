@@ -109,123 +109,101 @@ class RollingStats:
 
     Running sums drift; they are recomputed exactly every ``n`` pushes, and are exactly zero
     once the window holds only zeros (a drift of 1e-20 would otherwise make a Sharpe or
-    Sortino ratio of a flat window a huge number instead of undefined). Values are kept as runs
-    ``[value, count]`` so that ``push_zeros(k)`` (the sample periods of a closed market, see
-    ``StrategyPerformance.sample``) costs O(1), not O(k); a pushed return is a run of one, so
-    the sums are the same, to the bit, as pushing every value alone.
+    Sortino ratio of a flat window a huge number instead of undefined). Only the non-zero
+    values are stored, each with its sample index: a zero adds nothing to any sum, so
+    ``push_zeros(k)`` (the sample periods of a closed market, see
+    ``StrategyPerformance.sample``) only advances the index and lets the values that fell out
+    of the window leave; its cost does not depend on ``k`` nor on how many zeros the window
+    holds. The sums are the same, to the bit, as pushing every zero alone and keeping zeros
+    (values are added and taken away in the same order).
     """
+
+    __slots__ = ("n", "_vals", "_len", "_pushes", "_sum", "_sumsq", "_downsq", "_log")
 
     def __init__(self, n: int) -> None:
         if n < 2:
             raise ValueError(f"a rolling window needs n >= 2, got {n}")
         self.n = n
-        self._runs: deque[list] = deque()  # [value, count, log1p(value)], oldest first
-        self._len = 0
+        # (sample index, value, log1p(value)) of the non-zero values in the window, oldest first
+        self._vals: deque[tuple[int, float, float]] = deque()
+        self._len = 0  # sample periods in the window: min(pushes, n)
+        self._pushes = 0  # sample periods pushed so far (the index of the next one)
         self._sum = 0.0
         self._sumsq = 0.0
         self._downsq = 0.0
         self._log = 0.0
-        self._pushes = 0
-        self._nonzero = 0  # values in the window that are not 0.0
 
     def __len__(self) -> int:
         return self._len
 
     def push(self, r: float) -> None:
-        # _add(r, 1.0) and, for a full window of single values, _evict(1) written out: this
-        # runs for every window at every sample (the same operations, the same bits)
-        runs = self._runs
-        lg = math.log1p(-0.999999 if r < -0.999999 else r)  # = max(r, -0.999999)
-        runs.append([r, 1, lg])
-        self._len += 1
-        rr = r * r
-        self._sum += r
-        self._sumsq += rr
-        if r < 0:
-            self._downsq += rr
-        self._log += lg
-        if r != 0.0:
-            self._nonzero += 1
-        if self._len > self.n:
-            first = runs[0]
-            if first[1] == 1 and first[0] != 0.0 and self._nonzero > 1:
-                v, _, vlg = runs.popleft()
-                vv = v * v
-                self._sum -= v
-                self._sumsq -= vv
-                if v < 0:
-                    self._downsq -= vv
-                self._log -= vlg
-                self._nonzero -= 1
-                self._len -= 1
-            else:
-                self._evict(self._len - self.n)
-        self._pushes += 1
-        if self._pushes % self.n == 0:
+        index = self._pushes
+        self._pushes = pushes = index + 1
+        if r != 0.0:  # a zero (or -0.0) adds nothing: not stored (NaN is stored)
+            rr = r * r
+            lg = math.log1p(-0.999999 if r < -0.999999 else r)  # = max(r, -0.999999)
+            self._vals.append((index, r, lg))
+            self._sum += r
+            self._sumsq += rr
+            if r < 0:
+                self._downsq += rr
+            self._log += lg
+        n = self.n
+        if pushes > n:
+            vals = self._vals
+            if vals and vals[0][0] < pushes - n:
+                self._evict(pushes - n)
+        else:
+            self._len = pushes
+        if pushes % n == 0:
             self._recompute()
 
     def push_zeros(self, k: int) -> None:
         """``k`` zero returns at once (they add nothing to the sums; old values leave)."""
         if k <= 0:
             return
-        runs = self._runs
-        if runs and runs[-1][0] == 0.0:
-            runs[-1][1] += k
+        before = self._pushes
+        self._pushes = pushes = before + k
+        n = self.n
+        if pushes > n:
+            self._len = n
+            vals = self._vals
+            if vals and vals[0][0] < pushes - n:
+                self._evict(pushes - n)
         else:
-            runs.append([0.0, k, 0.0])
-        self._len += k
-        if self._len > self.n:
-            self._evict(self._len - self.n)
-        before, self._pushes = self._pushes, self._pushes + k
-        if self._pushes // self.n != before // self.n:
+            self._len = pushes
+        if pushes // n != before // n:
             self._recompute()
 
-    def _evict(self, m: int) -> None:
-        runs = self._runs
-        run = runs[0]
-        if run[1] > m and run[0] == 0.0:  # the common case: part of a run of zeros leaves
-            run[1] -= m
-            self._len -= m
-            if not self._nonzero:
-                self._sum = self._sumsq = self._downsq = self._log = 0.0
-            return
-        while m > 0:
-            run = runs[0]
-            take = min(run[1], m)
-            if run[0] != 0.0:
-                self._add(run, -float(take))
-                self._nonzero -= take
-            if take == run[1]:
-                runs.popleft()
-            else:
-                run[1] -= take
-            self._len -= take
-            m -= take
-        if not self._nonzero:
+    def _evict(self, first: int) -> None:
+        """The values of sample indices before ``first`` leave the window, oldest first."""
+        vals = self._vals
+        while vals and vals[0][0] < first:
+            _, v, lg = vals.popleft()
+            vv = v * v
+            self._sum -= v
+            self._sumsq -= vv
+            if v < 0:
+                self._downsq -= vv
+            self._log -= lg
+        if not vals:
             self._sum = self._sumsq = self._downsq = self._log = 0.0
 
-    def _add(self, run: list, sign: float) -> None:
-        r = run[0]
-        self._sum += sign * r
-        self._sumsq += sign * r * r
-        self._downsq += sign * (r * r if r < 0 else 0.0)
-        self._log += sign * run[2]
-
     def _recompute(self) -> None:
-        """The sums, exactly (``math.fsum``); zero values add exact zeros and are skipped, so
-        this costs O(non-zero values), not O(window) of a mostly idle one."""
-        if not self._nonzero:
+        """The sums, exactly (``math.fsum``) over the non-zero values: O(non-zero values), not
+        O(window) of a mostly idle one."""
+        vals = self._vals
+        if not vals:
             self._sum = self._sumsq = self._downsq = self._log = 0.0
             return
         xs, sq, down, logs = [], [], [], []
-        for v, c, lg in self._runs:
-            if v:
-                xs.append(v * c)
-                q = v * v * c
-                sq.append(q)
-                if v < 0:
-                    down.append(q)
-                logs.append(lg * c)
+        for _, v, lg in vals:
+            xs.append(v)
+            q = v * v
+            sq.append(q)
+            if v < 0:
+                down.append(q)
+            logs.append(lg)
         fsum = math.fsum
         self._sum, self._sumsq, self._downsq, self._log = fsum(xs), fsum(sq), fsum(down), fsum(logs)
 
@@ -669,7 +647,7 @@ class PerformanceBook:
         from actors.valuation import account_equity
 
         actor = self._actor
-        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency)
+        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency, self._prices)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
