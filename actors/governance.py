@@ -811,7 +811,8 @@ class GovernanceActor(Actor):
     ) -> None:
         was_paused = self.engine.records[t.strategy_id].state in ("paused", "retired")
         self.engine.commit(t)  # before record(): it saves the strategy's record with the decision
-        self._snapshot(t.strategy_id, now)
+        if self.registry.autosave:  # else the registry is saved at stop, with fresh snapshots
+            self._snapshot(t.strategy_id, now)
         decision = self.registry.record(
             decision_id or f"{t.strategy_id}@{now}:{source}",
             now,
@@ -881,6 +882,7 @@ class GovernanceActor(Actor):
                 transition, now, "operator", f"override:{override.id}", override.operator or None
             )
             if not self.registry.autosave:  # the override file is archived next: record it first
+                self._snapshot(override.strategy_id, now)
                 self.registry.save(now)
             archive_override(path, applied=True)
 

@@ -445,11 +445,13 @@ class StrategyPerformance:
     def getter(self, name: str, window: int | None = None) -> Callable[[], float | None]:
         """A function of no argument returning ``metric(name, window)``, bound once (a policy
         reads the same few metrics at every sample)."""
-        if name in ("sharpe", "shadow_sharpe"):
+        if name in ("sharpe", "shadow_sharpe", "volatility"):
             stats = (self._shadow if name == "shadow_sharpe" else self._stats).get(window)
             if stats is None:
                 raise KeyError(f"window of {window} samples is not tracked")
             need, ppy = max(2, math.ceil(self.min_fill * stats.n)), self.periods_per_year
+            if name == "volatility":
+                return lambda: stats.volatility(ppy) if stats._len >= need else None
             return lambda: stats.sharpe(ppy) if stats._len >= need else None
         if name == "drawdown":
             return lambda: 1.0 - self.nav / self.peak if self.peak > 0 else 0.0

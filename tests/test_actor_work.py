@@ -28,6 +28,8 @@ from actors.capital_allocator import CapitalAllocator
 from actors.governance import GovernanceActor, PolicyEngine
 from actors.metrics import MetricsExporter
 from actors.performance import (
+    METRICS,
+    WINDOWED_METRICS,
     DataTimeSampler,
     PerformanceBook,
     RollingStats,
@@ -133,6 +135,28 @@ def test_rolling_stats_store_only_non_zero_values_with_the_same_bits() -> None:
             got = [fast._sum, fast._sumsq, fast._downsq, fast._log]
             assert repr(got) == repr(ref.sums), (seed, n)
             assert len(fast) == min(ref.pushes, n)  # the statistics read the sums and this
+
+
+def test_bound_metric_getters_read_what_metric_reads() -> None:
+    """Governance and the allocator bind each metric once (``StrategyPerformance.getter``); the
+    bound getters must give ``metric(name, window)`` at every sample, before and after the
+    windows fill, through pauses and idle periods."""
+    rng = random.Random(11)
+    perf = StrategyPerformance("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    windows = {m: (8, 30) if m in WINDOWED_METRICS else (None,) for m in METRICS}
+    getters = {(m, n): perf.getter(m, n) for m in sorted(METRICS) for n in windows[m]}
+    pnl, close = 0.0, 100.0
+    for period in range(600):
+        if period % 50 == 49:
+            perf.idle(rng.choice([1, 3, 40]))
+        close *= math.exp(rng.gauss(0.0, 0.003))
+        pnl += rng.gauss(0.0, 40.0)
+        perf.on_decision(close, rng.choice([-1.0, 0.0, 1.0]))
+        if period % 97 == 60:
+            perf.set_scale(0.0 if perf.scale else 1.0)
+        perf.sample(period, pnl)
+        for (m, n), get in getters.items():
+            assert repr(get()) == repr(perf.metric(m, n)), (period, m, n)
 
 
 def test_idle_periods_give_the_metrics_of_sampling_every_period() -> None:
