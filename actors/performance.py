@@ -294,6 +294,8 @@ class StrategyPerformance:
         self._stats = {n: RollingStats(n) for n in sorted(set(windows))}
         # shadow windows only for an owner that reads shadow metrics (the allocator does not)
         self._shadow = {n: RollingStats(n) for n in self._stats} if shadow else {}
+        self._stats_all = tuple(self._stats.values())  # pushed at every sample, in this order
+        self._shadow_all = tuple(self._shadow.values())
         self._shadow_acc = 0.0
         self._shadow_seen = False
         self._seen_at_sample = False  # a decision had been seen when the last sample was taken
@@ -347,7 +349,7 @@ class StrategyPerformance:
         self.last_ts = ts
         pnl = self.realized_pnl + unrealized
         if self._shadow_seen:
-            for stats in self._shadow.values():
+            for stats in self._shadow_all:
                 stats.push(self._shadow_acc)
             self._shadow_acc = 0.0
         r = None
@@ -358,7 +360,7 @@ class StrategyPerformance:
             base = self._base or (self._last_base if delta else 0.0)
             if base > 0:
                 r = delta / base
-                for stats in self._stats.values():
+                for stats in self._stats_all:
                     stats.push(r)
                 self.nav = max(self.nav * (1.0 + r), 1e-12)
                 self.peak = max(self.peak, self.nav)
@@ -380,19 +382,20 @@ class StrategyPerformance:
         would have recorded: every statistic is what sampling through them gives, at O(1)."""
         if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
             return
-        for stats in self._shadow.values():
+        for stats in self._shadow_all:
             stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
         # the first idle period began with the capital deployed at the last sample, the others
         # with the capital deployed since (a pause taken at that sample leaves nothing deployed)
-        zeros = (self._base > 0) + (k - 1) * (self.deployed > 0)
+        deployed = self.capital * self.scale  # the ``deployed`` property, once
+        zeros = (self._base > 0) + (k - 1) * (deployed > 0)
         if zeros:
-            for stats in self._stats.values():
+            for stats in self._stats_all:
                 stats.push_zeros(zeros)
             self.samples += zeros
             self.capital_sum += zeros * self.capital
-        self._base = self.deployed
-        if self._base > 0:
-            self._last_base = self._base
+        self._base = deployed
+        if deployed > 0:
+            self._last_base = deployed
 
     # -- outputs ---------------------------------------------------------------------------------
 
