@@ -136,8 +136,23 @@ class RollingStats:
     def __len__(self) -> int:
         return self._len
 
-    def push(self, r: float) -> None:
+    def push(self, r: float, zeros: int = 0) -> None:
+        """Push ``r``; with ``zeros``, after that many zero returns: ``push_zeros(zeros)`` then
+        ``push(r)``, the same operations in one call (the idle periods of an hourly bar)."""
         index = self._pushes
+        n = self.n
+        if zeros > 0:  # push_zeros(zeros), written out
+            before, index = index, index + zeros
+            self._pushes = index
+            if index > n:
+                self._len = n
+                vals = self._vals
+                if vals and vals[0][0] < index - n:
+                    self._evict(index - n)
+            else:
+                self._len = index
+            if index // n != before // n:
+                self._recompute()
         self._pushes = pushes = index + 1
         if r != 0.0:  # a zero (or -0.0) adds nothing: not stored (NaN is stored)
             rr = r * r
@@ -148,7 +163,6 @@ class RollingStats:
             if r < 0:
                 self._downsq += rr
             self._log += lg
-        n = self.n
         if pushes > n:
             vals = self._vals
             if vals and vals[0][0] < pushes - n:
@@ -296,6 +310,10 @@ class StrategyPerformance:
         self._shadow = {n: RollingStats(n) for n in self._stats} if shadow else {}
         self._stats_all = tuple(self._stats.values())  # pushed at every sample, in this order
         self._shadow_all = tuple(self._shadow.values())
+        # zero returns of idle periods not pushed into the windows yet (``idle``): the next
+        # sample pushes them with its return, in one call per window; a read flushes them
+        self._zeros_shadow = 0
+        self._zeros_actual = 0
         self._shadow_acc = 0.0
         self._shadow_seen = False
         self._seen_at_sample = False  # a decision had been seen when the last sample was taken
@@ -349,8 +367,9 @@ class StrategyPerformance:
         self.last_ts = ts
         pnl = self.realized_pnl + unrealized
         if self._shadow_seen:
+            zeros, self._zeros_shadow = self._zeros_shadow, 0
             for stats in self._shadow_all:
-                stats.push(self._shadow_acc)
+                stats.push(self._shadow_acc, zeros)
             self._shadow_acc = 0.0
         r = None
         # Before its first decision a strategy is warming up: no performance to measure yet
@@ -360,14 +379,17 @@ class StrategyPerformance:
             base = self._base or (self._last_base if delta else 0.0)
             if base > 0:
                 r = delta / base
+                zeros, self._zeros_actual = self._zeros_actual, 0
                 for stats in self._stats_all:
-                    stats.push(r)
+                    stats.push(r, zeros)
                 self.nav = max(self.nav * (1.0 + r), 1e-12)
                 self.peak = max(self.peak, self.nav)
                 self.hwm = max(self.hwm, self.nav)
                 self.max_drawdown = max(self.max_drawdown, 1.0 - self.nav / self.hwm)
                 self.samples += 1
                 self.capital_sum += self.capital
+        if self._zeros_shadow or self._zeros_actual:  # no return pushed them at this sample
+            self._flush()
         self._last_pnl = pnl
         self._base = self.deployed
         if self._base > 0:
@@ -382,20 +404,32 @@ class StrategyPerformance:
         would have recorded: every statistic is what sampling through them gives, at O(1)."""
         if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
             return
-        for stats in self._shadow_all:
-            stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
+        if self._zeros_shadow or self._zeros_actual:  # two hand-overs without a sample between
+            self._flush()
+        if self._shadow_all:  # the shadow return accrues on decisions: none while idle
+            self._zeros_shadow = k
         # the first idle period began with the capital deployed at the last sample, the others
         # with the capital deployed since (a pause taken at that sample leaves nothing deployed)
         deployed = self.capital * self.scale  # the ``deployed`` property, once
         zeros = (self._base > 0) + (k - 1) * (deployed > 0)
         if zeros:
-            for stats in self._stats_all:
-                stats.push_zeros(zeros)
+            self._zeros_actual = zeros  # pushed with the next sample's return (or flushed)
             self.samples += zeros
             self.capital_sum += zeros * self.capital
         self._base = deployed
         if deployed > 0:
             self._last_base = deployed
+
+    def _flush(self) -> None:
+        """Push the pending idle zeros into the windows (before anything reads them)."""
+        zeros, self._zeros_shadow = self._zeros_shadow, 0
+        if zeros:
+            for stats in self._shadow_all:
+                stats.push_zeros(zeros)
+        zeros, self._zeros_actual = self._zeros_actual, 0
+        if zeros:
+            for stats in self._stats_all:
+                stats.push_zeros(zeros)
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -408,6 +442,8 @@ class StrategyPerformance:
 
     def metric(self, name: str, window: int | None = None) -> float | None:
         """The value of ``name`` (over ``window`` samples for windowed metrics), or None."""
+        if self._zeros_shadow or self._zeros_actual:
+            self._flush()
         if name in WINDOWED_METRICS:
             shadow = name.startswith("shadow_")
             stats = (self._shadow if shadow else self._stats).get(window)
@@ -453,9 +489,14 @@ class StrategyPerformance:
             if stats is None:
                 raise KeyError(f"window of {window} samples is not tracked")
             need, ppy = max(2, math.ceil(self.min_fill * stats.n)), self.periods_per_year
-            if name == "volatility":
-                return lambda: stats.volatility(ppy) if stats._len >= need else None
-            return lambda: stats.sharpe(ppy) if stats._len >= need else None
+            read = stats.volatility if name == "volatility" else stats.sharpe
+
+            def get() -> float | None:
+                if self._zeros_shadow or self._zeros_actual:
+                    self._flush()
+                return read(ppy) if stats._len >= need else None
+
+            return get
         if name == "drawdown":
             return lambda: 1.0 - self.nav / self.peak if self.peak > 0 else 0.0
         if name == "max_drawdown":

@@ -137,6 +137,57 @@ def test_rolling_stats_store_only_non_zero_values_with_the_same_bits() -> None:
             assert len(fast) == min(ref.pushes, n)  # the statistics read the sums and this
 
 
+class _ZerosAtHandOver(StrategyPerformance):
+    """The idle periods' zeros pushed into the windows when handed over (the slow path)."""
+
+    def idle(self, k: int) -> None:
+        super().idle(k)
+        self._flush()
+
+
+def test_idle_zeros_pushed_with_the_next_sample_give_the_same_bits() -> None:
+    """``StrategyPerformance.idle`` leaves the zeros pending and the next sample pushes them
+    with its return (one call per window); against pushing them at the hand-over: every
+    metric the same to the bit after every sample, and when read between a hand-over and the
+    next sample (a closure's evaluation, a rebalance), through pauses, budgets, two hand-overs
+    in a row and samples that push no return."""
+    rng = random.Random(5)
+    labels = {8: "2h", 30: "7h30m"}
+    fast = StrategyPerformance("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    slow = _ZerosAtHandOver("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    getters = [(p.getter("sharpe", 30), p.getter("shadow_sharpe", 8)) for p in (fast, slow)]
+    pnl, close = 0.0, 100.0
+    for period in range(3_000):
+        if rng.random() < 0.6:
+            k = rng.choice([1, 3, 3, 3, 71, 200])
+            for perf in (fast, slow):
+                perf.idle(k)
+            if rng.random() < 0.1:  # read before the next sample
+                assert repr([g() for g in getters[0]]) == repr([g() for g in getters[1]])
+            if rng.random() < 0.05:
+                assert repr(fast.snapshot(labels)) == repr(slow.snapshot(labels)), period
+            if rng.random() < 0.05:
+                continue  # another hand-over before any sample
+        if period > 40:
+            close *= math.exp(rng.gauss(0.0, 0.003))
+            target = rng.choice([-1.0, 0.0, 1.0])
+            for perf in (fast, slow):
+                perf.on_decision(close, target)
+        if rng.random() < 0.2:
+            pnl += rng.gauss(0.0, 40.0)  # else flat: a zero return (or none while paused)
+        if period % 97 == 60:
+            for perf in (fast, slow):
+                perf.set_scale(0.0 if perf.scale else 1.0)
+        if period % 89 == 0:
+            capital = rng.choice([5_000.0, 10_000.0, 20_000.0])
+            for perf in (fast, slow):
+                perf.set_capital(capital)
+        for perf in (fast, slow):
+            perf.sample(period, pnl)
+        assert repr(fast.snapshot(labels)) == repr(slow.snapshot(labels)), period
+    assert fast.samples == slow.samples > 1_000
+
+
 def test_bound_metric_getters_read_what_metric_reads() -> None:
     """Governance and the allocator bind each metric once (``StrategyPerformance.getter``); the
     bound getters must give ``metric(name, window)`` at every sample, before and after the
