@@ -401,7 +401,8 @@ class StrategyPerformance:
         """``k`` sample periods passed without data (a closed market, a feed gap) and were not
         sampled (``DataTimeSampler``); called when data resumes, before it is handled. Nothing
         moved in them, so each counts as the zero return (and zero shadow return) a sample
-        would have recorded: every statistic is what sampling through them gives, at O(1)."""
+        would have recorded: every statistic is what sampling through them gives, at O(1). The
+        zeros enter the windows with the next sample's return (or at the first read before)."""
         if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
             return
         if self._zeros_shadow or self._zeros_actual:  # two hand-overs without a sample between
