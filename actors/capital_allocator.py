@@ -266,6 +266,8 @@ class CapitalAllocator(Actor):
         self._dirty = False
         self._undelivered: set[str] = set()  # strategies that were not listening yet
         self._sampler: DataTimeSampler | None = None  # samples on the data's time
+        self._venue = Venue(config.venue)
+        self._getters: dict[str, tuple] = {}  # strategy id -> (volatility, Sharpe) getters
 
     def on_start(self) -> None:
         cfg = self.config
@@ -284,6 +286,7 @@ class CapitalAllocator(Actor):
             min_fill=cfg.min_fill,
             shadow=False,  # volatility and Sharpe of actual returns only
         )
+        self._getters = {}
         self.book.subscribe()
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{REGIME_TOPIC}.*", self._on_regime_update)
@@ -366,15 +369,20 @@ class CapitalAllocator(Actor):
     # -- allocation ------------------------------------------------------------------------------
 
     def account_equity(self) -> float | None:
-        return self.book.account_equity(Venue(self.config.venue))
+        return self.book.account_equity(self._venue)
 
     def candidates(self) -> list[Candidate]:
+        getters = self._getters
+        if not getters:  # bound once per run (a daily rebalance reads the same two metrics)
+            for sid, perf in self.book.perf.items():
+                getters[sid] = (
+                    perf.getter("volatility", self._vol_n),
+                    perf.getter("sharpe", self._sharpe_n),
+                )
         out = []
         for sid, active in self.active.items():
-            perf = self.book.perf[sid]
-            vol = perf.metric("volatility", self._vol_n)
-            sharpe = perf.metric("sharpe", self._sharpe_n)
-            out.append(Candidate(sid, active, _finite(vol), _finite(sharpe)))
+            vol, sharpe = getters[sid]
+            out.append(Candidate(sid, active, _finite(vol()), _finite(sharpe())))
         return out
 
     def rebalance(self, now: int) -> dict[str, float] | None:

@@ -545,9 +545,9 @@ class GovernanceActorConfig(ActorConfig, frozen=True):
         Capital assumed for a strategy until its first ``Budget`` arrives (set it to the
         strategy's ``notional`` when no allocator runs).
     metrics_write_interval : str
-        How often a live node saves the metrics snapshot to the registry. Decisions are saved at
-        once, with the snapshot of their strategy; a backtest saves snapshots only then and at
-        stop.
+        How often a live node saves the metrics snapshot to the registry. A live node saves
+        decisions at once, with the snapshot of their strategy; a backtest saves the registry at
+        stop (and when it applies an operator override).
     override_poll_interval : str
         How often a live node polls the overrides folder (a backtest reads it at each sample).
 
@@ -626,6 +626,11 @@ class GovernanceActor(Actor):
             self, cfg.strategy_ids, self.policy.strategy_ids(), f"governance ({cfg.policy_path})"
         )
         self.registry = Registry.open(cfg.registry_path, self.trader_id.value)
+        self._live = self._is_live()
+        # a live node saves the registry with every decision (a restart resumes from it); a
+        # backtest saves it at stop and when an operator override is applied (nothing resumes
+        # mid-run, and a save re-encodes the whole history: O(decisions) per decision)
+        self.registry.autosave = self._live
         now = self.clock.timestamp_ns()
         if self.registry.doc.updated_ns > now:
             raise ValueError(
@@ -664,7 +669,6 @@ class GovernanceActor(Actor):
             for sid in sids
             if (self.engine.records[sid].state, self.engine.records[sid].scale) != ("active", 1)
         }
-        self._live = self._is_live()
         # Samples on the data's time in backtest and live alike (a wall-clock timer would not
         # follow an accelerated replay), and never through a closed market.
         self._sampler = DataTimeSampler(
@@ -727,8 +731,8 @@ class GovernanceActor(Actor):
             transition = self.engine.evaluate(sid, now, self._metric)
             if transition is not None:
                 self._decide(transition, now, source="policy")
-        # Live: persist the metrics snapshot periodically for operators. A backtest writes it with
-        # each decision and at stop (an fsync per simulated hour would dominate its run time).
+        # Live: persist the metrics snapshot periodically for operators. A backtest writes the
+        # registry at stop (an fsync per simulated hour would dominate its run time).
         if self._live and now - self._last_metrics_write >= self._metrics_write_ns:
             self._write_metrics(now)
 
@@ -806,7 +810,8 @@ class GovernanceActor(Actor):
     ) -> None:
         was_paused = self.engine.records[t.strategy_id].state in ("paused", "retired")
         self.engine.commit(t)  # before record(): it saves the strategy's record with the decision
-        self._snapshot(t.strategy_id, now)
+        if self.registry.autosave:  # else the registry is saved at stop, with fresh snapshots
+            self._snapshot(t.strategy_id, now)
         decision = self.registry.record(
             decision_id or f"{t.strategy_id}@{now}:{source}",
             now,
@@ -875,6 +880,9 @@ class GovernanceActor(Actor):
             self._decide(
                 transition, now, "operator", f"override:{override.id}", override.operator or None
             )
+            if not self.registry.autosave:  # the override file is archived next: record it first
+                self._snapshot(override.strategy_id, now)
+                self.registry.save(now)
             archive_override(path, applied=True)
 
     def _snapshot(self, sid: str, now: int) -> None:

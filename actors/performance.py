@@ -109,123 +109,115 @@ class RollingStats:
 
     Running sums drift; they are recomputed exactly every ``n`` pushes, and are exactly zero
     once the window holds only zeros (a drift of 1e-20 would otherwise make a Sharpe or
-    Sortino ratio of a flat window a huge number instead of undefined). Values are kept as runs
-    ``[value, count]`` so that ``push_zeros(k)`` (the sample periods of a closed market, see
-    ``StrategyPerformance.sample``) costs O(1), not O(k); a pushed return is a run of one, so
-    the sums are the same, to the bit, as pushing every value alone.
+    Sortino ratio of a flat window a huge number instead of undefined). Only the non-zero
+    values are stored, each with its sample index: a zero adds nothing to any sum, so
+    ``push_zeros(k)`` (the sample periods of a closed market, see
+    ``StrategyPerformance.sample``) only advances the index and lets the values that fell out
+    of the window leave; its cost does not depend on ``k`` nor on how many zeros the window
+    holds. The sums are the same, to the bit, as pushing every zero alone and keeping zeros
+    (values are added and taken away in the same order).
     """
+
+    __slots__ = ("n", "_vals", "_len", "_pushes", "_sum", "_sumsq", "_downsq", "_log")
 
     def __init__(self, n: int) -> None:
         if n < 2:
             raise ValueError(f"a rolling window needs n >= 2, got {n}")
         self.n = n
-        self._runs: deque[list] = deque()  # [value, count, log1p(value)], oldest first
-        self._len = 0
+        # (sample index, value, log1p(value)) of the non-zero values in the window, oldest first
+        self._vals: deque[tuple[int, float, float]] = deque()
+        self._len = 0  # sample periods in the window: min(pushes, n)
+        self._pushes = 0  # sample periods pushed so far (the index of the next one)
         self._sum = 0.0
         self._sumsq = 0.0
         self._downsq = 0.0
         self._log = 0.0
-        self._pushes = 0
-        self._nonzero = 0  # values in the window that are not 0.0
 
     def __len__(self) -> int:
         return self._len
 
-    def push(self, r: float) -> None:
-        # _add(r, 1.0) and, for a full window of single values, _evict(1) written out: this
-        # runs for every window at every sample (the same operations, the same bits)
-        runs = self._runs
-        lg = math.log1p(-0.999999 if r < -0.999999 else r)  # = max(r, -0.999999)
-        runs.append([r, 1, lg])
-        self._len += 1
-        rr = r * r
-        self._sum += r
-        self._sumsq += rr
-        if r < 0:
-            self._downsq += rr
-        self._log += lg
-        if r != 0.0:
-            self._nonzero += 1
-        if self._len > self.n:
-            first = runs[0]
-            if first[1] == 1 and first[0] != 0.0 and self._nonzero > 1:
-                v, _, vlg = runs.popleft()
-                vv = v * v
-                self._sum -= v
-                self._sumsq -= vv
-                if v < 0:
-                    self._downsq -= vv
-                self._log -= vlg
-                self._nonzero -= 1
-                self._len -= 1
+    def push(self, r: float, zeros: int = 0) -> None:
+        """Push ``r``; with ``zeros``, after that many zero returns: ``push_zeros(zeros)`` then
+        ``push(r)``, the same operations in one call (the idle periods of an hourly bar)."""
+        index = self._pushes
+        n = self.n
+        if zeros > 0:  # push_zeros(zeros), written out
+            before, index = index, index + zeros
+            self._pushes = index
+            if index > n:
+                self._len = n
+                vals = self._vals
+                if vals and vals[0][0] < index - n:
+                    self._evict(index - n)
             else:
-                self._evict(self._len - self.n)
-        self._pushes += 1
-        if self._pushes % self.n == 0:
+                self._len = index
+            if index // n != before // n:
+                self._recompute()
+        self._pushes = pushes = index + 1
+        if r != 0.0:  # a zero (or -0.0) adds nothing: not stored (NaN is stored)
+            rr = r * r
+            lg = math.log1p(-0.999999 if r < -0.999999 else r)  # = max(r, -0.999999)
+            self._vals.append((index, r, lg))
+            self._sum += r
+            self._sumsq += rr
+            if r < 0:
+                self._downsq += rr
+            self._log += lg
+        if pushes > n:
+            vals = self._vals
+            if vals and vals[0][0] < pushes - n:
+                self._evict(pushes - n)
+        else:
+            self._len = pushes
+        if pushes % n == 0:
             self._recompute()
 
     def push_zeros(self, k: int) -> None:
         """``k`` zero returns at once (they add nothing to the sums; old values leave)."""
         if k <= 0:
             return
-        runs = self._runs
-        if runs and runs[-1][0] == 0.0:
-            runs[-1][1] += k
+        before = self._pushes
+        self._pushes = pushes = before + k
+        n = self.n
+        if pushes > n:
+            self._len = n
+            vals = self._vals
+            if vals and vals[0][0] < pushes - n:
+                self._evict(pushes - n)
         else:
-            runs.append([0.0, k, 0.0])
-        self._len += k
-        if self._len > self.n:
-            self._evict(self._len - self.n)
-        before, self._pushes = self._pushes, self._pushes + k
-        if self._pushes // self.n != before // self.n:
+            self._len = pushes
+        if pushes // n != before // n:
             self._recompute()
 
-    def _evict(self, m: int) -> None:
-        runs = self._runs
-        run = runs[0]
-        if run[1] > m and run[0] == 0.0:  # the common case: part of a run of zeros leaves
-            run[1] -= m
-            self._len -= m
-            if not self._nonzero:
-                self._sum = self._sumsq = self._downsq = self._log = 0.0
-            return
-        while m > 0:
-            run = runs[0]
-            take = min(run[1], m)
-            if run[0] != 0.0:
-                self._add(run, -float(take))
-                self._nonzero -= take
-            if take == run[1]:
-                runs.popleft()
-            else:
-                run[1] -= take
-            self._len -= take
-            m -= take
-        if not self._nonzero:
+    def _evict(self, first: int) -> None:
+        """The values of sample indices before ``first`` leave the window, oldest first."""
+        vals = self._vals
+        while vals and vals[0][0] < first:
+            _, v, lg = vals.popleft()
+            vv = v * v
+            self._sum -= v
+            self._sumsq -= vv
+            if v < 0:
+                self._downsq -= vv
+            self._log -= lg
+        if not vals:
             self._sum = self._sumsq = self._downsq = self._log = 0.0
 
-    def _add(self, run: list, sign: float) -> None:
-        r = run[0]
-        self._sum += sign * r
-        self._sumsq += sign * r * r
-        self._downsq += sign * (r * r if r < 0 else 0.0)
-        self._log += sign * run[2]
-
     def _recompute(self) -> None:
-        """The sums, exactly (``math.fsum``); zero values add exact zeros and are skipped, so
-        this costs O(non-zero values), not O(window) of a mostly idle one."""
-        if not self._nonzero:
+        """The sums, exactly (``math.fsum``) over the non-zero values: O(non-zero values), not
+        O(window) of a mostly idle one."""
+        vals = self._vals
+        if not vals:
             self._sum = self._sumsq = self._downsq = self._log = 0.0
             return
         xs, sq, down, logs = [], [], [], []
-        for v, c, lg in self._runs:
-            if v:
-                xs.append(v * c)
-                q = v * v * c
-                sq.append(q)
-                if v < 0:
-                    down.append(q)
-                logs.append(lg * c)
+        for _, v, lg in vals:
+            xs.append(v)
+            q = v * v
+            sq.append(q)
+            if v < 0:
+                down.append(q)
+            logs.append(lg)
         fsum = math.fsum
         self._sum, self._sumsq, self._downsq, self._log = fsum(xs), fsum(sq), fsum(down), fsum(logs)
 
@@ -316,6 +308,12 @@ class StrategyPerformance:
         self._stats = {n: RollingStats(n) for n in sorted(set(windows))}
         # shadow windows only for an owner that reads shadow metrics (the allocator does not)
         self._shadow = {n: RollingStats(n) for n in self._stats} if shadow else {}
+        self._stats_all = tuple(self._stats.values())  # pushed at every sample, in this order
+        self._shadow_all = tuple(self._shadow.values())
+        # zero returns of idle periods not pushed into the windows yet (``idle``): the next
+        # sample pushes them with its return, in one call per window; a read flushes them
+        self._zeros_shadow = 0
+        self._zeros_actual = 0
         self._shadow_acc = 0.0
         self._shadow_seen = False
         self._seen_at_sample = False  # a decision had been seen when the last sample was taken
@@ -369,8 +367,9 @@ class StrategyPerformance:
         self.last_ts = ts
         pnl = self.realized_pnl + unrealized
         if self._shadow_seen:
-            for stats in self._shadow.values():
-                stats.push(self._shadow_acc)
+            zeros, self._zeros_shadow = self._zeros_shadow, 0
+            for stats in self._shadow_all:
+                stats.push(self._shadow_acc, zeros)
             self._shadow_acc = 0.0
         r = None
         # Before its first decision a strategy is warming up: no performance to measure yet
@@ -380,14 +379,17 @@ class StrategyPerformance:
             base = self._base or (self._last_base if delta else 0.0)
             if base > 0:
                 r = delta / base
-                for stats in self._stats.values():
-                    stats.push(r)
+                zeros, self._zeros_actual = self._zeros_actual, 0
+                for stats in self._stats_all:
+                    stats.push(r, zeros)
                 self.nav = max(self.nav * (1.0 + r), 1e-12)
                 self.peak = max(self.peak, self.nav)
                 self.hwm = max(self.hwm, self.nav)
                 self.max_drawdown = max(self.max_drawdown, 1.0 - self.nav / self.hwm)
                 self.samples += 1
                 self.capital_sum += self.capital
+        if self._zeros_shadow or self._zeros_actual:  # no return pushed them at this sample
+            self._flush()
         self._last_pnl = pnl
         self._base = self.deployed
         if self._base > 0:
@@ -399,22 +401,36 @@ class StrategyPerformance:
         """``k`` sample periods passed without data (a closed market, a feed gap) and were not
         sampled (``DataTimeSampler``); called when data resumes, before it is handled. Nothing
         moved in them, so each counts as the zero return (and zero shadow return) a sample
-        would have recorded: every statistic is what sampling through them gives, at O(1)."""
+        would have recorded: every statistic is what sampling through them gives, at O(1). The
+        zeros enter the windows with the next sample's return (or at the first read before)."""
         if k <= 0 or not self._seen_at_sample:  # still warming up then: nothing was measured
             return
-        for stats in self._shadow.values():
-            stats.push_zeros(k)  # the shadow return accrues on decisions: none while idle
+        if self._zeros_shadow or self._zeros_actual:  # two hand-overs without a sample between
+            self._flush()
+        if self._shadow_all:  # the shadow return accrues on decisions: none while idle
+            self._zeros_shadow = k
         # the first idle period began with the capital deployed at the last sample, the others
         # with the capital deployed since (a pause taken at that sample leaves nothing deployed)
-        zeros = (self._base > 0) + (k - 1) * (self.deployed > 0)
+        deployed = self.capital * self.scale  # the ``deployed`` property, once
+        zeros = (self._base > 0) + (k - 1) * (deployed > 0)
         if zeros:
-            for stats in self._stats.values():
-                stats.push_zeros(zeros)
+            self._zeros_actual = zeros  # pushed with the next sample's return (or flushed)
             self.samples += zeros
             self.capital_sum += zeros * self.capital
-        self._base = self.deployed
-        if self._base > 0:
-            self._last_base = self._base
+        self._base = deployed
+        if deployed > 0:
+            self._last_base = deployed
+
+    def _flush(self) -> None:
+        """Push the pending idle zeros into the windows (before anything reads them)."""
+        zeros, self._zeros_shadow = self._zeros_shadow, 0
+        if zeros:
+            for stats in self._shadow_all:
+                stats.push_zeros(zeros)
+        zeros, self._zeros_actual = self._zeros_actual, 0
+        if zeros:
+            for stats in self._stats_all:
+                stats.push_zeros(zeros)
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -427,6 +443,8 @@ class StrategyPerformance:
 
     def metric(self, name: str, window: int | None = None) -> float | None:
         """The value of ``name`` (over ``window`` samples for windowed metrics), or None."""
+        if self._zeros_shadow or self._zeros_actual:
+            self._flush()
         if name in WINDOWED_METRICS:
             shadow = name.startswith("shadow_")
             stats = (self._shadow if shadow else self._stats).get(window)
@@ -467,12 +485,19 @@ class StrategyPerformance:
     def getter(self, name: str, window: int | None = None) -> Callable[[], float | None]:
         """A function of no argument returning ``metric(name, window)``, bound once (a policy
         reads the same few metrics at every sample)."""
-        if name in ("sharpe", "shadow_sharpe"):
+        if name in ("sharpe", "shadow_sharpe", "volatility"):
             stats = (self._shadow if name == "shadow_sharpe" else self._stats).get(window)
             if stats is None:
                 raise KeyError(f"window of {window} samples is not tracked")
             need, ppy = max(2, math.ceil(self.min_fill * stats.n)), self.periods_per_year
-            return lambda: stats.sharpe(ppy) if stats._len >= need else None
+            read = stats.volatility if name == "volatility" else stats.sharpe
+
+            def get() -> float | None:
+                if self._zeros_shadow or self._zeros_actual:
+                    self._flush()
+                return read(ppy) if stats._len >= need else None
+
+            return get
         if name == "drawdown":
             return lambda: 1.0 - self.nav / self.peak if self.peak > 0 else 0.0
         if name == "max_drawdown":
@@ -669,7 +694,7 @@ class PerformanceBook:
         from actors.valuation import account_equity
 
         actor = self._actor
-        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency)
+        return account_equity(actor.portfolio, actor.cache, venue, self.to_currency, self._prices)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

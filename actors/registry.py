@@ -149,6 +149,9 @@ class Registry:
         self.path = path
         self.doc = doc
         self.removed_temp_files = removed_temp_files
+        # save at every decision (crash safety of a live node); a backtest's owner turns it off
+        # and saves at stop: each save re-encodes the whole history, O(decisions) a decision
+        self.autosave = True
         self._ids = {
             d.id for rec in doc.strategies.values() for d in [*rec.decisions, *rec.model_decisions]
         }
@@ -231,18 +234,21 @@ class Registry:
     def record(
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
     ) -> GovernanceDecision | None:
-        """Append a decision and save; a known ``decision_id`` is ignored (returns None)."""
+        """Append a decision and save (``autosave``); a known ``decision_id`` is ignored (returns
+        None)."""
         decision = self._append(GovernanceDecision, decision_id, ts_event, strategy_id, fields)
         if decision is not None:
             record = self.doc.strategies[strategy_id]
             record.state, record.scale = decision.state, decision.scale
-            self.save(ts_event)
+            if self.autosave:
+                self.save(ts_event)
         return decision
 
     def record_model(
         self, decision_id: str, ts_event: int, strategy_id: str, **fields
     ) -> ModelDecision | None:
-        """Append a model-lifecycle decision and save; a known ``decision_id`` is ignored."""
+        """Append a model-lifecycle decision and save (``autosave``); a known ``decision_id`` is
+        ignored."""
         decision = self._append(ModelDecision, decision_id, ts_event, strategy_id, fields)
         if decision is not None:
             record = self.doc.strategies[strategy_id]
@@ -250,7 +256,8 @@ class Registry:
                 record.model_version = decision.version
             elif decision.event == "promotion_failed" and decision.previous_version:
                 record.model_version = decision.previous_version
-            self.save(ts_event)
+            if self.autosave:
+                self.save(ts_event)
         return decision
 
     def _append(self, kind: type, decision_id: str, ts_event: int, strategy_id: str, fields):

@@ -83,9 +83,12 @@ def convert(
     return None
 
 
-def account_equity(portfolio: Any, cache: Any, venue: Venue, to_float: Any) -> float | None:
+def account_equity(
+    portfolio: Any, cache: Any, venue: Venue, to_float: Any, prices: Prices | None = None
+) -> float | None:
     """Total balances plus, on a margin account, the open positions' unrealized PnL, each
-    amount through ``to_float`` (None: left out); None without an account."""
+    amount through ``to_float`` (None: left out); None without an account. ``prices``: a
+    caller's ``Prices`` (the same prices as ``last_price``, without its bar-type lookups)."""
     account = portfolio.account(venue)
     if account is None:
         return None
@@ -94,7 +97,10 @@ def account_equity(portfolio: Any, cache: Any, venue: Venue, to_float: Any) -> f
         equity += to_float(money) or 0.0
     if account.type == AccountType.MARGIN:
         for position in cache.positions_open(venue=venue):
-            price = last_price(cache, position.instrument_id)
+            if prices is not None:
+                price = prices.last(position.instrument_id)
+            else:
+                price = last_price(cache, position.instrument_id)
             if price is not None:
                 equity += to_float(position.unrealized_pnl(price)) or 0.0
     return equity

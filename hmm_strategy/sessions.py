@@ -50,9 +50,11 @@ class SessionCalendar:
         self._opens = opens
         self._closes = closes
         self._cum = cum  # open ns before session i
-        # (open, close) of the session the last gap ended in: bar after bar falls in the same
-        # one, and a gap inside one session is all open time, without two bisects per bar
+        # (open, close) of the session the last gap ended in and its index: bar after bar falls
+        # in the same one (a gap inside one session is all open time), and a closure ends in
+        # the next one (the close of this one to the open of that), without bisects
         self._session = (0, -1)
+        self._index = -1
 
     @property
     def first_open_ns(self) -> int:
@@ -79,9 +81,16 @@ class SessionCalendar:
         lo, hi = self._session
         if lo <= t0 and t1 <= hi:  # both inside one session: what the two lookups would give
             return t1 - t0
-        i = bisect.bisect_right(self._opens, t1) - 1  # the session t1 falls in or follows
+        opens, closes = self._opens, self._closes
+        j = self._index + 1
+        if lo <= t0 <= hi and j < len(opens) and opens[j] <= t1 <= closes[j]:
+            # from inside the remembered session to inside the next one (a night, a weekend,
+            # a holiday): the rest of this session plus the start of that one
+            self._session, self._index = (opens[j], closes[j]), j
+            return hi - t0 + t1 - opens[j]
+        i = bisect.bisect_right(opens, t1) - 1  # the session t1 falls in or follows
         if i >= 0:
-            self._session = (self._opens[i], self._closes[i])
+            self._session, self._index = (opens[i], closes[i]), i
         return self._open_before(t1) - self._open_before(t0)
 
     def is_open(self, t: int) -> bool:

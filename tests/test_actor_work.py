@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from actors.capital_allocator import CapitalAllocator
 from actors.governance import GovernanceActor, PolicyEngine
 from actors.metrics import MetricsExporter
 from actors.performance import (
+    METRICS,
+    WINDOWED_METRICS,
     DataTimeSampler,
     PerformanceBook,
     RollingStats,
@@ -65,6 +68,146 @@ def test_push_zeros_equals_pushing_zeros_one_by_one() -> None:
             assert (got is None) == (want is None)
             if want is not None:
                 assert got == pytest.approx(want, rel=1e-9, abs=1e-9)  # sums drift ~1e-20
+
+
+class _EveryValue:
+    """The rolling window kept the plain way, as a reference: every sample period's value
+    stored (zeros too), added to the sums when pushed, taken away when it leaves (oldest
+    first), the sums zeroed once only zeros are left and re-summed exactly every ``n`` pushes.
+    ``RollingStats`` stores only the non-zero values and skips zeros' no-op additions."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.values, self.pushes, self.nonzero = n, deque(), 0, 0
+        self.sums = [0.0, 0.0, 0.0, 0.0]  # sum, sum of squares, downside squares, log1p
+
+    def _add(self, r: float, sign: float) -> None:
+        lg = math.log1p(-0.999999 if r < -0.999999 else r)
+        for i, x in enumerate((r, r * r, r * r if r < 0 else 0.0, lg)):
+            self.sums[i] = self.sums[i] + x if sign > 0 else self.sums[i] - x
+
+    def _settle(self, before: int) -> None:
+        evicted = False
+        while len(self.values) > self.n:
+            v = self.values.popleft()
+            self._add(v, -1.0)
+            self.nonzero -= v != 0.0
+            evicted = True
+        if evicted and not self.nonzero:
+            self.sums = [0.0, 0.0, 0.0, 0.0]
+        if self.pushes // self.n != before // self.n:
+            nz = [v for v in self.values if v != 0.0]
+            lgs = [math.log1p(-0.999999 if v < -0.999999 else v) for v in nz]
+            self.sums = [math.fsum(nz), math.fsum(v * v for v in nz),
+                         math.fsum(v * v for v in nz if v < 0), math.fsum(lgs)]  # fmt: skip
+
+    def push(self, r: float) -> None:
+        self.values.append(r)
+        self._add(r, 1.0)
+        self.nonzero += r != 0.0
+        self.pushes += 1
+        self._settle(self.pushes - 1)
+
+    def push_zeros(self, k: int) -> None:
+        self.values.extend([0.0] * k)
+        self.pushes += k
+        self._settle(self.pushes - k)
+
+
+def test_rolling_stats_store_only_non_zero_values_with_the_same_bits() -> None:
+    """Random streams with runs of zeros (longer than the window too), 0.0, -0.0, NaN and
+    returns below -100%: after every push, the sums and every statistic are the reference's
+    to the bit (``repr``), for window lengths from 2 to a week of 15-minute samples."""
+    for seed in range(60):
+        rng = random.Random(seed)
+        n = rng.choice([2, 3, 5, 12, 50, 672])
+        fast, ref = RollingStats(n), _EveryValue(n)
+        for _ in range(rng.choice([300, 1_500])):
+            u = rng.random()
+            if u < 0.25:
+                k = rng.choice([1, 2, 3, n - 1, n, n + 1, 3 * n, 71])
+                fast.push_zeros(k)
+                ref.push_zeros(k)
+            else:
+                r = (0.0 if u < 0.3 else -0.0 if u < 0.32 else math.nan if u < 0.322
+                     else -1.5 if u < 0.33 else rng.gauss(0.0, 0.01))  # fmt: skip
+                fast.push(r)
+                ref.push(r)
+            got = [fast._sum, fast._sumsq, fast._downsq, fast._log]
+            assert repr(got) == repr(ref.sums), (seed, n)
+            assert len(fast) == min(ref.pushes, n)  # the statistics read the sums and this
+
+
+class _ZerosAtHandOver(StrategyPerformance):
+    """The idle periods' zeros pushed into the windows when handed over (the slow path)."""
+
+    def idle(self, k: int) -> None:
+        super().idle(k)
+        self._flush()
+
+
+def test_idle_zeros_pushed_with_the_next_sample_give_the_same_bits() -> None:
+    """``StrategyPerformance.idle`` leaves the zeros pending and the next sample pushes them
+    with its return (one call per window); against pushing them at the hand-over: every
+    metric the same to the bit after every sample, and when read between a hand-over and the
+    next sample (a closure's evaluation, a rebalance), through pauses, budgets, two hand-overs
+    in a row and samples that push no return."""
+    rng = random.Random(5)
+    labels = {8: "2h", 30: "7h30m"}
+    fast = StrategyPerformance("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    slow = _ZerosAtHandOver("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    getters = [(p.getter("sharpe", 30), p.getter("shadow_sharpe", 8)) for p in (fast, slow)]
+    pnl, close = 0.0, 100.0
+    for period in range(3_000):
+        if rng.random() < 0.6:
+            k = rng.choice([1, 3, 3, 3, 71, 200])
+            for perf in (fast, slow):
+                perf.idle(k)
+            if rng.random() < 0.1:  # read before the next sample
+                assert repr([g() for g in getters[0]]) == repr([g() for g in getters[1]])
+            if rng.random() < 0.05:
+                assert repr(fast.snapshot(labels)) == repr(slow.snapshot(labels)), period
+            if rng.random() < 0.05:
+                continue  # another hand-over before any sample
+        if period > 40:
+            close *= math.exp(rng.gauss(0.0, 0.003))
+            target = rng.choice([-1.0, 0.0, 1.0])
+            for perf in (fast, slow):
+                perf.on_decision(close, target)
+        if rng.random() < 0.2:
+            pnl += rng.gauss(0.0, 40.0)  # else flat: a zero return (or none while paused)
+        if period % 97 == 60:
+            for perf in (fast, slow):
+                perf.set_scale(0.0 if perf.scale else 1.0)
+        if period % 89 == 0:
+            capital = rng.choice([5_000.0, 10_000.0, 20_000.0])
+            for perf in (fast, slow):
+                perf.set_capital(capital)
+        for perf in (fast, slow):
+            perf.sample(period, pnl)
+        assert repr(fast.snapshot(labels)) == repr(slow.snapshot(labels)), period
+    assert fast.samples == slow.samples > 1_000
+
+
+def test_bound_metric_getters_read_what_metric_reads() -> None:
+    """Governance and the allocator bind each metric once (``StrategyPerformance.getter``); the
+    bound getters must give ``metric(name, window)`` at every sample, before and after the
+    windows fill, through pauses and idle periods."""
+    rng = random.Random(11)
+    perf = StrategyPerformance("S", 10_000.0, [8, 30], 35_040, min_fill=0.5, fee_rate=0.001)
+    windows = {m: (8, 30) if m in WINDOWED_METRICS else (None,) for m in METRICS}
+    getters = {(m, n): perf.getter(m, n) for m in sorted(METRICS) for n in windows[m]}
+    pnl, close = 0.0, 100.0
+    for period in range(600):
+        if period % 50 == 49:
+            perf.idle(rng.choice([1, 3, 40]))
+        close *= math.exp(rng.gauss(0.0, 0.003))
+        pnl += rng.gauss(0.0, 40.0)
+        perf.on_decision(close, rng.choice([-1.0, 0.0, 1.0]))
+        if period % 97 == 60:
+            perf.set_scale(0.0 if perf.scale else 1.0)
+        perf.sample(period, pnl)
+        for (m, n), get in getters.items():
+            assert repr(get()) == repr(perf.metric(m, n)), (period, m, n)
 
 
 def test_idle_periods_give_the_metrics_of_sampling_every_period() -> None:
