@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+
+def _interrupted_while_loading(_signum, _frame) -> None:
+    print("error: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)  # cli.EXIT_INTERRUPTED, before cli can be imported
+
+
+if __name__ == "__main__":  # a Ctrl-C while the imports below load (~2 s): one line, no traceback
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 import msgspec
 from nautilus_trader.common.config import resolve_config_path
@@ -496,4 +506,5 @@ def exit_process(code: int) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: the usual boundary
     exit_process(cli.run_cli(main))

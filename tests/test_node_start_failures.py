@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -160,3 +162,39 @@ def test_banner_says_where_the_venue_is(tmp_path: Path) -> None:
     assert "(binance_spot, testnet)" in banner(settings, "binance_spot", spot, tmp_path)[1]
     main = msgspec.structs.replace(spot, testnet=False)
     assert "(binance_spot, mainnet)" in banner(settings, "binance_spot", main, tmp_path)[1]
+
+
+SLOW_IMPORT = """
+import os, pathlib, sys, time
+
+class SlowMsgspec:  # the entry point's first heavy import takes long enough to be interrupted
+    def find_spec(self, name, path=None, target=None):
+        if name == "msgspec":
+            pathlib.Path(os.environ["LOADING_FLAG"]).write_text("loading")
+            time.sleep(30)
+        return None
+
+sys.meta_path.insert(0, SlowMsgspec())
+"""
+
+
+def test_ctrl_c_while_the_entry_point_loads_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while Python still imports NautilusTrader (the first ~1-2 s): exit 130 with the
+    CLI's one ``error: interrupted`` line, never a ``KeyboardInterrupt`` traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_IMPORT)
+    flag = tmp_path / "loading"
+    env = {**os.environ, "PYTHONPATH": f"{site}:{REPO_ROOT}", "LOADING_FLAG": str(flag)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hmm_strategy.live"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert flag.exists(), proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert err.strip() == "error: interrupted", err[-2000:]
