@@ -411,11 +411,9 @@ class Exchange:
             raise VenueError(*UNKNOWN_ORDER) from None
         if order.status not in ("NEW", "PARTIALLY_FILLED"):
             raise VenueError(*UNKNOWN_ORDER)
-        self._release(order, _d(order.origQty) - _d(order.executedQty))
-        order.status, order.updateTime = "CANCELED", now_ms
+        events = [self._cancel(order, now_ms)]
         self._save()
-        events = [self._report(order, "CANCELED", now_ms), self.account_event(now_ms)]
-        return order.view(), events
+        return order.view(), [*events, self.account_event(now_ms)]
 
     def cancel_all(self, p: dict[str, str], now_ms: int) -> tuple[list[dict], list[dict]]:
         """``DELETE /api/v3/openOrders``: every open order of the symbol cancelled (-2011 when
@@ -425,13 +423,15 @@ class Exchange:
         orders = self.open_orders()
         if not orders:
             raise VenueError(*UNKNOWN_ORDER)
-        bodies, events = [], []
-        for order in orders:
-            body, evs = self.cancel({"orderId": str(order.orderId)}, now_ms)
-            bodies.append(body)
-            events += [e for e in evs if e.get("e") == "executionReport"]
-        events.append(self.account_event(now_ms))
-        return bodies, events
+        events = [self._cancel(order, now_ms) for order in orders]
+        self._save()
+        return [o.view() for o in orders], [*events, self.account_event(now_ms)]
+
+    def _cancel(self, order: Order, now_ms: int) -> dict[str, Any]:
+        """Cancel an open order: its reservation released; its ``executionReport``."""
+        self._release(order, _d(order.origQty) - _d(order.executedQty))
+        order.status, order.updateTime = "CANCELED", now_ms
+        return self._report(order, "CANCELED", now_ms)
 
     def release(self, now_ms: int) -> list[dict]:
         """End a "held" fault: held orders match now, at the current price (market orders) or

@@ -351,16 +351,16 @@ class SimVenue:
         return web.json_response(order.view())
 
     async def _cancel_order(self, request: web.Request) -> web.Response:
-        try:
-            body, events = self.exchange.cancel(self._signed(request), now_ms())
-        except VenueError as exc:
-            return self._error(exc)
-        await self._send_user_events(events)
-        return web.json_response(body)
+        return await self._book_command(request, self.exchange.cancel)
 
     async def _cancel_open_orders(self, request: web.Request) -> web.Response:
+        return await self._book_command(request, self.exchange.cancel_all)
+
+    async def _book_command(self, request: web.Request, command) -> web.Response:
+        """A signed request that changes the book: the exchange's answer, its user-data events
+        sent first."""
         try:
-            body, events = self.exchange.cancel_all(self._signed(request), now_ms())
+            body, events = command(self._signed(request), now_ms())
         except VenueError as exc:
             return self._error(exc)
         await self._send_user_events(events)
