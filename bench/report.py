@@ -28,6 +28,18 @@ def _todo(section: Any) -> str | None:
     return None
 
 
+def _rounds_line(runs: list[dict[str, Any]], median_ratio: float | None = None) -> str:
+    """Empty for one round; else each run's us/bar per round (the table shows the least)."""
+    rounds = runs[0].get("repeats", 1)
+    if rounds <= 1:
+        return ""
+    each = "; ".join(
+        f"{r['run']} " + ", ".join(f"{x:.1f}" for x in r["us_per_bar_runs"]) for r in runs
+    )
+    ratio = "" if median_ratio is None else f" Median of the per-round ratios: {median_ratio:.3f}."
+    return f"\nLeast CPU time of {rounds} interleaved rounds; each round's us/bar: {each}.{ratio}\n"
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
@@ -67,6 +79,18 @@ def markdown(result: dict[str, Any]) -> str:
         )
     ratios = bt["ratios"]
     add("")
+    rounds = bt.get("rounds", 1)
+    if rounds > 1:
+        add(
+            f"Each strategy's least CPU time of {rounds} interleaved rounds (a round runs the "
+            "three in turn); every round's us/bar: "
+            + "; ".join(
+                f"{r['strategy']} " + ", ".join(f"{x:.1f}" for x in r["us_per_bar_runs"])
+                for r in bt["runs"]
+            )
+            + f". Median of the per-round HMM / no-op ratios: {ratios['hmm_vs_noop_median']:.3f}."
+        )
+        add("")
     add(
         f"HMM / no-op = {ratios['hmm_vs_noop']:.2f}, HMM / EMA cross = "
         f"{ratios['hmm_vs_ema_cross']:.2f} (CPU time; wall: {ratios['hmm_vs_noop_wall']:.2f}, "
@@ -116,6 +140,8 @@ def markdown(result: dict[str, Any]) -> str:
         )
     add("")
     add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
+    if line := _rounds_line(node["runs"]):
+        add(line)
     add("")
     sparse = result["sparse_calendar"]
     add(
@@ -130,6 +156,8 @@ def markdown(result: dict[str, Any]) -> str:
         add(f"| {r['run']} | {_f(r['us_per_bar'], '.1f')} | {r['orders']:,} |")
     add("")
     add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
+    if line := _rounds_line(sparse["runs"], sparse.get("per_bar_cost_sparse_vs_dense_median")):
+        add(line)
     add("")
 
     many = result["many_instruments"]

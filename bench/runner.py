@@ -24,6 +24,7 @@ class Sizes(msgspec.Struct, frozen=True):
     """How much work each section does (``full`` is the reference; ``quick`` ~1.5 minutes)."""
 
     main_bars: int
+    rounds: int  # interleaved repeats of the throughput and node pairs (least CPU time kept)
     scaling_bars: tuple[int, int]
     trap_bars: tuple[int, int]
     profile_bars: int
@@ -52,6 +53,7 @@ class Sizes(msgspec.Struct, frozen=True):
 MODES: dict[str, Sizes] = {
     "full": Sizes(
         main_bars=500_000,
+        rounds=3,
         scaling_bars=(100_000, 1_000_000),
         trap_bars=(15_000, 30_000),
         profile_bars=50_000,
@@ -78,6 +80,7 @@ MODES: dict[str, Sizes] = {
     ),
     "quick": Sizes(
         main_bars=60_000,
+        rounds=2,
         scaling_bars=(20_000, 200_000),
         trap_bars=(5_000, 10_000),
         profile_bars=20_000,
@@ -104,6 +107,7 @@ MODES: dict[str, Sizes] = {
     ),
     "tiny": Sizes(  # the smoke test: every code path, seconds, numbers meaningless
         main_bars=3_000,
+        rounds=1,
         scaling_bars=(1_500, 4_500),
         trap_bars=(600, 1_200),
         profile_bars=1_000,
@@ -202,15 +206,15 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     main_bars = all_bars[: sizes.main_bars]
     gc.collect()
     rss_before = current_rss_mb()
-    runs = []
     threads = threading.active_count()  # 1: a second live thread slows the runs (bench.memory)
-    for name in bt.STRATEGIES:
-        _log(f"backtest: {name} over {len(main_bars):,} bars")
-        runs.append(bt.run_backtest(main_bars, name, model_path))
+    names = ", ".join(bt.STRATEGIES)
+    _log(f"backtest: {names} over {len(main_bars):,} bars, {sizes.rounds} interleaved rounds")
+    runs = bt.interleaved_runs(main_bars, model_path, sizes.rounds)
     result["backtest"] = {
         "bars": len(main_bars),
         "engine": "BacktestEngine, BINANCE NETTING margin venue, maker/taker fees, default "
         "RiskEngine, log level ERROR, backtests.scaling linear settings",
+        "rounds": sizes.rounds,
         "runs": runs,
         "python_threads": threads,
         "ratios": bt.throughput_table(runs),
@@ -249,10 +253,12 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     from bench.node import shipped_node, sparse_calendar
 
     node_frame = frame.head(sizes.node_bars)
-    result["shipped_node"] = shipped_node(work / "node", node_frame, sizes.node_warmup_bars)
+    result["shipped_node"] = shipped_node(
+        work / "node", node_frame, sizes.node_warmup_bars, sizes.rounds
+    )
     _log("sparse calendar: the shipped node on XNYS hourly bars vs dense 15-minute bars")
     result["sparse_calendar"] = sparse_calendar(
-        work / "sparse", node_frame, sizes.node_warmup_bars
+        work / "sparse", node_frame, sizes.node_warmup_bars, sizes.rounds
     )
     del node_frame
     _log(f"many instruments: {sizes.many_counts} HMM strategies x {sizes.many_bars:,} bars")
