@@ -496,7 +496,6 @@ class MetricsExporter(Actor):
         self.msgbus.subscribe(f"{GOVERNANCE_TOPIC}.*", self.on_governance)
         self.msgbus.subscribe(f"{BREAKER_TOPIC}.*", self.on_breaker_rejection)
         self.msgbus.subscribe(f"{BREAKER_TRIP_TOPIC}.*", self.on_breaker_trip)
-        self.msgbus.subscribe("data.bars.*", self.on_bar_data)  # passive: requests nothing
         self.msgbus.subscribe(f"{FEED_TOPIC}.*", self.on_data_gap)
         self.msgbus.subscribe(f"{STATE_TOPIC}.*", self.on_checkpoint_write)
         self._last_refresh_ns = 0
@@ -519,7 +518,9 @@ class MetricsExporter(Actor):
                     "reachable from other machines (allow_remote is set)"
                 )
         if not self._live and self._server is None:
-            self._deferred = {}
+            self._deferred = {}  # and the last-bar gauges come from the cache when read
+        else:
+            self.msgbus.subscribe("data.bars.*", self.on_bar_data)  # passive: requests nothing
 
     def _should_serve(self) -> bool:
         """The same actor config serves backtest and live: only a live clock serves HTTP."""
@@ -530,6 +531,8 @@ class MetricsExporter(Actor):
     def on_stop(self) -> None:
         if _REFRESH_TIMER in self.clock.timer_names:
             self.clock.cancel_timer(_REFRESH_TIMER)
+        if self.msgbus.is_subscribed("data.bars.*", self.on_bar_data):
+            self.msgbus.unsubscribe("data.bars.*", self.on_bar_data)
         self._flush_regime_updates()
         self._deferred = None
         self.refresh()
@@ -720,7 +723,8 @@ class MetricsExporter(Actor):
         self._last_update_mono = time.monotonic()
 
     def on_bar_data(self, bar) -> None:
-        # every bar: the labelled children are looked up once per bar type, not per bar
+        # a live node or a served backtest, every bar: the labelled children are looked up once
+        # per bar type, not per bar (an unserved backtest reads the cache instead)
         gauges = self._bar_gauges.get(bar.bar_type)
         if gauges is None:
             watchers = self._bar_watchers.get(str(bar.bar_type.standard()), ())
@@ -805,6 +809,22 @@ class MetricsExporter(Actor):
             for update in runs:
                 self.on_regime_update(update)
         self._deferred = {} if pending is not None else None
+        if pending is not None:
+            self._flush_last_bars()
+
+    def _flush_last_bars(self) -> None:
+        """Backtest without a server: each staleness gauge is the arrival of its bar type's last
+        bar, read from the cache when the metrics are read (a simulated clock handles a bar at its
+        ``ts_init``: the value a write per bar leaves), not a gauge write per bar."""
+        last: dict[str, int] = {}
+        for bar_type in self.cache.bar_types():
+            key = str(bar_type.standard())  # what the data engine publishes under
+            bar = self.cache.bar(bar_type) if key in self._bar_watchers else None
+            if bar is not None and bar.ts_init > last.get(key, -1):
+                last[key] = bar.ts_init
+        for key, ts in last.items():
+            for labels in self._bar_watchers[key]:
+                self.last_bar.labels(*labels).set(ts / 1e9)
 
     def _refresh_on_read(self) -> bool:
         """A backtest without an HTTP server refreshes when ``render()`` reads the metrics (and
