@@ -191,7 +191,35 @@ def shipped_node(
         "bars": shipped["bars"],
         "runs": runs,
         "shipped_vs_noop": shipped["bars_per_s"] / noop["bars_per_s"],
+        "actor_costs": actor_costs(work, jobs[1][1], noop),
     }
+
+
+def actor_costs(work: Path, shipped, noop: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the shipped node's time goes: the strategy with no actor, then with each actor of
+    the shipped config alone (one run each), against the no-op run. An actor's cost is what it
+    adds to the strategy alone, its own work and what it makes the strategy do (governance and
+    the allocator change the orders)."""
+    alone = msgspec.structs.replace(shipped, actors=[])
+    variants = [("strategy alone", alone)] + [
+        (f"+ {actor.name}", msgspec.structs.replace(shipped, actors=[actor]))
+        for actor in shipped.actors
+    ]
+    rows = []
+    for label, settings in variants:
+        slug = label.replace("+ ", "with-").replace(" ", "-")
+        run = run_node(settings, work / f"run-{slug}", label)
+        rows.append(
+            {
+                "run": label,
+                "us_per_bar": run["us_per_bar"],
+                "orders": run["orders"],
+                "vs_noop": noop["us_per_bar"] / run["us_per_bar"],
+                "added_us_per_bar": run["us_per_bar"] - (rows[0]["us_per_bar"] if rows else 0.0),
+            }
+        )
+    rows[0]["added_us_per_bar"] = rows[0]["us_per_bar"] - noop["us_per_bar"]
+    return rows
 
 
 def sparse_calendar(

@@ -142,6 +142,21 @@ def markdown(result: dict[str, Any]) -> str:
     add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
     if line := _rounds_line(node["runs"]):
         add(line)
+    if costs := node.get("actor_costs"):
+        add("")
+        add(
+            "Where it goes (one run each): the strategy with no actor, then with each shipped "
+            "actor alone; added = over the strategy alone (over the no-op for the first row)."
+        )
+        add("")
+        add("| run | us/bar (CPU) | added us/bar | no-op / run | orders |")
+        add("|---|---|---|---|---|")
+        for r in costs:
+            add(
+                f"| {r['run']} | {_f(r['us_per_bar'], '.1f')} | "
+                f"{_f(r['added_us_per_bar'], '+.1f')} | {_f(r['vs_noop'], '.3f')} | "
+                f"{r['orders']:,} |"
+            )
     add("")
     sparse = result["sparse_calendar"]
     add(

@@ -133,6 +133,12 @@ def test_result_document_has_every_section(tiny) -> None:
     assert (noop["run"], noop["actors"], shipped["run"]) == ("noop", [], "shipped")
     assert len(shipped["actors"]) == 5 and noop["bars"] == shipped["bars"] == node["bars"] > 0
     assert math.isclose(node["shipped_vs_noop"], shipped["bars_per_s"] / noop["bars_per_s"])
+    alone, *each = node["actor_costs"]  # the strategy alone, then with each shipped actor
+    assert [r["run"] for r in each] == [f"+ {name}" for name in shipped["actors"]]
+    assert math.isclose(alone["added_us_per_bar"], alone["us_per_bar"] - noop["us_per_bar"])
+    for r in each:
+        assert math.isclose(r["added_us_per_bar"], r["us_per_bar"] - alone["us_per_bar"])
+        assert math.isclose(r["vs_noop"], noop["us_per_bar"] / r["us_per_bar"])
     dense, xnys = result["sparse_calendar"]["runs"]
     assert dense["bars"] == xnys["bars"] == result["settings"]["node_bars"]
     assert math.isclose(
