@@ -240,6 +240,12 @@ def sparse_calendar(
     ]
     dense_run, sparse_run = runs = best_of(jobs, work, repeat)
     pairs = zip(dense_run["us_per_bar_runs"], sparse_run["us_per_bar_runs"], strict=True)
+    # the same pair with the strategy alone: the calendar's own cost per bar, without the
+    # decisions that 23 years of daily allocations and governance reviews add over 14 months
+    alone = [
+        run_node(msgspec.structs.replace(settings, actors=[]), work / f"run-{name}-alone", name)
+        for name, settings in jobs
+    ]
     return {
         "bars": frame.height,
         "sparse_span_years": years,
@@ -248,6 +254,8 @@ def sparse_calendar(
         # each repeat's pair ran back to back: the median of their ratios (the least CPU times
         # above may come from different repeats)
         "per_bar_cost_sparse_vs_dense_median": statistics.median(x / d for d, x in pairs),
+        "strategy_alone": alone,
+        "strategy_alone_sparse_vs_dense": alone[1]["us_per_bar"] / alone[0]["us_per_bar"],
     }
 
 

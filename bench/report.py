@@ -173,6 +173,17 @@ def markdown(result: dict[str, Any]) -> str:
     add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
     if line := _rounds_line(sparse["runs"], sparse.get("per_bar_cost_sparse_vs_dense_median")):
         add(line)
+    if alone := sparse.get("strategy_alone"):
+        dense_alone, sparse_alone = alone
+        add("")
+        add(
+            f"The same pair with the strategy alone (no actor, one run each): dense "
+            f"{dense_alone['us_per_bar']:.1f}, XNYS hourly {sparse_alone['us_per_bar']:.1f} us/bar "
+            f"({dense_alone['orders']:,} and {sparse_alone['orders']:,} orders), ratio "
+            f"{sparse['strategy_alone_sparse_vs_dense']:.3f}: the calendar's own cost per bar; "
+            "the rest of the gap is what the actors decide over 23 years of trading days "
+            "against 14 months (daily allocations, governance reviews) and the orders that follow."
+        )
     add("")
 
     many = result["many_instruments"]

@@ -140,6 +140,13 @@ def test_result_document_has_every_section(tiny) -> None:
         assert math.isclose(r["added_us_per_bar"], r["us_per_bar"] - alone["us_per_bar"])
         assert math.isclose(r["vs_noop"], noop["us_per_bar"] / r["us_per_bar"])
     dense, xnys = result["sparse_calendar"]["runs"]
+    dense_alone, xnys_alone = result["sparse_calendar"]["strategy_alone"]
+    assert dense_alone["actors"] == xnys_alone["actors"] == []
+    assert xnys_alone["bars"] == xnys["bars"]
+    assert math.isclose(
+        result["sparse_calendar"]["strategy_alone_sparse_vs_dense"],
+        xnys_alone["us_per_bar"] / dense_alone["us_per_bar"],
+    )
     assert dense["bars"] == xnys["bars"] == result["settings"]["node_bars"]
     assert math.isclose(
         result["sparse_calendar"]["per_bar_cost_sparse_vs_dense"],
