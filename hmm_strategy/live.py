@@ -438,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_START
     except NodeRunError as exc:
-        print(cli.one_line(f"error: {exc}"), file=sys.stderr)
+        left = f"; positions still open: {'; '.join(still_open)}" if still_open else ""
+        orders = f"; orders still working: {'; '.join(working)}" if working else ""
+        print(cli.one_line(f"error: {exc}{left}{orders}"), file=sys.stderr)
         return EXIT_RUN
     reports = f"reports in {run_dir}/" if not unwritten else f"reports NOT written ({unwritten[0]})"
     if still_open:

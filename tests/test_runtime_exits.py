@@ -34,6 +34,7 @@ class StandInNode:
             data_engine=engine,
             exec_engine=engine,
             portfolio=SimpleNamespace(initialized=True),
+            msgbus=SimpleNamespace(subscribe=lambda *args, **kwargs: None),
         )
         self._config = SimpleNamespace(
             timeout_connection=5.0,

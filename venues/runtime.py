@@ -147,6 +147,8 @@ def run_node(
     if loop is None or loop.is_running():
         raise RuntimeError("run_node needs the node's event loop to be idle")
 
+    shutdowns = record_shutdowns(node)
+
     async def drive() -> None:
         run_task = loop.create_task(node.run_async(), name="node_run")
         signals = stop_on_signals(node, loop)  # before the start: one stop path for every signal
@@ -159,7 +161,7 @@ def run_node(
             if on_started is not None:
                 on_started()
             started = loop.time()
-            while node.is_running() and not run_task.done() and not signals:
+            while node.is_running() and not run_task.done() and not signals and not shutdowns:
                 if stop_when is not None and stop_when():
                     break
                 if max_runtime_secs is not None and loop.time() - started >= max_runtime_secs:
@@ -181,6 +183,8 @@ def run_node(
         failure = task_failure(run_task)
         if failure is not None:
             raise NodeRunError(f"trading node stopped on an error: {_cause(failure)}") from failure
+        if shutdowns:
+            raise NodeRunError(f"trading node shut itself down: {shutdowns[0]}")
 
     try:
         loop.run_until_complete(drive())
@@ -191,6 +195,22 @@ def run_node(
                 before_dispose()  # the node is stopped; its cache is still readable
         finally:
             node.dispose()
+
+
+def record_shutdowns(node: TradingNode) -> list[str]:
+    """Every ``ShutdownSystem`` a component sends (an engine whose queue raised, with
+    ``graceful_shutdown_on_exception``; an actor calling ``shutdown_system``), as ``"<component>:
+    <reason>"``. The kernel then stops at once, without :func:`exit_markets`: that is a failure,
+    never a clean stop (:func:`run_node` raises :class:`NodeRunError`). Our own stop path does
+    not send one."""
+    received: list[str] = []
+
+    def on_shutdown(command) -> None:
+        reason = " ".join(str(command.reason or "no reason given").split())
+        received.append(f"{command.component_id}: {reason}")
+
+    node.kernel.msgbus.subscribe("commands.system.shutdown", on_shutdown, priority=100)
+    return received
 
 
 def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[str]:

@@ -1,0 +1,77 @@
+"""A node that shuts itself down is a failure, never "stopped cleanly".
+
+NautilusTrader's live engines run with ``graceful_shutdown_on_exception``: an exception in an
+engine's queue (e.g. ``AccountBalanceNegative`` while applying a fill) makes the engine send
+``ShutdownSystem``, and the kernel stops at once. Any component may send one too
+(``shutdown_system``). ``run_node`` used to see only a node that was no longer running and
+return normally: ``python -m hmm_strategy.live`` then printed "stopped cleanly" and exited 0,
+even with a fill the node never booked. Here an actor of the node sends ``ShutdownSystem``
+after a few bars, through the real paper node (offline replay).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+
+from hmm_strategy.config import REPO_ROOT
+from hmm_strategy.live import EXIT_RUN
+
+
+class ShutdownAfterConfig(ActorConfig, frozen=True):
+    bars: int = 50
+    reason: str = "risk limit breached"
+
+
+class ShutdownAfter(Actor):
+    """Sends ``ShutdownSystem`` once it has seen ``bars`` bars."""
+
+    def on_start(self) -> None:
+        self.seen = 0
+        self.msgbus.subscribe("data.bars.*", self.on_any_bar)
+
+    def on_any_bar(self, bar) -> None:
+        self.seen += 1
+        if self.seen == self.config.bars:
+            self.shutdown_system(self.config.reason)
+
+
+def test_a_node_that_shuts_itself_down_exits_non_zero_naming_the_reason(tmp_path: Path) -> None:
+    override = {
+        "live": {
+            "output_dir": str(tmp_path / "runs"),
+            "log_dir": str(tmp_path / "logs"),
+            "state_dir": str(tmp_path / "state"),
+            "venues": {"replay": {"replay": {"n_bars": 3000, "speed": 0}}},
+        },
+        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+        "actors": [
+            {
+                "name": "shutdown",
+                "path": "tests.test_node_shutdown:ShutdownAfter",
+                "config": {"bars": 800, "reason": "risk limit breached (test)"},
+            }
+        ],
+    }
+    path = tmp_path / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    cmd = [
+        sys.executable, "-m", "hmm_strategy.live", "--override", str(path),
+        "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", "--duration", "120",
+        "--exit-when-replayed", "--log-level", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("TRADING_ENABLED", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_RUN, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "stopped cleanly" not in proc.stdout
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: trading node shut itself down: ShutdownAfter"), line
+    assert "risk limit breached (test)" in line, line
+    assert "Traceback" not in proc.stderr
