@@ -298,6 +298,8 @@ def markdown(result: dict[str, Any]) -> str:
         add("")
         if _todo(sim):
             add(_todo(sim))
+        elif sim.get("status") == "error":
+            add(f"ERROR: the section failed ({sim['reason']}).")
         else:
             add("| latency (ms) | n | p50 | p99 | max |")
             add("|---|---|---|---|---|")

@@ -342,9 +342,18 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     _log(f"live path: live node on the simulated Binance venue over {sizes.sim_bars:,} bars")
 
     def sim() -> dict[str, Any]:
-        from bench.sim import sim_latency
-
-        return sim_latency(work / "sim", sizes.sim_bars)
+        # a process of its own: the paper nodes above leave NautilusTrader process-wide state
+        # that a live Binance node must not inherit (bench.sim)
+        output = work / "sim.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.sim", "--bars", str(sizes.sim_bars),
+             "--work-dir", str(work / "sim"), "--output", str(output)],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            lines = [x for x in proc.stderr.splitlines() if x.strip()] or ["no output"]
+            return {"status": "error", "reason": f"exit {proc.returncode}: {lines[-1][-300:]}"}
+        return json.loads(output.read_text())
 
     result["sim_latency"] = _optional("venues.sim", sim)
 

@@ -9,6 +9,13 @@ stamps ``OrderSubmitted`` (the adapter emits it just before the signed REST
 WebSocket-API user-data stream) with ``time.perf_counter_ns`` when each reaches the message bus:
 the full round trip of REST request, venue matching, user-data event and the engines' queues.
 Loopback, so this is the node's own share of the latency, not an exchange's.
+
+``python -m bench`` runs this section in a child process (``python -m bench.sim``): the offline
+paper nodes of section 4 run in the bench's process first, and their sandbox execution client
+registers the BINANCE account as one NautilusTrader calculates from fills, in a registry global
+to the process (``AccountFactory``). A live Binance node after it in the same process then books
+every fill twice (once from the venue's balance update, once from the fill) and its first large
+buy shut it down on ``AccountBalanceNegative``. One node per process, as users run it.
 """
 
 from __future__ import annotations
@@ -126,3 +133,26 @@ def sim_latency(work_dir: Path, n_bars: int) -> dict[str, Any]:
         "submit_to_ack_ms": latency_summary(data["ack_ms"]),
         "submit_to_fill_ms": latency_summary(data["fill_ms"]),
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.sim --bars N --work-dir DIR --output FILE``: section 4b alone, in a
+    process of its own; the JSON result goes to FILE."""
+    import argparse
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    parser = argparse.ArgumentParser(prog="python -m bench.sim", description=main.__doc__)
+    parser.add_argument("--bars", type=int, required=True, help="trading bars")
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    result = sim_latency(args.work_dir, args.bars)
+    args.output.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -106,6 +106,9 @@ def test_result_document_has_every_section(tiny) -> None:
         assert result[key].get("status") != "todo", f"{key}: its module exists in this repo"
     assert result["walk_forward"]["folds"] >= 1
     assert result["live_latency"]["bar_to_decision_us"]["n"] > 0
+    sim = result["sim_latency"]  # every order the venue took was acknowledged and filled
+    assert sim.get("status") != "error", sim
+    assert sim["submit_to_ack_ms"]["n"] == sim["submit_to_fill_ms"]["n"] == sim["venue_orders"] > 0
     assert result["metrics_scrape"]["series"] > 100
     many_live = result["live_latency_many"]
     one, n = many_live["runs"]
