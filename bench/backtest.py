@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
@@ -38,6 +39,7 @@ from nautilus_trader.trading.strategy import Strategy
 from backtests.scaling import VENUE_SETTINGS, install_linear_scaling
 from bench.data import BAR_TYPE, instrument
 from bench.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
+from bench.rounds import least_of_rounds
 from hmm_strategy.strategy import HMMRegimeStrategy, HMMRegimeStrategyConfig
 
 STRATEGIES = ("noop", "ema_cross", "hmm")
@@ -169,26 +171,10 @@ def run_backtest(
 def interleaved_runs(
     bars: list[Bar], model_path: str | None, rounds: int, names: Sequence[str] = STRATEGIES
 ) -> list[dict[str, Any]]:
-    """Every strategy once per round, in turn, ``rounds`` times; each keeps its least CPU time.
-
-    A burst of load from another process on the shared machine then hits every side of a ratio
-    alike, and the least of N is the run least disturbed (the same estimator for every side).
-    Each run keeps every round's us/bar (``us_per_bar_runs``, in order) and their median.
-    """
-    best: dict[str, dict[str, Any]] = {}
-    per_round: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(max(rounds, 1)):
-        for name in names:
-            run = run_backtest(bars, name, model_path)
-            per_round[name].append(run["cpu_seconds"] / run["bars"] * 1e6)
-            if name not in best or run["cpu_seconds"] < best[name]["cpu_seconds"]:
-                best[name] = run
-    out = [best[name] for name in names]
-    for run in out:
-        run["rounds"] = max(rounds, 1)
-        run["us_per_bar_runs"] = per_round[run["strategy"]]
-        run["median_us_per_bar"] = statistics.median(per_round[run["strategy"]])
-    return out
+    """Every strategy once per round, in turn; each keeps its least CPU time
+    (``bench.rounds.least_of_rounds``)."""
+    jobs = [(name, partial(run_backtest, bars, name, model_path)) for name in names]
+    return least_of_rounds(jobs, rounds)
 
 
 def profile_backtest(

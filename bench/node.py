@@ -19,9 +19,11 @@ excluded), as in section 1.
 from __future__ import annotations
 
 import gc
+import itertools
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import polars as pl
 import yaml
 
 from bench.memory import peak_rss_mb, reset_peak_rss
+from bench.rounds import least_of_rounds
 
 INSTRUMENT_ID = "BTCUSDT.BINANCE"
 DENSE_BAR_TYPE = f"{INSTRUMENT_ID}-15-MINUTE-LAST-EXTERNAL"
@@ -154,23 +157,15 @@ def run_node(settings, run_dir: Path, label: str) -> dict[str, Any]:
 
 
 def best_of(jobs: list[tuple[str, Any]], run_dir: Path, repeat: int) -> list[dict[str, Any]]:
-    """Run each ``(label, settings)`` ``repeat`` times, interleaved (a burst of load on the
-    shared machine hits both sides of a ratio alike), and keep each label's least CPU time;
-    every repeat's us/bar is kept too (``us_per_bar_runs``, in order) with their median."""
-    best: dict[str, dict[str, Any]] = {}
-    per_run: dict[str, list[float]] = {label: [] for label, _ in jobs}
-    for i in range(max(repeat, 1)):
-        for label, settings in jobs:  # a fresh run folder each time (the governance registry)
-            run = run_node(settings, run_dir / f"run-{label}-{i}", label)
-            per_run[label].append(run["us_per_bar"])
-            if label not in best or run["cpu_seconds"] < best[label]["cpu_seconds"]:
-                best[label] = run
-    out = [best[label] for label, _ in jobs]
-    for run in out:
-        run["repeats"] = max(repeat, 1)
-        run["us_per_bar_runs"] = per_run[run["run"]]
-        run["median_us_per_bar"] = statistics.median(per_run[run["run"]])
-    return out
+    """Run each ``(label, settings)`` node ``repeat`` times, interleaved, and keep each label's
+    least CPU time (``bench.rounds.least_of_rounds``); a fresh run folder each time (the
+    governance registry)."""
+    counter = itertools.count()
+
+    def job(label: str, settings) -> Callable[[], dict[str, Any]]:
+        return lambda: run_node(settings, run_dir / f"run-{label}-{next(counter)}", label)
+
+    return least_of_rounds([(label, job(label, settings)) for label, settings in jobs], repeat)
 
 
 def shipped_node(

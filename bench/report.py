@@ -30,7 +30,7 @@ def _todo(section: Any) -> str | None:
 
 def _rounds_line(runs: list[dict[str, Any]], median_ratio: float | None = None) -> str:
     """Empty for one round; else each run's us/bar per round (the table shows the least)."""
-    rounds = runs[0].get("repeats", 1)
+    rounds = runs[0].get("rounds", 1)
     if rounds <= 1:
         return ""
     each = "; ".join(
