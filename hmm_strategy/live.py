@@ -22,8 +22,9 @@ def _interrupted_while_loading(_signum, _frame) -> None:
     os._exit(130)  # cli.EXIT_INTERRUPTED, before cli can be imported
 
 
-if __name__ == "__main__":  # a Ctrl-C while the imports below load (~2 s): one line, no traceback
+if __name__ == "__main__":  # Ctrl-C or SIGTERM while the imports below load (~2 s): one line
     signal.signal(signal.SIGINT, _interrupted_while_loading)
+    signal.signal(signal.SIGTERM, _interrupted_while_loading)
 
 import msgspec
 from nautilus_trader.common.config import resolve_config_path
@@ -507,6 +508,11 @@ def exit_process(code: int) -> None:
     sys.exit(code)
 
 
+def _terminated(_signum, _frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM before the node handles signals: the same boundary
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: the usual boundary
+    signal.signal(signal.SIGTERM, _terminated)  # the node's own handler replaces both at start
     exit_process(cli.run_cli(main))

@@ -178,9 +178,11 @@ sys.meta_path.insert(0, SlowMsgspec())
 """
 
 
-def test_ctrl_c_while_the_entry_point_loads_is_one_line(tmp_path: Path) -> None:
-    """Ctrl-C while Python still imports NautilusTrader (the first ~1-2 s): exit 130 with the
-    CLI's one ``error: interrupted`` line, never a ``KeyboardInterrupt`` traceback."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_the_entry_point_loads_is_one_line(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (or a SIGTERM) while Python still imports NautilusTrader (the first ~1-2 s): exit
+    130 with the CLI's one ``error: interrupted`` line, as during the node's start; never a
+    ``KeyboardInterrupt`` traceback, never a silent exit 143."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SLOW_IMPORT)
@@ -194,7 +196,7 @@ def test_ctrl_c_while_the_entry_point_loads_is_one_line(tmp_path: Path) -> None:
     while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert flag.exists(), proc.communicate(timeout=60)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert err.strip() == "error: interrupted", err[-2000:]
