@@ -40,6 +40,8 @@ class CLIError(Exception):
 def one_line(text: object, limit: int = MAX_LINE) -> str:
     """Collapse a message to one line (an operator reads it in a terminal or a log line)."""
     line = " ".join(str(text).split())
+    if not line.isprintable():  # control characters from a venue or a component (ESC, ...)
+        line = "".join(c if c.isprintable() else "?" for c in line)
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

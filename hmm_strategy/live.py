@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     unsaved: list[str] = []
     still_open: list[str] = []
+    any_open: list[str] = []
     working: list[str] = []
     unwritten: list[str] = []
 
@@ -415,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             str(s.id) for s in node.trader.strategies() if getattr(s, "checkpoint_failed", False)
         )
         still_open.extend(positions_left_open(node))
+        any_open.extend(positions_left_open(node, closing_only=False))
         working.extend(orders_left_working(node))
         venues = sorted({a.id.get_issuer() for a in node.cache.accounts()})
         from nautilus_trader.model.identifiers import Venue
@@ -438,10 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     except NodeStartError as exc:
         print(cli.one_line(f"error: {exc}"), file=sys.stderr)
         return EXIT_START
-    except NodeRunError as exc:
-        left = f"; positions still open: {'; '.join(still_open)}" if still_open else ""
-        orders = f"; orders still working: {'; '.join(working)}" if working else ""
-        print(cli.one_line(f"error: {exc}{left}{orders}"), file=sys.stderr)
+    except NodeRunError as exc:  # what the operator must act on first (the line is cut at 400)
+        left = [f"positions still open: {'; '.join(any_open)}"] if any_open else []
+        left += [f"orders still working: {'; '.join(working)}"] if working else []
+        print(cli.one_line("error: " + "; ".join([*left, str(exc)])), file=sys.stderr)
         return EXIT_RUN
     reports = f"reports in {run_dir}/" if not unwritten else f"reports NOT written ({unwritten[0]})"
     if still_open:
@@ -476,15 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def positions_left_open(node) -> list[str]:
+def positions_left_open(node, closing_only: bool = True) -> list[str]:
     """``"SHORT 33.28 BTCUSDT.BINANCE (HMMRegimeStrategy-001)"`` for every position still open
-    after the stop whose strategy closes its positions on stop (``close_positions_on_stop``)."""
+    after the stop whose strategy closes its positions on stop (``close_positions_on_stop``), or
+    of any strategy (``closing_only=False``: after a failure)."""
     strategies = node.trader.strategies()
     closing = {s.id for s in strategies if getattr(s.config, "close_positions_on_stop", False)}
     return [
         f"{p.side.name} {p.quantity} {p.instrument_id} ({p.strategy_id})"
         for p in node.cache.positions_open()
-        if p.strategy_id in closing
+        if p.strategy_id in closing or not closing_only
     ]
 
 

@@ -30,19 +30,26 @@ class ShutdownAfterConfig(ActorConfig, frozen=True):
 
 
 class ShutdownAfter(Actor):
-    """Sends ``ShutdownSystem`` once it has seen ``bars`` bars."""
+    """Sends ``ShutdownSystem`` once it has seen ``bars`` bars (``bars: 0``: at the first
+    position opened, with a control character in the reason)."""
 
     def on_start(self) -> None:
-        self.seen = 0
+        self.seen, self.sent = 0, False
         self.msgbus.subscribe("data.bars.*", self.on_any_bar)
+        self.msgbus.subscribe("events.position.*", self.on_position)
 
     def on_any_bar(self, bar) -> None:
         self.seen += 1
         if self.seen == self.config.bars:
             self.shutdown_system(self.config.reason)
 
+    def on_position(self, event) -> None:
+        if self.config.bars == 0 and type(event).__name__ == "PositionOpened" and not self.sent:
+            self.sent = True
+            self.shutdown_system(f"\x1b[31m{self.config.reason}")
 
-def test_a_node_that_shuts_itself_down_exits_non_zero_naming_the_reason(tmp_path: Path) -> None:
+
+def _run(tmp_path: Path, bars: int, strategy: dict) -> subprocess.CompletedProcess:
     override = {
         "live": {
             "output_dir": str(tmp_path / "runs"),
@@ -50,12 +57,12 @@ def test_a_node_that_shuts_itself_down_exits_non_zero_naming_the_reason(tmp_path
             "state_dir": str(tmp_path / "state"),
             "venues": {"replay": {"replay": {"n_bars": 3000, "speed": 0}}},
         },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}, **strategy}}],
         "actors": [
             {
                 "name": "shutdown",
                 "path": "tests.test_node_shutdown:ShutdownAfter",
-                "config": {"bars": 800, "reason": "risk limit breached (test)"},
+                "config": {"bars": bars, "reason": "risk limit breached (test)"},
             }
         ],
     }
@@ -68,10 +75,32 @@ def test_a_node_that_shuts_itself_down_exits_non_zero_naming_the_reason(tmp_path
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TRADING_ENABLED", None)
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == EXIT_RUN, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     assert "stopped cleanly" not in proc.stdout
+    assert "Traceback" not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    return line
+
+
+def test_a_node_that_shuts_itself_down_exits_non_zero_naming_the_reason(tmp_path: Path) -> None:
+    line = _error_line(_run(tmp_path, 800, {}))
     assert line.startswith("error: trading node shut itself down: ShutdownAfter"), line
     assert "risk limit breached (test)" in line, line
-    assert "Traceback" not in proc.stderr
+    # the kernel's own stop ran, and only it: not a second stop that skips its wait
+    (log,) = (tmp_path / "logs").glob("*.log")
+    stops = [x for x in log.read_text().splitlines() if x.endswith(".TradingNode: STOPPING")]
+    assert len(stops) == 1, stops
+
+
+def test_positions_left_by_a_shutdown_come_first_in_the_line(tmp_path: Path) -> None:
+    """A strategy that does not close on stop keeps its position through the kernel's stop: the
+    line names it before the cause, and no control character from the reason reaches it."""
+    line = _error_line(_run(tmp_path, 0, {"close_positions_on_stop": False}))
+    assert line.startswith("error: positions still open: "), line
+    assert "BTCUSDT.BINANCE (HMMRegimeStrategy-001)" in line, line
+    assert "; trading node shut itself down: ShutdownAfter: ?[31mrisk limit breached" in line, line
+    assert line.isprintable()

@@ -556,7 +556,8 @@ def build_trading_node_config(
     timeout_reconciliation: float = 10.0,
     timeout_portfolio: float = 10.0,
     timeout_disconnection: float = 10.0,
-    timeout_post_stop: float = 2.0,  # run_node has waited for the orders (exit_markets)
+    timeout_post_stop: float = 2.0,  # run_node has waited for the orders (exit_markets); after
+    # a ShutdownSystem the kernel's own stop waits only this long for the strategies' closes
     data_engine: LiveDataEngineConfig | None = None,
     exec_engine: LiveExecEngineConfig | None = None,
 ) -> TradingNodeConfig:

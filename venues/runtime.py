@@ -168,8 +168,12 @@ def run_node(
                     break
                 await asyncio.sleep(poll_secs)
         finally:
-            if node.is_running():
+            before_stop = len(shutdowns)  # sent by a component while the node ran
+            if node.is_running() and not shutdowns:
                 await exit_markets(node)
+            if shutdowns and not node.kernel.trader.is_running:
+                await wait_for_kernel_stop(node)  # the kernel's own stop: never a second one
+            if node.is_running():
                 await node.stop_async()
             if not run_task.done():
                 try:
@@ -184,7 +188,8 @@ def run_node(
         if failure is not None:
             raise NodeRunError(f"trading node stopped on an error: {_cause(failure)}") from failure
         if shutdowns:
-            raise NodeRunError(f"trading node shut itself down: {shutdowns[0]}")
+            what = "shut itself down" if before_stop else "failed while stopping"
+            raise NodeRunError(f"trading node {what}: {shutdowns[0]}")
 
     try:
         loop.run_until_complete(drive())
@@ -198,19 +203,30 @@ def run_node(
 
 
 def record_shutdowns(node: TradingNode) -> list[str]:
-    """Every ``ShutdownSystem`` a component sends (an engine whose queue raised, with
+    """Every ``ShutdownSystem`` sent to this trader (an engine whose queue raised, with
     ``graceful_shutdown_on_exception``; an actor calling ``shutdown_system``), as ``"<component>:
-    <reason>"``. The kernel then stops at once, without :func:`exit_markets`: that is a failure,
-    never a clean stop (:func:`run_node` raises :class:`NodeRunError`). Our own stop path does
-    not send one."""
+    <reason>"``. The kernel then stops at once: the strategies send their closing orders once, in
+    ``on_stop``, without :func:`exit_markets`' wait and retry. That is a failure, never a clean stop
+    (:func:`run_node` raises :class:`NodeRunError`); our own stop path sends none."""
     received: list[str] = []
+    trader_id = getattr(node, "trader_id", None)
 
     def on_shutdown(command) -> None:
-        reason = " ".join(str(command.reason or "no reason given").split())
-        received.append(f"{command.component_id}: {reason}")
+        if trader_id is not None and command.trader_id != trader_id:
+            return  # the kernel ignores it too
+        received.append(f"{command.component_id}: {command.reason or 'no reason given'}")
 
     node.kernel.msgbus.subscribe("commands.system.shutdown", on_shutdown, priority=100)
     return received
+
+
+async def wait_for_kernel_stop(node: TradingNode, poll_secs: float = 0.05) -> None:
+    """Wait for the stop the kernel began on a ``ShutdownSystem`` (it waits for the strategies'
+    closing orders, then disconnects), as long as that stop may take."""
+    config, loop = node._config, asyncio.get_running_loop()
+    deadline = loop.time() + config.timeout_post_stop + config.timeout_disconnection + 5.0
+    while node.is_running() and loop.time() < deadline:
+        await asyncio.sleep(poll_secs)
 
 
 def stop_on_signals(node: TradingNode, loop: asyncio.AbstractEventLoop) -> list[str]:
