@@ -323,6 +323,7 @@ class MetricsExporter(Actor):
         # backtest without a server: RegimeUpdates per strategy/instrument, written into the
         # gauges when read (render, stop) instead of on every bar; None: written at once
         self._deferred: dict[tuple[str, str], list[RegimeUpdate]] | None = None
+        self._started_ns = 0  # clock time at start: the staleness gauges' zero
 
     # -- metrics ---------------------------------------------------------------------------------
 
@@ -500,6 +501,7 @@ class MetricsExporter(Actor):
             if dead:
                 self.log.info(f"Dropped the gauges of {len(dead)} dead process(es)")
         self._live = isinstance(self.clock, LiveClock)
+        self._started_ns = self.clock.timestamp_ns()
         self._zero_initialise()
         self.msgbus.subscribe("events.order.*", self.on_order_event)
         self.msgbus.subscribe("events.position.*", self.on_position_event)
@@ -825,15 +827,19 @@ class MetricsExporter(Actor):
             self._flush_last_bars()
 
     def _flush_last_bars(self) -> None:
-        """Backtest without a server: each staleness gauge is the arrival of its bar type's last
-        bar, read from the cache when the metrics are read (a simulated clock handles a bar at its
-        ``ts_init``: the value a write per bar leaves), not a gauge write per bar."""
+        """Backtest without a server: each staleness gauge is the arrival of its bar type's newest
+        bar since the start, read from the cache when the metrics are read (a simulated clock
+        handles a bar at its ``ts_init``: the value a write per bar leaves), not a gauge write per
+        bar. The newest, not ``cache.bar()``: that is the last one *added*, and the bars of a
+        history request are added too (older ones, never published on the live topic)."""
         last: dict[str, int] = {}
         for bar_type in self.cache.bar_types():
             key = str(bar_type.standard())  # what the data engine publishes under
-            bar = self.cache.bar(bar_type) if key in self._bar_watchers else None
-            if bar is not None and bar.ts_init > last.get(key, -1):
-                last[key] = bar.ts_init
+            if key not in self._bar_watchers:
+                continue
+            for bar in self.cache.bars(bar_type):
+                if bar.ts_init >= self._started_ns and bar.ts_init > last.get(key, -1):
+                    last[key] = bar.ts_init
         for key, ts in last.items():
             for labels in self._bar_watchers[key]:
                 self.last_bar.labels(*labels).set(ts / 1e9)

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
 from nautilus_trader.backtest.models import LatencyModel
-from nautilus_trader.config import LoggingConfig, StrategyConfig
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig, LoggingConfig, StrategyConfig
 from nautilus_trader.examples.strategies.ema_cross import EMACross, EMACrossConfig
 from nautilus_trader.model.currencies import USDT
 from nautilus_trader.model.data import Bar, BarType
@@ -378,6 +379,54 @@ def test_exporter_values_match_the_engine():
     finally:
         engine.end()
         engine.dispose()
+
+
+class HistoryAtBar(Actor):
+    """At its ``at``-th bar, feeds the data engine the answer to a history request: the first
+    100 bars again, older than the live ones (cached, but not published on the live topic)."""
+
+    def __init__(self, bar_type: BarType, at: int | None) -> None:
+        super().__init__(ActorConfig(component_id="HistoryAtBar"))
+        self.bar_type, self.at, self.seen = bar_type, at, 0
+
+    def on_start(self) -> None:
+        self.subscribe_bars(self.bar_type)
+
+    def on_bar(self, bar: Bar) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            for old in make_bars(self.bar_type, 100):
+                self._data_engine.process_historical(old)
+
+
+@pytest.mark.parametrize("history_at", [None, 250, 400])
+def test_staleness_gauge_read_from_the_cache_equals_a_write_per_bar(history_at):
+    """An unserved backtest fills ``market_data_last_bar_epoch`` from the cache when read; a
+    served one writes it at every bar. Same values, also when history bars (older, cached, never
+    published on the live topic) arrive mid-run or with the last bar (``cache.bar()``, the bar
+    added last, then took the gauge back in time)."""
+    values = []
+    for config in (
+        MetricsExporterConfig(serve="always", port=free_port()),  # per bar
+        MetricsExporterConfig(serve="never", port=0),  # from the cache when read
+    ):
+        engine, exporter, _probe, bar_type = build_engine(config)
+        feeder = HistoryAtBar(bar_type, history_at)
+        engine.add_actor(feeder)
+        feeder._data_engine = engine.kernel.data_engine
+        try:
+            engine.run(streaming=True)
+            mid = parse(exporter.render())
+            engine.end()
+            end = parse(exporter.render())
+        finally:
+            engine.dispose()
+        gauge = "market_data_last_bar_epoch"
+        values.append([{k: v for k, v in s.items() if k[0] == gauge} for s in (mid, end)])
+    served, unserved = values
+    assert served == unserved
+    last = max(b.ts_init for b in make_bars(bar_type, 400)) / 1e9
+    assert set(served[1].values()) == {last}
 
 
 def test_model_age_uses_the_timestamp_in_an_artifact_version():
