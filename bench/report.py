@@ -140,13 +140,15 @@ def markdown(result: dict[str, Any]) -> str:
         )
     add("")
     add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
-    if line := _rounds_line(node["runs"]):
+    if line := _rounds_line(node["runs"], node.get("shipped_vs_noop_median")):
         add(line)
     if costs := node.get("actor_costs"):
         add("")
         add(
-            "Where it goes (one run each): the strategy with no actor, then with each shipped "
-            "actor alone; added = over the strategy alone (over the no-op for the first row)."
+            "Where it goes: the strategy with no actor, then with each shipped actor alone (each "
+            "the least of the same rounds); added = over the strategy alone (over the no-op for "
+            "the first row). An actor's row includes what it makes the strategy trade, so the "
+            "rows do not add up to the shipped node."
         )
         add("")
         add("| run | us/bar (CPU) | added us/bar | no-op / run | orders |")
@@ -180,9 +182,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"The same pair with the strategy alone (no actor, one run each): dense "
             f"{dense_alone['us_per_bar']:.1f}, XNYS hourly {sparse_alone['us_per_bar']:.1f} us/bar "
             f"({dense_alone['orders']:,} and {sparse_alone['orders']:,} orders), ratio "
-            f"{sparse['strategy_alone_sparse_vs_dense']:.3f}: the calendar's own cost per bar; "
-            "the rest of the gap is what the actors decide over 23 years of trading days "
-            "against 14 months (daily allocations, governance reviews) and the orders that follow."
+            f"{sparse['strategy_alone_sparse_vs_dense']:.3f}: the calendar's own cost per bar. "
+            "The actors' daily work (allocations, governance reviews) and the orders it causes "
+            f"are paid per trading day: {sparse['sparse_trading_days']:,} of them in the XNYS "
+            f"span against {sparse['dense_span_days']:,.0f} days in the dense one."
         )
     add("")
 

@@ -345,14 +345,19 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
         # a process of its own: the paper nodes above leave NautilusTrader process-wide state
         # that a live Binance node must not inherit (bench.sim)
         output = work / "sim.json"
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.sim", "--bars", str(sizes.sim_bars),
-             "--work-dir", str(work / "sim"), "--output", str(output)],
-            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-        )  # fmt: skip
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "bench.sim", "--bars", str(sizes.sim_bars),
+                 "--work-dir", str(work / "sim"), "--output", str(output)],
+                cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                timeout=900,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"status": "error", "reason": "no result in 900 s"}
         if proc.returncode != 0:
             lines = [x for x in proc.stderr.splitlines() if x.strip()] or ["no output"]
-            return {"status": "error", "reason": f"exit {proc.returncode}: {lines[-1][-300:]}"}
+            tail = " | ".join(lines[-3:])[-500:]
+            return {"status": "error", "reason": f"exit {proc.returncode}: {tail}"}
         return json.loads(output.read_text())
 
     result["sim_latency"] = _optional("venues.sim", sim)

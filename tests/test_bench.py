@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,8 @@ def test_result_document_has_every_section(tiny) -> None:
     assert (noop["run"], noop["actors"], shipped["run"]) == ("noop", [], "shipped")
     assert len(shipped["actors"]) == 5 and noop["bars"] == shipped["bars"] == node["bars"] > 0
     assert math.isclose(node["shipped_vs_noop"], shipped["bars_per_s"] / noop["bars_per_s"])
+    pairs = zip(noop["us_per_bar_runs"], shipped["us_per_bar_runs"], strict=True)
+    assert math.isclose(node["shipped_vs_noop_median"], statistics.median(n / x for n, x in pairs))
     alone, *each = node["actor_costs"]  # the strategy alone, then with each shipped actor
     assert [r["run"] for r in each] == [f"+ {name}" for name in shipped["actors"]]
     assert math.isclose(alone["added_us_per_bar"], alone["us_per_bar"] - noop["us_per_bar"])
@@ -144,6 +147,9 @@ def test_result_document_has_every_section(tiny) -> None:
         assert math.isclose(r["vs_noop"], noop["us_per_bar"] / r["us_per_bar"])
     dense, xnys = result["sparse_calendar"]["runs"]
     dense_alone, xnys_alone = result["sparse_calendar"]["strategy_alone"]
+    assert 0 < result["sparse_calendar"]["dense_span_days"] < result["sparse_calendar"][
+        "sparse_trading_days"
+    ]  # the same bars: 15-minute bars every day against an hourly session a trading day
     assert dense_alone["actors"] == xnys_alone["actors"] == []
     assert xnys_alone["bars"] == xnys["bars"]
     assert math.isclose(
