@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="~1.5-minute version (smaller sizes)")
+    size.add_argument("--quick", action="store_true", help="~2.5-minute version (smaller sizes)")
     size.add_argument("--mode", choices=sorted(MODES), help="full (default), quick or tiny")
     parser.add_argument(
         "--output",

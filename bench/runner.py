@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 
 class Sizes(msgspec.Struct, frozen=True):
-    """How much work each section does (``full`` is the reference; ``quick`` ~1.5 minutes)."""
+    """How much work each section does (``full`` is the reference; ``quick`` ~2.5 minutes)."""
 
     main_bars: int
     rounds: int  # interleaved repeats of the throughput and node pairs (least CPU time kept)
