@@ -74,7 +74,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="paper = simulated fills (default); live = real orders, also needs "
         "TRADING_ENABLED=true",
     )
-    parser.add_argument("--duration", type=cli.positive_float, help="stop after this many seconds")
+    parser.add_argument(
+        "--duration",
+        type=cli.positive_float,
+        help="stop after this many seconds of trading (counted from the trader's start: after "
+        "connecting, reconciling and any warm start), closing positions first",
+    )
     parser.add_argument(
         "--exit-when-replayed",
         action="store_true",
