@@ -330,6 +330,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     count(CapitalAllocator, "_on_idle", "allocator_idle")
     count(DataTimeSampler, "_on_alert", "alerts")
     count(MetricsExporter, "refresh", "refresh")
+    count(MetricsExporter, "on_bar_data", "exporter_bars")
     count(operator_queue, "pending", "listings")
     count(RollingStats, "push", "pushes")
     count(PolicyEngine, "_transition", "transitions")
@@ -363,7 +364,7 @@ def test_shipped_node_actors_work_once_per_bar_on_dense_data(
 ) -> None:
     """configs/node.yaml on real BTCUSDT 15-minute bars: one governance and one allocator
     sample per bar, no listing of the (absent) overrides folder, no portfolio refresh until
-    the exporter stops."""
+    the exporter stops, no bar handled by the exporter."""
     override = {
         "backtest": {"catalog_path": str(tmp_path / "catalog")},
         "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
@@ -387,6 +388,8 @@ def test_shipped_node_actors_work_once_per_bar_on_dense_data(
     # the staleness gauge's labelled child is looked up once per bar type, not once per bar
     last_bar = [c for c in counted["labels"] if c[0]._name == "market_data_last_bar_epoch"]
     assert len(last_bar) <= 3
+    # an unserved backtest's exporter takes no bar: its staleness gauges come from the cache
+    assert counted["exporter_bars"] == []
 
 
 def test_sparse_calendar_costs_per_bar_not_per_closed_hour(
