@@ -16,7 +16,6 @@ import cProfile
 import gc
 import io
 import pstats
-import statistics
 import time
 import warnings
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from nautilus_trader.trading.strategy import Strategy
 from backtests.scaling import VENUE_SETTINGS, install_linear_scaling
 from bench.data import BAR_TYPE, instrument
 from bench.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
-from bench.rounds import least_of_rounds
+from bench.rounds import least_of_rounds, median_ratio
 from hmm_strategy.strategy import HMMRegimeStrategy, HMMRegimeStrategyConfig
 
 STRATEGIES = ("noop", "ema_cross", "hmm")
@@ -221,7 +220,6 @@ def throughput_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "hmm_vs_noop_wall": hmm["bars_per_wall_s"] / noop["bars_per_wall_s"],
         "hmm_vs_ema_cross_wall": hmm["bars_per_wall_s"] / ema["bars_per_wall_s"],
     }
-    if "us_per_bar_runs" in hmm:  # interleaved rounds: a round's runs went back to back
-        pairs = zip(noop["us_per_bar_runs"], hmm["us_per_bar_runs"], strict=True)
-        ratios["hmm_vs_noop_median"] = statistics.median(n / h for n, h in pairs)
+    if "us_per_bar_runs" in hmm:  # interleaved rounds
+        ratios["hmm_vs_noop_median"] = median_ratio(noop, hmm)
     return ratios

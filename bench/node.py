@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import polars as pl
 import yaml
 
 from bench.memory import peak_rss_mb, reset_peak_rss
-from bench.rounds import least_of_rounds
+from bench.rounds import least_of_rounds, median_ratio
 
 INSTRUMENT_ID = "BTCUSDT.BINANCE"
 DENSE_BAR_TYPE = f"{INSTRUMENT_ID}-15-MINUTE-LAST-EXTERNAL"
@@ -186,9 +185,7 @@ def shipped_node(
         "bars": shipped["bars"],
         "runs": runs,
         "shipped_vs_noop": shipped["bars_per_s"] / noop["bars_per_s"],
-        "shipped_vs_noop_median": statistics.median(
-            n / x for n, x in zip(noop["us_per_bar_runs"], shipped["us_per_bar_runs"], strict=True)
-        ),
+        "shipped_vs_noop_median": median_ratio(noop, shipped),
         "actor_costs": actor_costs(work, jobs[1][1], noop, repeat),
     }
 
@@ -235,7 +232,6 @@ def sparse_calendar(
         )
     ]
     dense_run, sparse_run = runs = best_of(jobs, work, repeat)
-    pairs = zip(dense_run["us_per_bar_runs"], sparse_run["us_per_bar_runs"], strict=True)
     # the same pair with the strategy alone: the calendar's own cost per bar, without the work
     # the actors do once per trading day (allocations, governance reviews) and its orders
     alone = [
@@ -249,9 +245,7 @@ def sparse_calendar(
         "dense_span_days": float(frame["ts_event"][-1] - frame["ts_event"][0]) / (86_400 * 1e9),
         "runs": runs,
         "per_bar_cost_sparse_vs_dense": sparse_run["us_per_bar"] / dense_run["us_per_bar"],
-        # each repeat's pair ran back to back: the median of their ratios (the least CPU times
-        # above may come from different repeats)
-        "per_bar_cost_sparse_vs_dense_median": statistics.median(x / d for d, x in pairs),
+        "per_bar_cost_sparse_vs_dense_median": median_ratio(sparse_run, dense_run),
         "strategy_alone": alone,
         "strategy_alone_sparse_vs_dense": alone[1]["us_per_bar"] / alone[0]["us_per_bar"],
     }

@@ -28,16 +28,25 @@ def _todo(section: Any) -> str | None:
     return None
 
 
-def _rounds_line(runs: list[dict[str, Any]], median_ratio: float | None = None) -> str:
-    """Empty for one round; else each run's us/bar per round (the table shows the least)."""
+def _rounds_line(
+    runs: list[dict[str, Any]],
+    median_ratio: float | None = None,
+    label: str = "run",
+    ratio_name: str = "",
+) -> str:
+    """Empty for one round; else each run's us/bar per round (the table shows the least) and
+    the median of the per-round ratio (``ratio_name``, when the runs are more than a pair)."""
     rounds = runs[0].get("rounds", 1)
     if rounds <= 1:
         return ""
     each = "; ".join(
-        f"{r['run']} " + ", ".join(f"{x:.1f}" for x in r["us_per_bar_runs"]) for r in runs
+        f"{r[label]} " + ", ".join(f"{x:.1f}" for x in r["us_per_bar_runs"]) for r in runs
     )
-    ratio = "" if median_ratio is None else f" Median of the per-round ratios: {median_ratio:.3f}."
-    return f"\nLeast CPU time of {rounds} interleaved rounds; each round's us/bar: {each}.{ratio}\n"
+    line = f"Least CPU time of {rounds} interleaved rounds; each round's us/bar: {each}."
+    if median_ratio is None:
+        return line
+    name = f"{ratio_name} " if ratio_name else ""
+    return f"{line} Median of the per-round {name}ratios: {median_ratio:.3f}."
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -79,17 +88,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     ratios = bt["ratios"]
     add("")
-    rounds = bt.get("rounds", 1)
-    if rounds > 1:
-        add(
-            f"Each strategy's least CPU time of {rounds} interleaved rounds (a round runs the "
-            "three in turn); every round's us/bar: "
-            + "; ".join(
-                f"{r['strategy']} " + ", ".join(f"{x:.1f}" for x in r["us_per_bar_runs"])
-                for r in bt["runs"]
-            )
-            + f". Median of the per-round HMM / no-op ratios: {ratios['hmm_vs_noop_median']:.3f}."
-        )
+    median = ratios.get("hmm_vs_noop_median")
+    if line := _rounds_line(bt["runs"], median, label="strategy", ratio_name="HMM / no-op"):
+        add(line)
         add("")
     add(
         f"HMM / no-op = {ratios['hmm_vs_noop']:.2f}, HMM / EMA cross = "
@@ -141,6 +142,7 @@ def markdown(result: dict[str, Any]) -> str:
     add("")
     add(f"Shipped / no-op = {node['shipped_vs_noop']:.3f} (the in-run fit is inside the run).")
     if line := _rounds_line(node["runs"], node.get("shipped_vs_noop_median")):
+        add("")
         add(line)
     if costs := node.get("actor_costs"):
         add("")
@@ -174,6 +176,7 @@ def markdown(result: dict[str, Any]) -> str:
     add("")
     add(f"Per-bar cost XNYS hourly / dense = {sparse['per_bar_cost_sparse_vs_dense']:.3f}.")
     if line := _rounds_line(sparse["runs"], sparse.get("per_bar_cost_sparse_vs_dense_median")):
+        add("")
         add(line)
     if alone := sparse.get("strategy_alone"):
         dense_alone, sparse_alone = alone

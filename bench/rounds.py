@@ -32,3 +32,10 @@ def least_of_rounds(
         result["us_per_bar_runs"] = per_round[label]
         result["median_us_per_bar"] = statistics.median(per_round[label])
     return out
+
+
+def median_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Median over the rounds of ``a``'s us/bar over ``b``'s in the same round (a round's runs
+    went back to back; the least CPU times of two runs may come from different rounds)."""
+    pairs = zip(a["us_per_bar_runs"], b["us_per_bar_runs"], strict=True)
+    return statistics.median(x / y for x, y in pairs)
