@@ -6,10 +6,9 @@ paths, and idle BLAS worker threads spinning on a shared 2-core machine only add
 
 from __future__ import annotations
 
-import os
+from bench import pin_blas_threads
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+pin_blas_threads()
 
 
 def main(argv: list[str] | None = None) -> int:

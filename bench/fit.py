@@ -141,10 +141,9 @@ def walk_forward_benchmark(
 def _walk_forward_task(work_dir: str, seed: int, days: int, train: str, test: str,
                        max_folds: int | None) -> dict[str, Any]:
     """One series' walk-forward in a Dask worker process (BLAS pinned to one thread)."""
-    import os
+    from bench import pin_blas_threads
 
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    pin_blas_threads()
     cpu = time.process_time()
     out = walk_forward_benchmark(
         Path(work_dir), days=days, train=train, test=test, max_folds=max_folds, seed=seed

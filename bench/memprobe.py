@@ -11,10 +11,9 @@ process as well.
 
 from __future__ import annotations
 
-import os
+from bench import pin_blas_threads
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+pin_blas_threads()
 
 from datetime import timedelta  # noqa: E402
 

@@ -346,11 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m bench.node``: only these sections (what users run), JSON on stdout."""
     import argparse
     import json
-    import os
     import tempfile
 
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    from bench import pin_blas_threads
+
+    pin_blas_threads()
     from bench.data import benchmark_frame
     from bench.machine import machine_info
 

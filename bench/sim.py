@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     process of its own; the JSON result goes to FILE."""
     import argparse
 
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    from bench import pin_blas_threads
+
+    pin_blas_threads()
     parser = argparse.ArgumentParser(prog="python -m bench.sim", description=main.__doc__)
     parser.add_argument("--bars", type=int, required=True, help="trading bars")
     parser.add_argument("--work-dir", type=Path, required=True)
