@@ -49,6 +49,11 @@ def _rounds_line(
     return f"{line} Median of the per-round {name}ratios: {median_ratio:.3f}."
 
 
+def _least(run: dict[str, Any]) -> str:
+    rounds = run.get("rounds", 1)
+    return f"least of {rounds} interleaved rounds" if rounds > 1 else "one run each"
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
@@ -182,7 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
         dense_alone, sparse_alone = alone
         add("")
         add(
-            f"The same pair with the strategy alone (no actor, one run each): dense "
+            f"The same pair with the strategy alone (no actor, {_least(dense_alone)}): dense "
             f"{dense_alone['us_per_bar']:.1f}, XNYS hourly {sparse_alone['us_per_bar']:.1f} us/bar "
             f"({dense_alone['orders']:,} and {sparse_alone['orders']:,} orders), ratio "
             f"{sparse['strategy_alone_sparse_vs_dense']:.3f}: the calendar's own cost per bar. "
@@ -204,6 +209,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {ratio:.2f} | {r['orders']:,} | {_f(r['peak_rss_mb'], ',.0f')} |"
         )
     add("")
+    if line := _rounds_line(many["runs"]):
+        medians = many.get("cost_vs_one_instrument_median", {})
+        each = ", ".join(f"{n}: {x:.2f}" for n, x in medians.items() if n != "1")
+        add(f"{line} Median of the per-round ratios to 1 instrument: {each}." if each else line)
+        add("")
 
     prof = result["profile"]
     add(f"Where the HMM backtest's Python time goes (cProfile, {prof['bars']:,} bars; own time):")

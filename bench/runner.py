@@ -265,7 +265,7 @@ def run(mode: str, command: str, work_dir: Path | None = None) -> dict[str, Any]
     from bench.node import many_instruments
 
     result["many_instruments"] = many_instruments(
-        work / "many", frame, sizes.many_counts, sizes.many_bars
+        work / "many", frame, sizes.many_counts, sizes.many_bars, sizes.rounds
     )
 
     _log(f"profile: hmm over {sizes.profile_bars:,} bars under cProfile")

@@ -170,6 +170,8 @@ def test_result_document_has_every_section(tiny) -> None:
             many["cost_vs_one_instrument"][str(r["instruments"])],
             r["us_per_bar_per_instrument"] / many["runs"][0]["us_per_bar_per_instrument"],
         )
+        assert r["rounds"] == result["settings"]["rounds"] == len(r["us_per_bar_runs"])
+    assert set(many["cost_vs_one_instrument_median"]) == set(many["cost_vs_one_instrument"])
     dwf = result["walk_forward_dask"]
     assert dwf["series"] == len(dwf["tasks"]) == result["settings"]["dask_series"]
     assert dwf["folds"] >= dwf["series"] and dwf["wall_seconds"] >= dwf["compute_wall_seconds"]
@@ -243,3 +245,23 @@ def test_missing_module_gives_a_todo_entry_and_the_table_says_so(tiny, tmp_path:
     doc = tmp_path / "new.md"
     update_doc(doc, table)  # a doc without markers gets them
     assert BEGIN in doc.read_text() and table in doc.read_text()
+
+
+def test_pin_blas_threads_limits_a_pool_loaded_before_it(monkeypatch) -> None:
+    """``python -m bench.node`` imports numpy before its ``main`` pins: the pool numpy loaded
+    must still be limited, not only the environment of what loads later."""
+    import numpy  # noqa: F401  (the pool to limit is numpy's, loaded before the pin)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from bench import BLAS_THREAD_VARS, pin_blas_threads
+
+    for var in BLAS_THREAD_VARS:  # unset, and unset again after the test (setenv records it)
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    original = threadpool_limits(limits=2, user_api="blas")  # a pool of 2 before the pin
+    try:
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {2}
+        pin_blas_threads()
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} == {1}
+    finally:
+        original.restore_original_limits()
