@@ -14,9 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hmm_strategy.config import REPO_ROOT
+from tests.helpers import live_override, override_file
 from venues.sim import SimConfig
 
 KEYS = {"BINANCE_API_KEY": "sim-test-key", "BINANCE_API_SECRET": "sim-test-secret"}
@@ -40,15 +39,10 @@ def node_override(
     strategy: dict[str, Any] | None = None,
 ) -> Path:
     """The shipped config on the sim: its URLs, 1-second bars, a short in-run fit."""
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "timeout_connection": 20.0,
-            "venues": {"binance_sim": urls},
-            **(live or {}),
-        },
-        "strategies": [{"name": "hmm_btc", "config": {
+    data = live_override(
+        tmp,
+        live={"timeout_connection": 20.0, "venues": {"binance_sim": urls}, **(live or {})},
+        strategies=[{"name": "hmm_btc", "config": {
             "bar_type": "BTCUSDT.BINANCE-1-SECOND-LAST-EXTERNAL",
             "features": {"vol_window": 5, "volume_window": 10},
             "fit": {"warmup_bars": 310, "n_restarts": 1, "n_iter": 30, "sticky": 0.0},
@@ -56,10 +50,8 @@ def node_override(
             "checkpoint_interval_secs": 0.5,
             **(strategy or {}),
         }}],
-    }  # fmt: skip
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )  # fmt: skip
+    return override_file(tmp, data, name)
 
 
 def adapter_urls(venue) -> dict[str, str]:

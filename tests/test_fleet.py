@@ -16,6 +16,7 @@ import yaml
 from hmm_strategy.config import REPO_ROOT, ConfigError, trading_node_config, venue_settings
 from hmm_strategy.live import parse_args, resolve_settings
 from ops.node import check_distinct, load_fleet, resolve_node
+from tests.helpers import live_override, override_file
 
 FLEET = REPO_ROOT / "configs" / "fleet"
 DUMMY_KEYS = {
@@ -69,9 +70,7 @@ def test_every_fleet_node_builds_offline(
         monkeypatch.setenv(key, value)
     from venues.builders import build_trading_node
 
-    dirs = tmp_path / "dirs.yaml"
-    dirs.write_text(yaml.safe_dump({"live": {"state_dir": str(tmp_path / "state"),
-                                             "log_dir": str(tmp_path / "logs")}}))  # fmt: skip
+    dirs = override_file(tmp_path, live_override(tmp_path), "dirs.yaml")
     argv = ["--venue", entry["venue"]]
     argv += [a for o in [*entry["overrides"], str(dirs)] for a in ("--override", o)]
     settings, name = resolve_settings(parse_args(argv), dict(os.environ))

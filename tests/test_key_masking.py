@@ -13,10 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import EXIT_START
+from tests.helpers import live_override, override_file
 from venues.secrets import MASKED_KEY, MaskedKeyHttpClient
 
 KEY = "SNTLk3y5ecretMIDDLEpartQ7zz"
@@ -24,18 +23,8 @@ SECRET = "SNTLs3cr3tDONOTPRINTxyzw"
 
 
 def test_bybit_api_key_is_fully_masked_in_node_output_and_logs(tmp_path: Path) -> None:
-    override = tmp_path / "fast.yaml"
-    override.write_text(
-        yaml.safe_dump(
-            {
-                "live": {
-                    "timeout_connection": 2.0,
-                    "log_dir": str(tmp_path / "logs"),
-                    "state_dir": str(tmp_path / "state"),
-                }
-            }
-        )
-    )
+    data = live_override(tmp_path, live={"timeout_connection": 2.0})
+    override = override_file(tmp_path, data, "fast.yaml")
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO_ROOT),

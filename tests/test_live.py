@@ -26,7 +26,7 @@ from hmm_strategy.config import (
 )
 from hmm_strategy.live import main, parse_args, resolve_settings
 from hmm_strategy.synthetic import generate_regime_bars
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, merged, override_file
 
 # Building a node without running it leaves adapter coroutines un-awaited (NautilusTrader's own).
 pytestmark = [
@@ -47,18 +47,13 @@ FILL_COLUMNS = ["ts_last", "side", "filled_qty", "avg_px"]
 
 def fast_override(tmp: Path, replay: dict | None = None, extra: dict | None = None) -> Path:
     """Small, fast replay and warm-up; everything else is the shipped config."""
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 2_500, "speed": 0, **(replay or {})}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
-        **(extra or {}),
-    }
-    path = tmp / "fast.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    data = live_override(
+        tmp,
+        replay_bars=2_500,
+        replay=replay,
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+    )
+    return override_file(tmp, merged(data, extra or {}), "fast.yaml")
 
 
 @pytest.mark.parametrize("venue_name", VENUES)

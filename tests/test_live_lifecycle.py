@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import polars as pl
-import yaml
 
 from actors.model_lifecycle import read_lifecycle
 from actors.registry import read_registry
+from tests.helpers import live_override, override_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SID = "HMMRegimeStrategy-001"
@@ -24,16 +24,14 @@ FIT = {"warmup_bars": 500, "n_restarts": 1}
 def override(tmp: Path) -> Path:
     """configs/train.yaml's trainer, made small: a refit every 300 bars, a 120-bar shadow and a
     margin no candidate can miss, so promotions come quickly; fits in a worker process."""
-    data = {
-        "live": {
-            "output_dir": str(tmp / "runs"),
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            # long enough never to run out while the test acts; the test stops the node
-            "venues": {"replay": {"replay": {"n_bars": 20_000, "seed": 7, "speed": 150}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": FIT}}],
-        "actors": [
+    data = live_override(
+        tmp,
+        runs=True,
+        # long enough never to run out while the test acts; the test stops the node
+        replay_bars=20_000,
+        replay={"seed": 7, "speed": 150},
+        strategies=[{"name": "hmm_btc", "config": {"fit": FIT}}],
+        actors=[
             {
                 "name": "online_trainer",
                 "config": {  # fit settings come from the strategy (hmm_btc)
@@ -53,10 +51,8 @@ def override(tmp: Path) -> Path:
                 },
             }
         ],
-    }
-    path = tmp / "lifecycle.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )
+    return override_file(tmp, data, "lifecycle.yaml")
 
 
 def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 120.0):

@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.config import ActorConfig
 
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import EXIT_RUN
+from tests.helpers import live_override, override_file
 
 
 class ShutdownAfterConfig(ActorConfig, frozen=True):
@@ -50,24 +50,20 @@ class ShutdownAfter(Actor):
 
 
 def _run(tmp_path: Path, bars: int, strategy: dict) -> subprocess.CompletedProcess:
-    override = {
-        "live": {
-            "output_dir": str(tmp_path / "runs"),
-            "log_dir": str(tmp_path / "logs"),
-            "state_dir": str(tmp_path / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 3000, "speed": 0}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}, **strategy}}],
-        "actors": [
+    override = live_override(
+        tmp_path,
+        runs=True,
+        replay_bars=3000,
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}, **strategy}}],
+        actors=[
             {
                 "name": "shutdown",
                 "path": "tests.test_node_shutdown:ShutdownAfter",
                 "config": {"bars": bars, "reason": "risk limit breached (test)"},
             }
         ],
-    }
-    path = tmp_path / "override.yaml"
-    path.write_text(yaml.safe_dump(override))
+    )
+    path = override_file(tmp_path, override)
     cmd = [
         sys.executable, "-m", "hmm_strategy.live", "--override", str(path),
         "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", "--duration", "120",

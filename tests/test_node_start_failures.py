@@ -23,25 +23,21 @@ import yaml
 
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import EXIT_START, banner, parse_args, resolve_settings
+from tests.helpers import live_override, override_file
 
 
 def _override(tmp: Path, strategy: dict | None = None, actors: list | None = None) -> Path:
-    doc: dict = {
-        "live": {
-            "output_dir": str(tmp / "runs"),
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 600, "speed": 0}}},
-        },
-        "strategies": [
+    doc = live_override(
+        tmp,
+        runs=True,
+        replay_bars=600,
+        strategies=[
             {"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}, **(strategy or {})}}
         ],
-    }
+    )
     if actors:
         doc["actors"] = actors
-    path = tmp / "broken.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return override_file(tmp, doc, "broken.yaml")
 
 
 def _broken(tmp: Path, case: str) -> Path:

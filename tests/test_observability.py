@@ -35,7 +35,7 @@ import yaml
 from nautilus_trader.model.data import BarType
 
 from actors.metrics import MetricsExporter, MetricsExporterConfig
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, merged, override_file
 from tests.test_metrics import build_engine, http_get, make_bars, parse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -492,20 +492,18 @@ def start_paper_node(
     """The offline paper node (``python -m hmm_strategy.live``) serving metrics on ``port``; a
     fast replay, a short warm-up, and ``extra`` merged into its override file. ``log_to``: its
     console log from WARNING up goes to that file (else only errors, discarded)."""
-    override = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 6_000, "speed": 200}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+    override = live_override(
+        tmp,
+        replay_bars=6_000,
+        replay={"speed": 200},
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
         # Governance samples on bar time, so on this synthetic series the shipped policy pauses
         # and flattens the strategy for days of replayed time (as a backtest does); the position
         # panels need a position whenever Prometheus looks, so this stack governs with no rules.
-        "actors": [{"name": "governance", "config": {"policy_path": str(tmp / "policy.yaml")}}],
-    }
+        actors=[{"name": "governance", "config": {"policy_path": str(tmp / "policy.yaml")}}],
+    )
     (tmp / "policy.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
-    (tmp / "fast.yaml").write_text(yaml.safe_dump(_merged(override, extra or {})))
+    override_file(tmp, merged(override, extra or {}), "fast.yaml")
     out = subprocess.DEVNULL if log_to is None else log_to.open("w")
     try:
         return subprocess.Popen(
@@ -518,14 +516,6 @@ def start_paper_node(
     finally:
         if log_to is not None:
             out.close()
-
-
-def _merged(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merged(out[key], value) if both else value
-    return out
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 30) -> None:

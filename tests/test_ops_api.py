@@ -34,7 +34,7 @@ from ops.__main__ import main as ops_main
 from ops.api import create_app
 from ops.api import log as api_log
 from ops.node import NodeTarget, resolve_node
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, merged, override_file
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 SID = "HMMRegimeStrategy-001"
@@ -49,15 +49,13 @@ BAD_AUTH = [None, "Bearer wrong", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN, "
 
 def node_override(tmp: Path, extra: dict | None = None, *, trainer: bool = True) -> Path:
     """The shipped config with state, models and logs in ``tmp`` (and a fast replay); with
-    ``trainer`` it is layered on configs/train.yaml (the online trainer's model folder)."""
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 3_000, "speed": 0}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
-        "actors": [
+    ``trainer`` it is layered on configs/train.yaml (the online trainer's model folder);
+    ``extra`` is merged over it key by key."""
+    data = live_override(
+        tmp,
+        replay_bars=3_000,
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+        actors=[
             {"name": "governance", "config": {"override_poll_interval": "1s"}},
             *(
                 [{"name": "online_trainer", "config": {"model_dir": str(tmp / "models")}}]
@@ -65,11 +63,8 @@ def node_override(tmp: Path, extra: dict | None = None, *, trainer: bool = True)
                 else []
             ),
         ],
-        **(extra or {}),
-    }
-    path = tmp / "ops-node.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )
+    return override_file(tmp, merged(data, extra or {}), "ops-node.yaml")
 
 
 def layers(tmp: Path) -> list[str]:
@@ -319,9 +314,8 @@ def paper(tmp_path_factory: pytest.TempPathFactory):
     })  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    live = {"log_dir": str(tmp / "logs"), "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 200_000, "speed": 0}}}}  # fmt: skip
-    override = node_override(tmp, {"live": live}, trainer=False)
+    longer = {"live": {"venues": {"replay": {"replay": {"n_bars": 200_000}}}}}
+    override = node_override(tmp, longer, trainer=False)
     cmd = [
         sys.executable, "-m", "hmm_strategy.live", "--override", str(override),
         "--run-dir", str(tmp / "run"), "--metrics-port", str(port), "--log-level", "WARNING",

@@ -22,6 +22,7 @@ from nautilus_trader.model.events import OrderFilled, PositionClosed, PositionOp
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
+from tests.helpers import live_override, override_file
 from venues import (
     REPLAY_DONE_TOPIC,
     NodeStartError,
@@ -298,14 +299,15 @@ def test_several_instruments_through_the_node_config(monkeypatch, tmp_path):
     shipped strategy left out with ``TRADE_SYMBOLS``, every shipped actor kept): one replay feed
     publishes each instrument's own series, interleaved in time order, and each strategy trades
     its instrument at its own bars' closes."""
-    import yaml
-
     from hmm_strategy.live import main
 
     symbols = ["ETHUSDT.BINANCE", "ADAUSDT.BINANCE", "BTCUSDT-PERP.BINANCE"]
     n_bars = 20
-    override = {
-        "strategies": [
+    override = live_override(
+        tmp_path,
+        replay_bars=n_bars,
+        replay={"generator": "tests.test_replay:random_walk", "history_bars": 0},
+        strategies=[
             {"name": f"buy_sell_{i}", "path": "tests.test_replay:BuySellStrategy",
              "config_path": "tests.test_replay:BuySellConfig",
              "config": {"tag": f"multi-{i}", "instrument_id": iid, "order_id_tag": f"00{i}",
@@ -313,15 +315,8 @@ def test_several_instruments_through_the_node_config(monkeypatch, tmp_path):
                         "sell_on": 10 + i}}
             for i, iid in enumerate(symbols)
         ],
-        "live": {
-            "log_dir": str(tmp_path / "logs"),
-            "state_dir": str(tmp_path / "state"),
-            "venues": {"replay": {"replay": {"generator": "tests.test_replay:random_walk",
-                                             "n_bars": n_bars, "speed": 0, "history_bars": 0}}},
-        },
-    }  # fmt: skip
-    path = tmp_path / "multi.yaml"
-    path.write_text(yaml.safe_dump(override))
+    )  # fmt: skip
+    path = override_file(tmp_path, override, "multi.yaml")
     monkeypatch.setenv("TRADE_SYMBOLS", ",".join(symbols))
     code = main([
         "--override", str(path), "--run-dir", str(tmp_path / "run"), "--metrics-port", "0",

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from actors.registry import read_registry
 from hmm_strategy.config import REPO_ROOT
 from hmm_strategy.live import main
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, override_file
 
 N_BARS = 2_500
 SID = "HMMRegimeStrategy-001"
@@ -29,15 +28,13 @@ SID = "HMMRegimeStrategy-001"
 def override(tmp: Path, name: str, *, speed: float = 0, max_bars: int | None = None,
              live: dict | None = None, state: str = "state",
              checkpoint: bool = True) -> Path:  # fmt: skip
-    replay = {"n_bars": N_BARS, "seed": 5, "speed": speed, "max_bars": max_bars}
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / state),
-            "venues": {"replay": {"replay": replay}},
-            **(live or {}),
-        },
-        "strategies": [
+    data = live_override(
+        tmp,
+        state=state,
+        replay_bars=N_BARS,
+        replay={"seed": 5, "speed": speed, "max_bars": max_bars},
+        live=live or {},
+        strategies=[
             {
                 "name": "hmm_btc",
                 "config": {
@@ -47,10 +44,8 @@ def override(tmp: Path, name: str, *, speed: float = 0, max_bars: int | None = N
                 },
             }
         ],
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )
+    return override_file(tmp, data, f"{name}.yaml")
 
 
 def run_main(tmp: Path, cfg: Path, run: str) -> Path:

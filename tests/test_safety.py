@@ -24,7 +24,7 @@ from hmm_strategy.checkpoint import checkpoint_path, save_checkpoint
 from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ConfigError, load_node_settings
 from hmm_strategy.flags import FlagError, parse_bool, trading_enabled
 from hmm_strategy.live import apply_state, main, prepare_state, record_data_source
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, override_file
 
 SID = "HMMRegimeStrategy-001"
 N_BARS = 2_500
@@ -35,14 +35,11 @@ def write_override(tmp: Path, name: str = "o", *, speed: float = 0, n_bars: int 
                    replay: dict | None = None, governed: bool = True) -> Path:  # fmt: skip
     """A fast paper node: a short synthetic replay, a 500-bar in-run fit, loose guardrails
     (``governed=False``: a governance policy without rules, so nothing pauses the strategy)."""
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": n_bars, "seed": 5, "speed": speed,
-                                             **(replay or {})}}},  # fmt: skip
-        },
-        "strategies": [
+    data = live_override(
+        tmp,
+        replay_bars=n_bars,
+        replay={"seed": 5, "speed": speed, **(replay or {})},
+        strategies=[
             {
                 "name": "hmm_btc",
                 "config": {
@@ -54,14 +51,12 @@ def write_override(tmp: Path, name: str = "o", *, speed: float = 0, n_bars: int 
                 },
             }
         ],
-    }
+    )
     if not governed:
         (tmp / "no-rules.yaml").write_text(yaml.safe_dump({"schema_version": 1, "rules": []}))
         policy = {"policy_path": str(tmp / "no-rules.yaml")}
         data["actors"] = [{"name": "governance", "config": policy}]
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return override_file(tmp, data, f"{name}.yaml")
 
 
 def run_paper(tmp: Path, override: Path, run: str, *extra: str) -> tuple[int, Path]:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import yaml
 
 from hmm_strategy.config import (
     REPO_ROOT,
@@ -36,7 +35,7 @@ from hmm_strategy.config import (
     venue_settings,
 )
 from hmm_strategy.live import parse_args, resolve_settings
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, override_file
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
@@ -112,20 +111,15 @@ def leaks(sentinels: dict[str, str], where: str, data: bytes) -> list[str]:
 
 def fast_override(tmp: Path) -> Path:
     """Everything the node writes goes under ``tmp``; a small replay and a quick in-run fit."""
-    data = {
-        "live": {
-            "output_dir": str(tmp / "runs"),
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            "venues": {"replay": {"replay": {"n_bars": 2_000, "speed": 0}}},
-        },
-        "strategies": [
+    data = live_override(
+        tmp,
+        runs=True,
+        replay_bars=2_000,
+        strategies=[
             {"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500, "n_restarts": 1}}}
         ],
-    }
-    path = tmp / "fast.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )
+    return override_file(tmp, data, "fast.yaml")
 
 
 def listening_addresses(pid: int) -> list[tuple[str, int]]:

@@ -17,44 +17,37 @@ import pytest
 import yaml
 
 from hmm_strategy.config import ConfigError, load_node_settings
-from tests.helpers import free_port
+from tests.helpers import free_port, live_override, override_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTAGE = {"after_bars": 1_200, "bars": 30}
 
 
 def drill_override(tmp: Path) -> Path:
-    data = {
-        "live": {
-            "output_dir": str(tmp / "runs"),
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / "state"),
-            # fast in-flight checks: an unanswered order is resolved within about a second
+    data = live_override(
+        tmp,
+        runs=True,
+        replay_bars=3_000,
+        replay={
+            "speed": 200,  # 15 s: the in-flight check runs on the wall clock
+            "faults": {
+                "data_outages": [OUTAGE],
+                "unanswered_orders": [2],
+                "rejected_orders": [4],
+            },
+        },
+        # fast in-flight checks: an unanswered order is resolved within about a second
+        live={
             "exec_engine": {
                 "inflight_check_interval_ms": 100,
                 "inflight_check_threshold_ms": 300,
                 "inflight_check_retries": 2,
                 "reconciliation_startup_delay_secs": 0.5,
-            },
-            "venues": {
-                "replay": {
-                    "replay": {
-                        "n_bars": 3_000,
-                        "speed": 200,  # 15 s: the in-flight check runs on the wall clock
-                        "faults": {
-                            "data_outages": [OUTAGE],
-                            "unanswered_orders": [2],
-                            "rejected_orders": [4],
-                        },
-                    }
-                }
-            },
+            }
         },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
-    }
-    path = tmp / "drill.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": 500}}}],
+    )
+    return override_file(tmp, data, "drill.yaml")
 
 
 def metric(body: str, name: str, **labels: str) -> float:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from hmm_strategy.config import REPO_ROOT
+from tests.helpers import live_override, override_file
 from tests.sim_node import sim_config, sim_state
 from venues.errors import VenueConfigError
 from venues.settings import load_venue_settings
@@ -52,12 +52,11 @@ def test_bybit_rest_override_reaches_a_local_server(tmp_path) -> None:
     (the Binance simulator, which does not speak Bybit) answers 404 and the node refuses to
     start: exit 3, its last line says why."""
     with BackgroundVenue(sim_config()) as venue:
-        override = tmp_path / "bybit.yaml"
-        override.write_text(yaml.safe_dump({"live": {
-            "log_dir": str(tmp_path / "logs"), "state_dir": str(tmp_path / "state"),
+        data = live_override(tmp_path, live={
             "timeout_connection": 3.0,
             "venues": {"bybit_linear": {"base_url_http": venue.urls["base_url_http"]}},
-        }}))  # fmt: skip
+        })  # fmt: skip
+        override = override_file(tmp_path, data, "bybit.yaml")
         proc = subprocess.run(
             [sys.executable, "-m", "hmm_strategy.live", "--venue", "bybit_linear",
              "--override", str(override), "--run-dir", str(tmp_path / "run"),

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
 
 from actors.model_lifecycle import read_lifecycle
 from hmm_strategy.config import REPO_ROOT, ConfigError, load_node_settings
@@ -21,6 +20,7 @@ from hmm_strategy.live import main
 from hmm_strategy.policy import PolicyConfig
 from hmm_strategy.synthetic import generate_regime_bars
 from hmm_strategy.warm_start import bars_needed
+from tests.helpers import live_override, merged, override_file
 
 # A node built in-process leaves adapter coroutines un-awaited (NautilusTrader's own).
 pytestmark = pytest.mark.filterwarnings("ignore:There is no current event loop:DeprecationWarning")
@@ -35,20 +35,12 @@ TS = BARS["ts_event"].to_list()
 
 def override(tmp: Path, name: str, replay: dict | None = None, warm: dict | None = None,
              extra: dict | None = None) -> Path:  # fmt: skip
-    data = {
-        "live": {
-            "log_dir": str(tmp / "logs"),
-            "state_dir": str(tmp / f"state-{name}"),
-            "venues": {"replay": {"replay": {"n_bars": N_BARS, "seed": SEED, "speed": 0,
-                                             **(replay or {})}}},
-        },
-        "strategies": [{"name": "hmm_btc", "config": {"fit": {"warmup_bars": WARMUP},
-                                                      "warm_start": warm or {}}}],
-        **(extra or {}),
-    }  # fmt: skip
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    data = live_override(
+        tmp, state=f"state-{name}", replay_bars=N_BARS, replay={"seed": SEED, **(replay or {})},
+        strategies=[{"name": "hmm_btc", "config": {"fit": {"warmup_bars": WARMUP},
+                                                   "warm_start": warm or {}}}],
+    )  # fmt: skip
+    return override_file(tmp, merged(data, extra or {}), f"{name}.yaml")
 
 
 def run_cli(tmp: Path, name: str, run: str = "", **kw) -> tuple[str, pl.DataFrame]:
