@@ -99,9 +99,11 @@ def strategy_target(
     if not settings.strategies:
         raise ConfigError("the node config has no strategies")
     found: list[tuple[int, ComponentSpec, Any, str]] = []
+    every: list[str] = []  # "name = id": both are accepted, the errors list both
     for i, spec in enumerate(settings.strategies):
         cfg = _parse_strategy(spec)
         sid = strategy_id_of(spec, cfg)
+        every.append(f"{spec.name} = {sid}" if spec.name and spec.name != sid else sid)
         missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
         if name is not None and name in (spec.name, sid) and missing:
             raise ConfigError(
@@ -112,13 +114,16 @@ def strategy_target(
     if found and first:
         found = found[:1]
     if not found:
-        known = [s.name or s.path for s in settings.strategies]
         if name is None:
-            raise ConfigError(f"the node config has no HMM strategy (have {known})")
-        raise ConfigError(f"no strategy named {name!r} in the node config (have {known})")
+            raise ConfigError(f"the node config has no HMM strategy (have {', '.join(every)})")
+        raise ConfigError(
+            f"no strategy {name!r} in the node config (known by name or id: {', '.join(every)})"
+        )
     if len(found) > 1:
-        known = [spec.name or sid for _, spec, _, sid in found]
-        raise ConfigError(f"the node config has several strategies {known}: pass --strategy NAME")
+        known = ", ".join(every[i] for i, *_ in found)
+        raise ConfigError(
+            f"the node config has several HMM strategies ({known}): pass --strategy NAME or ID"
+        )
     i, spec, cfg, sid = found[0]
     return StrategyTarget(
         name=spec.name or sid,
