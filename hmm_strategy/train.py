@@ -53,6 +53,7 @@ from hmm_strategy.config import (
 )
 from hmm_strategy.engine import FitSettings, SlowLevel
 from hmm_strategy.features import FeatureSpec, aggregate_bars, batch_features, feature_matrix
+from hmm_strategy.metric_rows import METRIC_ROWS, fmt
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 
@@ -514,14 +515,11 @@ def train(
 
 
 # ------------------------------------------------------------------------ in-sample comparison
-COMPARISON_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("total_return_pct", "total return", "{:+.2f}%"),
-    ("sharpe", "Sharpe", "{:.2f}"),
-    ("max_drawdown_pct", "max drawdown", "{:.2f}%"),
-    ("fees", "fees", "{:,.0f}"),
-    ("turnover_per_year", "turnover (x equity / yr)", "{:.2f}"),
-    ("trades", "trades", "{:,.0f}"),
-)
+# the backtest's metric rows shown in the report, labelled and formatted as the backtest does
+COMPARISON_KEYS = (
+    "total_return_pct", "sharpe", "max_drawdown_pct", "fees", "turnover_per_year", "trades",
+)  # fmt: skip
+COMPARISON_ROWS = tuple({row[0]: row for row in METRIC_ROWS}[key] for key in COMPARISON_KEYS)
 RUNS = (("strategy", "strategy"), ("buy_and_hold", "buy & hold"), ("ema_cross", "EMA cross"))
 
 
@@ -605,12 +603,11 @@ def sizing(section: dict[str, Any]) -> str:
 def comparison_cells(section: dict[str, Any]) -> dict[str, list[str]]:
     """Run label -> its formatted metrics in ``COMPARISON_ROWS`` order ('-' when undefined)."""
 
-    def cell(value: Any, spec: str) -> str:
-        ok = isinstance(value, int | float) and math.isfinite(value)
-        return spec.format(value) if ok else "-"
+    def cell(value: Any, kind: str) -> str:
+        return fmt(value if isinstance(value, int | float) else None, kind)
 
     return {
-        label: [cell(section["comparison"][run].get(key), spec) for key, _, spec in COMPARISON_ROWS]
+        label: [cell(section["comparison"][run].get(key), kind) for key, _, kind in COMPARISON_ROWS]
         for run, label in RUNS
         if run in section["comparison"]
     }
