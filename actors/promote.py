@@ -5,6 +5,10 @@
     python -m actors.promote rollback --strategy hmm_btc --to VERSION --reason "..."
     python -m actors.promote status   --strategy hmm_btc
 
+``--strategy`` takes the strategy's name in the node config (``hmm_btc``) or its id
+(``HMMRegimeStrategy-001``, what ``status`` and the lifecycle log show); without it the config's
+only HMM strategy.
+
 The command checks the request here (the artifact loads and validates, the version is recorded)
 and writes it as a file into the ``OnlineTrainer``'s request folder; the running node applies it
 at its next poll (``poll_interval_secs``, 5 s by default), publishes the ``ModelUpdate`` the
@@ -93,8 +97,10 @@ def target_of(
             if cfg.strategy_id == strategy_id:
                 trainer = cfg
     if trainer is None and not requests_dir:
+        typed = repr(strategy or strategy_id)
+        typed += f" ({strategy_id})" if strategy not in (None, strategy_id) else ""
         raise ConfigError(
-            f"no {TRAINER_PATH} for strategy {strategy_id!r} in the node config: "
+            f"no {TRAINER_PATH} for strategy {typed} in the node config: "
             "pass --requests-dir (and --log) of the running node"
         )
     if expected is None and trainer is not None:

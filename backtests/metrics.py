@@ -30,25 +30,11 @@ from nautilus_trader.analysis import (
     SortinoRatio,
 )
 
+from hmm_strategy.metric_rows import METRIC_ROWS  # the rows live below backtests (train uses them)
+
 NS_PER_DAY = 86_400 * 1_000_000_000
 NS_PER_YEAR = 365 * NS_PER_DAY
 
-# the comparison's rows: key, label, format ("pct": the value is already in percent)
-METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("total_return_pct", "total return", "signed_pct"),
-    ("cagr_pct", "CAGR", "signed_pct"),
-    ("volatility_pct", "volatility (ann.)", "pct"),
-    ("sharpe", "Sharpe", "ratio"),
-    ("sortino", "Sortino", "ratio"),
-    ("max_drawdown_pct", "max drawdown", "pct"),
-    ("max_drawdown_days", "max DD duration (days)", "days"),
-    ("pnl", "PnL", "money"),
-    ("fees", "fees", "money"),
-    ("turnover_per_year", "turnover (x equity / yr)", "ratio"),
-    ("time_in_market_pct", "time in market", "pct"),
-    ("trades", "trades", "int"),
-    ("win_rate_pct", "win rate", "pct"),
-)
 METRIC_KEYS = tuple(key for key, _, _ in METRIC_ROWS)
 
 

@@ -20,6 +20,7 @@ from nautilus_trader.backtest.results import BacktestResult
 from plotly.subplots import make_subplots
 
 from backtests.metrics import METRIC_ROWS, read_fills, state_labels
+from hmm_strategy.metric_rows import fmt
 
 REPORT_FILES = (
     "stats.json",
@@ -84,23 +85,6 @@ def write_equity(curves: dict[str, dict], close: np.ndarray, path: Path) -> None
 
 
 # ------------------------------------------------------------------------- console comparison
-def fmt(value, kind: str) -> str:
-    """A metric as a person reads it: -3.77%, 1.23, 8,032, 164 days; '-' when undefined."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if kind == "signed_pct":
-        return f"{value:+.2f}%" if value else "0.00%"
-    if kind == "pct":
-        return f"{value:.2f}%"
-    if kind == "money":
-        return f"{value:,.0f}"
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "days":
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
 def comparison_table(comparison: dict[str, dict], notional: float | None = None) -> str:
     """The side-by-side table printed after every run (strategy first, then the baselines)."""
     names = sorted(comparison, key=lambda n: list(RUN_LABELS).index(n) if n in RUN_LABELS else 99)

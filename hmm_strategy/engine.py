@@ -9,6 +9,7 @@ bar t uses only bars closed at or before t.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -192,6 +193,22 @@ class _SlowRuntime:
         self.state = snap["state"]
 
 
+def inrun_version(ts_event: int, bars_seen: int) -> str:
+    """The version of a model fitted in the run: the time (UTC) of the last bar it was fitted on
+    and the usable bars seen up to it, e.g. ``inrun-20240301T120000Z-5760`` -- which data, so a
+    backtest and a paper run fitted on the same bars carry the same version. To the second, or
+    the millisecond when the time has one (Binance's kline close times end in .999), the finest
+    bar step NautilusTrader has, so no two bars of a series share a stamp.
+    ``inrun-5760`` when the caller gave no bar time."""
+    if ts_event <= 0:
+        return f"inrun-{bars_seen}"
+    secs, ns = divmod(ts_event, 1_000_000_000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(secs))
+    if ns >= 1_000_000:
+        stamp += f".{ns // 1_000_000:03d}"
+    return f"inrun-{stamp}Z-{bars_seen}"
+
+
 class RegimeEngine:
     """Streaming features + causal forward filter + guardrailed policy, O(K^2) per bar.
 
@@ -309,9 +326,18 @@ class RegimeEngine:
             self.policy = RegimePolicy(self.policy_config, k, k_slow)
 
     def update(
-        self, open_: float, high: float, low: float, close: float, volume: float
+        self,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        ts_event: int = 0,
     ) -> Decision | None:
         """Consume one closed bar; return a decision once a model and features are ready.
+
+        ``ts_event`` (UNIX ns, the bar's time) is read only by the in-run fit, to name its model
+        after the last bar it was fitted on (:func:`inrun_version`); 0 when unknown.
 
         A bar the features cannot use (non-positive or non-finite prices, high < low, an overflowing
         range) raises ``ValueError`` and leaves the engine unchanged. A finite feature row so
@@ -331,7 +357,7 @@ class RegimeEngine:
             self._warmup_rows.append(np.array(x, dtype=np.float64))
             if len(self._warmup_rows) < self.fit_settings.warmup_bars:
                 return None
-            self._fit_on_warmup()
+            self._fit_on_warmup(ts_event)
             return None
         # Hot path (every bar): tuples of Python floats from the features to the policy, an
         # argmax unrolled for the model's states and the policy called positionally; numpy
@@ -350,13 +376,13 @@ class RegimeEngine:
         # positional: the order of Decision's fields (probs, state, target, log-likelihood, slow)
         return Decision(probs, state, target, filt.last_log_likelihood, slow_state)
 
-    def _fit_on_warmup(self) -> None:
+    def _fit_on_warmup(self, ts_event: int) -> None:
         """Fit on the warm-up rows only (all closed in the past), then run the filter over them."""
         X = np.vstack(self._warmup_rows)
         self._warmup_rows = []
         model = self.fit_settings.model().fit(X)
         self._recent.extend(X)  # the deque keeps the last ``history_bars`` rows
-        self.set_model(model, f"inrun-{self.bars_seen}")
+        self.set_model(model, inrun_version(ts_event, self.bars_seen))
 
     # ------------------------------------------------------------------ checkpointing
 

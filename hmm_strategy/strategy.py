@@ -285,6 +285,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
                     bar.low.as_double(),
                     close,
                     bar.volume.as_double(),
+                    bar.ts_event,
                 )
             except ValueError:  # as on a live bar: skipped, counted
                 engine.rejected_bars += 1
@@ -368,6 +369,7 @@ class HMMRegimeStrategy(HistoryRequester, StrategyPersistence, Strategy):
                 bar.low.as_double(),
                 close,
                 bar.volume.as_double(),
+                ts,
             )
         except ValueError as exc:  # a bar the model cannot use: skip it, never trade on it
             engine.rejected_bars += 1

@@ -53,6 +53,7 @@ from hmm_strategy.config import (
 )
 from hmm_strategy.engine import FitSettings, SlowLevel
 from hmm_strategy.features import FeatureSpec, aggregate_bars, batch_features, feature_matrix
+from hmm_strategy.metric_rows import METRIC_ROWS, fmt
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM
 from hmm_strategy.policy import PolicyConfig
 
@@ -99,9 +100,11 @@ def strategy_target(
     if not settings.strategies:
         raise ConfigError("the node config has no strategies")
     found: list[tuple[int, ComponentSpec, Any, str]] = []
+    every: list[str] = []  # "name = id": both are accepted, the errors list both
     for i, spec in enumerate(settings.strategies):
         cfg = _parse_strategy(spec)
         sid = strategy_id_of(spec, cfg)
+        every.append(f"{spec.name} = {sid}" if spec.name and spec.name != sid else sid)
         missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
         if name is not None and name in (spec.name, sid) and missing:
             raise ConfigError(
@@ -112,13 +115,16 @@ def strategy_target(
     if found and first:
         found = found[:1]
     if not found:
-        known = [s.name or s.path for s in settings.strategies]
         if name is None:
-            raise ConfigError(f"the node config has no HMM strategy (have {known})")
-        raise ConfigError(f"no strategy named {name!r} in the node config (have {known})")
+            raise ConfigError(f"the node config has no HMM strategy (have {', '.join(every)})")
+        raise ConfigError(
+            f"no strategy {name!r} in the node config (known by name or id: {', '.join(every)})"
+        )
     if len(found) > 1:
-        known = [spec.name or sid for _, spec, _, sid in found]
-        raise ConfigError(f"the node config has several strategies {known}: pass --strategy NAME")
+        known = ", ".join(every[i] for i, *_ in found)
+        raise ConfigError(
+            f"the node config has several HMM strategies ({known}): pass --strategy NAME or ID"
+        )
     i, spec, cfg, sid = found[0]
     return StrategyTarget(
         name=spec.name or sid,
@@ -509,14 +515,11 @@ def train(
 
 
 # ------------------------------------------------------------------------ in-sample comparison
-COMPARISON_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("total_return_pct", "total return", "{:+.2f}%"),
-    ("sharpe", "Sharpe", "{:.2f}"),
-    ("max_drawdown_pct", "max drawdown", "{:.2f}%"),
-    ("fees", "fees", "{:,.0f}"),
-    ("turnover_per_year", "turnover (x equity / yr)", "{:.2f}"),
-    ("trades", "trades", "{:,.0f}"),
-)
+# the backtest's metric rows shown in the report, labelled and formatted as the backtest does
+COMPARISON_KEYS = (
+    "total_return_pct", "sharpe", "max_drawdown_pct", "fees", "turnover_per_year", "trades",
+)  # fmt: skip
+COMPARISON_ROWS = tuple({row[0]: row for row in METRIC_ROWS}[key] for key in COMPARISON_KEYS)
 RUNS = (("strategy", "strategy"), ("buy_and_hold", "buy & hold"), ("ema_cross", "EMA cross"))
 
 
@@ -600,12 +603,11 @@ def sizing(section: dict[str, Any]) -> str:
 def comparison_cells(section: dict[str, Any]) -> dict[str, list[str]]:
     """Run label -> its formatted metrics in ``COMPARISON_ROWS`` order ('-' when undefined)."""
 
-    def cell(value: Any, spec: str) -> str:
-        ok = isinstance(value, int | float) and math.isfinite(value)
-        return spec.format(value) if ok else "-"
+    def cell(value: Any, kind: str) -> str:
+        return fmt(value if isinstance(value, int | float) else None, kind)
 
     return {
-        label: [cell(section["comparison"][run].get(key), spec) for key, _, spec in COMPARISON_ROWS]
+        label: [cell(section["comparison"][run].get(key), kind) for key, _, kind in COMPARISON_ROWS]
         for run, label in RUNS
         if run in section["comparison"]
     }

@@ -31,6 +31,7 @@ CORE = (
     "synthetic",
     "flags",
     "warm_start",
+    "metric_rows",
 )
 WIRING = (
     "cli", "config", "live", "train", "strategy", "persistence", "trade_reports", "history",

@@ -228,6 +228,12 @@ def test_paper_node_decides_like_the_backtest_over_the_same_bars(tmp_path: Path)
     assert backtest.height == paper.height > 1_000
     # identical decisions: same bars, same probabilities (bit for bit), same targets
     assert paper.equals(backtest)
+    # the in-run model is named after the bar it was fitted up to (the one before the first
+    # decision) and how many bars that was, in both runs alike
+    ts = bars["ts_event"].to_list()
+    fit_bar = ts.index(backtest["ts_event"][0]) - 1
+    stamp = pl.from_epoch(pl.Series([ts[fit_bar]]), time_unit="ns").dt.strftime("%Y%m%dT%H%M%SZ")
+    assert backtest["model_version"].unique().to_list() == [f"inrun-{stamp[0]}-{fit_bar + 1}"]
     # identical governance: the same commands (action, scale, flatten, reason) at the same times
     bt_events = pl.read_csv(backtest_dir / "events.csv")
     paper_events = pl.read_csv(paper_dir / "events.csv")

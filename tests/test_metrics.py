@@ -58,7 +58,7 @@ VENUE = "BINANCE"
 START_NS = 1_733_011_200_000_000_000  # 2024-12-01T00:00:00Z
 MINUTE_NS = 60_000_000_000
 V1 = "20241101T000000Z-aaaa1111"  # artifact-style version: creation time in the name
-V2 = "inrun-bbbb2222"  # in-run fit: age counts from first sight
+V2 = "inrun-20241201T035900Z-240"  # in-run fit (its last bar's time inside): age from first sight
 SWITCH_BAR = 240  # the probe switches model version here
 GOVERNANCE_PLAN = {
     60: ("throttle", 0.5),

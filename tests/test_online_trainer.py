@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from actors.model_lifecycle import (
     FitJob,
@@ -32,7 +34,7 @@ from actors.promote import main as promote_main
 from actors.registry import MODEL_EVENTS, Registry
 from backtests.run import run_backtest
 from hmm_strategy.artifacts import save_model
-from hmm_strategy.config import ComponentSpec
+from hmm_strategy.config import DEFAULT_CONFIG, REPO_ROOT, ComponentSpec
 from hmm_strategy.engine import FitSettings, RegimeEngine
 from hmm_strategy.features import FeatureSpec, feature_matrix
 from hmm_strategy.messages import ModelUpdate, RegimeUpdate
@@ -518,3 +520,60 @@ def test_promote_cli_writes_requests_the_node_applies(tmp_path: Path, synthetic,
     assert applied and actions[0].model_version == version
     assert promote_main(["status", *common]) == 0
     assert f"champion: {version}" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def two_hmm_strategies(tmp_path: Path) -> str:
+    """An override adding a second HMM strategy (``hmm_btc_2`` = ``HMMRegimeStrategy-002``)."""
+    first = yaml.safe_load(DEFAULT_CONFIG.read_text())["strategies"][0]
+    second = {**first, "name": "hmm_btc_2", "config": {**first["config"], "order_id_tag": "002"}}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({"strategies": [second]}))
+    return str(path)
+
+
+# --strategy takes the config name or the strategy id (what status, the lifecycle log and the
+# request files show); an error names what was typed and lists both forms of every strategy.
+TRAIN_YAML = "configs/train.yaml"
+UNKNOWN_STRATEGY_CASES = [
+    (["status", "--override", TRAIN_YAML, "--strategy", "Nope"],
+     r"no strategy 'Nope' in the node config \(known by name or id: "
+     r"hmm_btc = HMMRegimeStrategy-001\)$"),
+    (["promote", "--override", TRAIN_YAML, "--strategy", "Nope", "--reason", "x"],
+     r"no strategy 'Nope' .*hmm_btc = HMMRegimeStrategy-001"),
+    (["reject", "--override", TRAIN_YAML, "--strategy", "nope", "--reason", "x"],
+     r"no strategy 'nope' .*hmm_btc = HMMRegimeStrategy-001"),
+    (["rollback", "--override", TRAIN_YAML, "--strategy", "HMMRegimeStrategy-002", "--to", "v",
+      "--reason", "x"], r"no strategy 'HMMRegimeStrategy-002' .*hmm_btc = HMMRegimeStrategy-001"),
+    # the shipped node.yaml has no trainer: the error echoes the name typed, and its id
+    (["status", "--strategy", "hmm_btc"],
+     r"no actors\.online_trainer:OnlineTrainer for strategy 'hmm_btc' \(HMMRegimeStrategy-001\)"),
+    (["status", "--strategy", "HMMRegimeStrategy-001"],
+     r"OnlineTrainer for strategy 'HMMRegimeStrategy-001' in the node config"),
+    (["status", "--override", "{two}"],
+     r"several HMM strategies \(hmm_btc = HMMRegimeStrategy-001, "
+     r"hmm_btc_2 = HMMRegimeStrategy-002\): pass --strategy NAME or ID"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "pattern"), UNKNOWN_STRATEGY_CASES)
+def test_promote_cli_names_an_unknown_strategy_as_the_user_can_type_it(
+    argv: list[str], pattern: str, two_hmm_strategies: str, tmp_path, monkeypatch, capsys
+) -> None:
+    argv = [a.replace("{two}", two_hmm_strategies) for a in argv]
+    argv = [str(REPO_ROOT / a) if a == TRAIN_YAML else a for a in argv]
+    monkeypatch.chdir(tmp_path)  # the trainer's relative model_dir resolves under tmp
+    assert promote_main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert re.search(pattern, lines[0]), lines[0]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("strategy", ["hmm_btc", "HMMRegimeStrategy-001"])
+def test_promote_status_takes_the_name_or_the_id(strategy, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["status", "--override", str(REPO_ROOT / TRAIN_YAML), "--strategy", strategy]
+    assert promote_main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"strategy {SID} (models/online/hmm_btc/")

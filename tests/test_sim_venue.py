@@ -9,6 +9,9 @@ the same. Every run is a subprocess, exactly the user's command.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import polars as pl
 import pytest
 
@@ -28,7 +31,7 @@ from tests.sim_node import (
 )
 from venues.sim.server import BackgroundVenue
 
-DECISION_COLUMNS = ["close", "state", "target_exposure", "model_version"]
+DECISION_COLUMNS = ["close", "state", "target_exposure"]
 
 
 def run_to_end(tmp, mode: str) -> dict:
@@ -105,13 +108,24 @@ def test_paper_mode_on_the_venue_data_decides_like_live(live_run: dict, tmp_path
     assert paper["state"]["requests"].get("POST /api/v3/order", 0) == 0  # paper sends no order
     fills = pl.read_csv(paper["run_dir"] / "fills.csv")
     assert fills.height >= 2  # the sandbox filled on the venue's quotes
-    live = pl.read_csv(live_run["run_dir"] / "decisions.csv").select(DECISION_COLUMNS)
-    sim = pl.read_csv(paper["run_dir"] / "decisions.csv").select(DECISION_COLUMNS)
+    runs = [pl.read_csv(r["run_dir"] / "decisions.csv") for r in (live_run, paper)]
     # which bar is a node's first live one depends on when the venue answers the warm start's
     # request on a busy machine: the counts may differ by a few, and so may the window the
     # in-run fit learns from (its first bars), which moves probabilities near the seam a little.
+    # The model's version says which bar it was fitted up to (the venue's bars carry the wall
+    # clock, so the two runs' times differ): one before the run's first decision.
+    versions = [d["model_version"].unique().to_list() for d in runs]
+    fits = [re.fullmatch(r"inrun-(\d{8}T\d{6})(\.\d{3})?Z-(\d+)", v[0]) for v in versions]
+    assert all(len(v) == 1 for v in versions) and all(fits), versions
+    for fit, decisions in zip(fits, runs, strict=True):
+        fitted = datetime.strptime(fit[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+        fitted_ns = int(fitted) * 10**9 + int(float(fit[2] or 0) * 1000) * 10**6
+        bars_before = decisions["ts_event"][0] - fitted_ns
+        assert 0 < bars_before < 11 * 10**9, (fit[0], decisions["ts_event"][0])  # no look-ahead
+    assert fits[0][3] == fits[1][3]  # as many bars fitted in both runs
     # Differences seen stay within the first rows after the seam (rows 0-7 in CI and loaded
-    # runs); past it, on the same live bars, every decision (regime, target, model) must agree.
+    # runs); past it, on the same live bars, every decision (regime, target) must agree.
+    live, sim = (d.select(DECISION_COLUMNS) for d in runs)
     both = min(live.height, sim.height)
     assert both > 500 and abs(live.height - sim.height) <= 10
     a, b = sim.tail(both), live.tail(both)

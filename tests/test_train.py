@@ -10,8 +10,10 @@ import polars as pl
 import pytest
 import yaml
 
+from backtests.metrics import METRIC_ROWS
 from hmm_strategy.artifacts import load_model
 from hmm_strategy.config import DEFAULT_CONFIG, NodeSettings, load_node_settings
+from hmm_strategy.metric_rows import fmt
 from hmm_strategy.train import load_frame, main, strategy_target, to_ns
 from marketdata.bars import load_bars
 
@@ -130,6 +132,20 @@ def test_cli_trains_on_the_range_only_and_writes_artifact_and_report(
     ]
     assert to_ns("2024-01-10") <= first and last <= to_ns("2024-01-31T23:59:59")
     assert "In-sample comparison" in md and "| total return |" in md
+    # each row as the backtest labels and formats that metric (backtests.metrics.METRIC_ROWS),
+    # from the backtest's own stats.json
+    kinds = {label: (key, kind) for key, label, kind in METRIC_ROWS}
+    section_md = md.split("## In-sample comparison", 1)[1].split("\n## ", 1)[0]
+    table = [line.split(" | ") for line in section_md.splitlines() if line.startswith("| ")][1:]
+    assert [row[0] for row in table] == [
+        "| total return", "| Sharpe", "| max drawdown", "| fees", "| turnover (x equity / yr)",
+        "| trades",
+    ]  # fmt: skip
+    for row in table:
+        key, kind = kinds[row[0][2:]]
+        runs = ("strategy", "buy_and_hold", "ema_cross")
+        expected = [fmt(stats["comparison"][run].get(key), kind) for run in runs]
+        assert [cell.strip(" |") for cell in row[1:]] == expected, row
 
 
 def test_training_ignores_data_outside_the_range(jan_feb: Path, tmp_path: Path) -> None:

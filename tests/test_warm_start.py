@@ -102,6 +102,26 @@ def test_bars_needed_is_exactly_what_the_engine_needs(has_model: bool, slow) -> 
     assert short.update(*rows[need - 1]) is None
 
 
+def test_in_run_version_names_the_last_bar_fitted() -> None:
+    """``inrun-<time of the bar that completed the warm-up>-<usable bars up to it>``: a rejected
+    bar is not counted, a sub-second bar time keeps its milliseconds, later bars change nothing."""
+    fit = FitSettings(warmup_bars=320, n_states=2, n_restarts=1, n_iter=20)
+    rows = list(generate_regime_bars(400, seed=3).select(
+        "open", "high", "low", "close", "volume").iter_rows())  # fmt: skip
+    start = 1_709_294_400_000_000_000  # 2024-03-01T12:00:00Z; 1-second bars, 250 ms past
+    engine = RegimeEngine(FeatureSpec(vol_window=10, volume_window=12), PolicyConfig(), fit)
+    with pytest.raises(ValueError):
+        engine.update(1.0, 0.5, 2.0, 1.0, 1.0, start - 10**9)  # high < low: rejected
+    fitted_at = None
+    for i, row in enumerate(rows):
+        engine.update(*row, start + i * 10**9 + 250_000_000)
+        if fitted_at is None and engine.ready:
+            fitted_at = i
+    assert fitted_at is not None
+    hh, mm, ss = 12, *divmod(fitted_at, 60)
+    assert engine.model_version == f"inrun-20240301T{hh}{mm:02d}{ss:02d}.250Z-{fitted_at + 1}"
+
+
 @pytest.mark.parametrize(
     ("warm", "fragment"),
     [({"bars": 0}, "warm_start.bars"), ({"timeout_secs": -1}, "warm_start.timeout_secs"),
@@ -122,7 +142,8 @@ def test_paper_node_decides_on_its_first_live_bar(tmp_path: Path) -> None:
     (used,) = lines_with(out, "Warm start: ")[-1:]
     assert f"Warm start: {NEED} history bars of BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL" in used
     assert "(2024-01-01 00:15 UTC .. 2024-01-05 16:15 UTC)" in used  # TS[0] .. TS[NEED - 1]
-    assert f"model inrun-{NEED}; first decision on the first live bar" in used
+    # the model is named after the last bar it was fitted on: TS[NEED - 1], bar NEED
+    assert f"model inrun-20240105T161500Z-{NEED}; first decision on the first live bar" in used
     # the banner's last line says the same, whatever the log level
     detail = used.split("Warm start: ", 1)[1].split("\x1b")[0]  # no colour codes
     assert lines_with(out, f"  history     HMMRegimeStrategy-001: {detail}")
