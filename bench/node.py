@@ -333,7 +333,7 @@ def many_instruments(
                 data=[d for d in settings.backtest.data if d.instrument_id in chosen],
             ),
         )
-        jobs.append((f"{n} instruments", settings))
+        jobs.append((f"{n} instrument{'' if n == 1 else 's'}", settings))
     runs = best_of(jobs, work, repeat)
     for n, run in zip(counts, runs, strict=True):
         run["instruments"] = n
