@@ -221,4 +221,5 @@ def throughput_table(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "hmm_vs_noop_wall": hmm["bars_per_wall_s"] / noop["bars_per_wall_s"],
         "hmm_vs_ema_cross_wall": hmm["bars_per_wall_s"] / ema["bars_per_wall_s"],
         "hmm_vs_noop_median": median_ratio(noop, hmm),
+        "hmm_vs_ema_cross_median": median_ratio(ema, hmm),
     }

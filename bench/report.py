@@ -74,10 +74,24 @@ def markdown(result: dict[str, Any]) -> str:
 
     add("### Targets")
     add("")
-    add("| target | goal | measured | met |")
-    add("|---|---|---|---|")
+    add("| target | goal | measured | margin | median of rounds | met |")
+    add("|---|---|---|---|---|---|")
     for t in result["targets"]:
-        add(f"| {t['name']} | {t['goal']} | {_f(t['measured'], '.3g')} | {_f(t['met'])} |")
+        margin = t.get("margin")
+        shown = "-" if margin is None else f"{margin:+.1%}"
+        if margin is not None and t["goal"].startswith("within"):
+            shown = f"{margin:+.3f}"  # points of the ratio left inside the band
+        add(
+            f"| {t['name']} | {t['goal']} | {_f(t['measured'], '.3g')} | {shown} | "
+            f"{_f(t.get('median_of_rounds'), '.3f', '-')} | {_f(t['met'])} |"
+        )
+    add("")
+    add(
+        "Margin: how far the measured value is on the good side of the goal, as a share of the "
+        "goal (negative: missed by that much). Median of rounds: the median of the per-round "
+        "ratios where the pair ran in interleaved rounds; the measured value is the ratio of the "
+        "least CPU times."
+    )
     add("")
 
     bt = result["backtest"]

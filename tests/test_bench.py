@@ -215,8 +215,32 @@ def test_ratios_and_verdicts_come_from_the_measured_numbers(tiny) -> None:
     assert math.isclose(verdicts["HMM / no-op throughput"]["measured"], 10.0)
     assert verdicts["HMM / no-op throughput"]["met"] is True
     assert verdicts["RegimeEngine.update us/bar"]["met"] is True
+    assert math.isclose(verdicts["HMM / no-op throughput"]["margin"], (10.0 - 0.5) / 0.5)
+    assert verdicts["HMM / no-op throughput"]["median_of_rounds"] == ratios["hmm_vs_noop_median"]
     changed["inference"]["engine"]["us_per_bar"] = 50.0
-    assert {t["name"]: t for t in targets(changed)}["RegimeEngine.update us/bar"]["met"] is False
+    engine = {t["name"]: t for t in targets(changed)}["RegimeEngine.update us/bar"]
+    assert engine["met"] is False and math.isclose(engine["margin"], (5.0 - 50.0) / 5.0)
+
+
+@pytest.mark.parametrize(
+    ("goal", "measured", "met", "margin"),
+    [
+        (">= 0.5", 0.512, True, 0.024),  # 2.4% above the goal: at the line, and the table says so
+        (">= 0.5", 0.45, False, -0.1),
+        ("<= 1.2", 1.172, True, 0.028 / 1.2),
+        ("<= 1.2", 1.2, True, 0.0),  # on the goal: met, no margin
+        ("< 10", 10.0, False, 0.0),  # strictly below: on the goal is not met
+        ("< 10", 9.13, True, 0.087),
+        (">= 100x", 141.0, True, 0.41),
+        ("within 15%", 0.923, True, 0.073),  # points of the ratio left inside the band
+        ("within 15%", 1.2, False, -0.05),
+    ],
+)
+def test_a_target_says_its_margin(goal: str, measured: float, met: bool, margin: float) -> None:
+    from bench.runner import _target
+
+    t = _target("x", goal, measured)
+    assert t["met"] is met and math.isclose(t["margin"], margin, abs_tol=1e-9)
 
 
 def test_table_goes_to_stdout_and_between_the_doc_markers(tiny) -> None:
