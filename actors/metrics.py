@@ -135,8 +135,24 @@ MAX_STATES = 8
 # model acks at the next bar).
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 _SAFE_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_VERSION_TS = re.compile(r"^(\d{8}T\d{6}Z)")
+# the time in a model version: an artifact's creation (``20241101T000000Z-<checksum>``), the last
+# bar of a trained model (``hmm_btc-20240430T0000-<hash>``) or of an in-run fit
+# (``inrun-20240301T121500Z-5809``)
+_VERSION_TS = re.compile(r"(?:^|-)(\d{8}T\d{4}(?:\d{2})?)Z?(?=-|$)")
 _REFRESH_TIMER = "metrics-refresh"
+
+
+def version_time(version: str) -> float | None:
+    """UNIX seconds of the time a model version names (see ``_VERSION_TS``), None without one."""
+    match = _VERSION_TS.search(version)
+    if match is None:
+        return None
+    stamp = match.group(1)
+    try:
+        when = datetime.strptime(stamp, "%Y%m%dT%H%M%S" if len(stamp) == 15 else "%Y%m%dT%H%M")
+    except ValueError:  # digits in the shape of a time that is none (month 13)
+        return None
+    return when.replace(tzinfo=UTC).timestamp()
 _LIVE_GAUGE_SHARD = re.compile(r"^gauge_live\w*?_(\d+)\.db$")  # gauge_<live mode>_<pid>.db
 
 
@@ -427,7 +443,7 @@ class MetricsExporter(Actor):
         )
         self.model_age = gauge(
             "model_age_seconds",
-            "Event time minus model creation time (version timestamp, else first seen).",
+            "Event time minus the time in the model's version (else when first seen).",
             si,
         )
         self.bar_interval = gauge(
@@ -755,13 +771,8 @@ class MetricsExporter(Actor):
         if current is None or current[0] != version:
             if current is not None:
                 self._drop(self.model_info, (*key, current[0]))
-            match = _VERSION_TS.match(version)
-            created = (
-                datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
-                if match
-                else now
-            )
-            current = self._model[key] = (version, created)
+            created = version_time(version)
+            current = self._model[key] = (version, now if created is None else created)
             self.model_info.labels(*key, version).set(1.0)
         self.model_age.labels(*key).set(max(0.0, now - current[1]))
 

@@ -195,18 +195,15 @@ class _SlowRuntime:
 
 def inrun_version(ts_event: int, bars_seen: int) -> str:
     """The version of a model fitted in the run: the time (UTC) of the last bar it was fitted on
-    and the usable bars seen up to it, e.g. ``inrun-20240301T120000Z-5760`` -- which data, so a
-    backtest and a paper run fitted on the same bars carry the same version. To the second, or
-    the millisecond when the time has one (Binance's kline close times end in .999), the finest
-    bar step NautilusTrader has, so no two bars of a series share a stamp.
-    ``inrun-5760`` when the caller gave no bar time."""
+    and the usable bars seen up to it, e.g. ``inrun-20240301T121500Z-5809`` -- which data, so a
+    backtest, a paper run and a live run fitted on the same bars carry the same version. The time
+    is rounded to the nearest second: Binance stamps a kline with its close time (``...59.999``)
+    where a backtest's bar closes on the boundary; the bar count tells bars of one second apart.
+    ``inrun-5809`` when the caller gave no bar time."""
     if ts_event <= 0:
         return f"inrun-{bars_seen}"
-    secs, ns = divmod(ts_event, 1_000_000_000)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(secs))
-    if ns >= 1_000_000:
-        stamp += f".{ns // 1_000_000:03d}"
-    return f"inrun-{stamp}Z-{bars_seen}"
+    secs = (ts_event + 500_000_000) // 1_000_000_000
+    return f"inrun-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(secs))}Z-{bars_seen}"
 
 
 class RegimeEngine:

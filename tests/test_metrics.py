@@ -58,7 +58,8 @@ VENUE = "BINANCE"
 START_NS = 1_733_011_200_000_000_000  # 2024-12-01T00:00:00Z
 MINUTE_NS = 60_000_000_000
 V1 = "20241101T000000Z-aaaa1111"  # artifact-style version: creation time in the name
-V2 = "inrun-20241201T035900Z-240"  # in-run fit (its last bar's time inside): age from first sight
+V2 = "inrun-20241201T035900Z-240"  # in-run fit: its last bar's time inside (bar 238)
+V2_FITTED = 1_733_025_540  # 2024-12-01T03:59:00Z, from V2
 SWITCH_BAR = 240  # the probe switches model version here
 GOVERNANCE_PLAN = {
     60: ("throttle", 0.5),
@@ -357,8 +358,9 @@ def test_exporter_values_match_the_engine():
             frozenset({"strategy": sid, "instrument": inst_id, "model_version": V1}.items()),
         ) not in s
         assert value(s, "model_age_seconds", strategy=sid, instrument=inst_id) == pytest.approx(
-            (last.ts_event - probe.first_seen_v2_ns) / 1e9
-        )
+            last.ts_event / 1e9 - V2_FITTED
+        )  # from the bar time in the version, not from when the exporter first saw it
+        assert probe.first_seen_v2_ns / 1e9 > V2_FITTED
 
         # governance and budget
         last_state = {"pause": "paused", "throttle": "throttled", "resume": "active"}[
@@ -427,6 +429,28 @@ def test_staleness_gauge_read_from_the_cache_equals_a_write_per_bar(history_at):
     assert served == unserved
     last = max(b.ts_init for b in make_bars(bar_type, 400)) / 1e9
     assert set(served[1].values()) == {last}
+
+
+@pytest.mark.parametrize(
+    ("version", "iso"),
+    [
+        ("20241101T000000Z-aaaa1111", "2024-11-01T00:00:00"),  # an artifact's creation time
+        ("hmm_btc-20240430T0000-3cdd82be3c", "2024-04-30T00:00:00"),  # trained: its last bar
+        ("HMMRegimeStrategy-001-20240301T1145-0a1b2c3d4e", "2024-03-01T11:45:00"),  # candidate
+        ("inrun-20240301T121500Z-5809", "2024-03-01T12:15:00"),  # in-run fit: its last bar
+        ("inrun-5809", None),  # no bar time given: counted from first sight
+        ("bench", None),
+        ("x-20241301T0000-y", None),  # month 13: the shape of a time, not one
+        ("v20240101T0000", None),  # not a field of its own
+    ],
+)
+def test_model_age_counts_from_the_time_a_version_names(version: str, iso: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from actors.metrics import version_time
+
+    expected = None if iso is None else datetime.fromisoformat(iso).replace(tzinfo=UTC)
+    assert version_time(version) == (None if expected is None else expected.timestamp())
 
 
 def test_model_age_uses_the_timestamp_in_an_artifact_version():

@@ -104,22 +104,23 @@ def test_bars_needed_is_exactly_what_the_engine_needs(has_model: bool, slow) -> 
 
 def test_in_run_version_names_the_last_bar_fitted() -> None:
     """``inrun-<time of the bar that completed the warm-up>-<usable bars up to it>``: a rejected
-    bar is not counted, a sub-second bar time keeps its milliseconds, later bars change nothing."""
+    bar is not counted, later bars change nothing, and the time is rounded to the nearest second
+    (Binance stamps a kline ``...59.999``; the backtest's bar closes on the second)."""
     fit = FitSettings(warmup_bars=320, n_states=2, n_restarts=1, n_iter=20)
     rows = list(generate_regime_bars(400, seed=3).select(
         "open", "high", "low", "close", "volume").iter_rows())  # fmt: skip
-    start = 1_709_294_400_000_000_000  # 2024-03-01T12:00:00Z; 1-second bars, 250 ms past
+    start = 1_709_294_400_000_000_000 - 1_000_000  # 1-second bars closing at ...59.999
     engine = RegimeEngine(FeatureSpec(vol_window=10, volume_window=12), PolicyConfig(), fit)
     with pytest.raises(ValueError):
         engine.update(1.0, 0.5, 2.0, 1.0, 1.0, start - 10**9)  # high < low: rejected
     fitted_at = None
     for i, row in enumerate(rows):
-        engine.update(*row, start + i * 10**9 + 250_000_000)
+        engine.update(*row, start + (i + 1) * 10**9)  # bar i closes 12:00:(i+1) - 1 ms
         if fitted_at is None and engine.ready:
             fitted_at = i
     assert fitted_at is not None
-    hh, mm, ss = 12, *divmod(fitted_at, 60)
-    assert engine.model_version == f"inrun-20240301T{hh}{mm:02d}{ss:02d}.250Z-{fitted_at + 1}"
+    hh, mm, ss = 12, *divmod(fitted_at + 1, 60)
+    assert engine.model_version == f"inrun-20240301T{hh}{mm:02d}{ss:02d}Z-{fitted_at + 1}"
 
 
 @pytest.mark.parametrize(
