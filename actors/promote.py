@@ -88,7 +88,10 @@ def target_of(
             strategy_id = chosen.strategy_id
             expected = chosen.expected_model()
         except ConfigError:
-            if not requests_dir:
+            # a node run elsewhere (--requests-dir) may run a strategy this config lacks, but
+            # only its strategy id can name it there: a typo, a name or nothing is refused here
+            # as it is without --requests-dir (the node would never apply the request)
+            if not requests_dir or not _is_strategy_id(strategy):
                 raise
         for spec in settings.actors:
             if spec.path != TRAINER_PATH:
@@ -96,12 +99,18 @@ def target_of(
             cfg = OnlineTrainerConfig.parse(msgspec.json.encode(spec.config))
             if cfg.strategy_id == strategy_id:
                 trainer = cfg
+    if not _is_strategy_id(strategy_id):  # no config: --strategy is the only source
+        given = "" if strategy is None else f"; {cli.quoted(strategy)} is not one"
+        raise ConfigError(
+            "pass --strategy with the running node's strategy id (NAME-TAG, e.g. "
+            f"HMMRegimeStrategy-001){given}"
+        )
     if trainer is None and not requests_dir:
-        typed = repr(strategy or strategy_id)
+        typed = cli.quoted(strategy or strategy_id)
         typed += f" ({strategy_id})" if strategy not in (None, strategy_id) else ""
         raise ConfigError(
-            f"no {TRAINER_PATH} for strategy {typed} in the node config: "
-            "pass --requests-dir (and --log) of the running node"
+            f"no {TRAINER_PATH} for strategy {typed} in the node config: pass the config the "
+            "node runs (e.g. --override configs/train.yaml) or --requests-dir (and --log) of it"
         )
     if expected is None and trainer is not None:
         expected = Expected(
@@ -125,6 +134,18 @@ def target_of(
                 f"the trainer's {name} uses {{run_dir}}: pass --requests-dir and --log of the run"
             )
     return target
+
+
+def _is_strategy_id(value: str | None) -> bool:
+    """NautilusTrader's own check of a strategy id (NAME-TAG), as the node's log and metrics
+    show it."""
+    from nautilus_trader.model.identifiers import StrategyId
+
+    try:
+        StrategyId(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _events(target: Target) -> list[LifecycleEvent]:

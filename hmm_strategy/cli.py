@@ -45,6 +45,12 @@ def one_line(text: object, limit: int = MAX_LINE) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def quoted(value: str, limit: int = 60) -> str:
+    """``repr`` of what a user typed, cut to ``limit`` characters: an error line that echoes a
+    huge argument must still show its cause and what to type (``one_line`` cuts the end)."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for the user (imported lazily: CLIs start fast)."""
     from hmm_strategy.config import ConfigError

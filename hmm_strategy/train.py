@@ -108,7 +108,7 @@ def strategy_target(
         missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
         if name is not None and name in (spec.name, sid) and missing:
             raise ConfigError(
-                f"strategy {name!r} has no {missing[0]!r} setting: not an HMM strategy"
+                f"strategy {cli.quoted(name)} has no {missing[0]!r} setting: not an HMM strategy"
             )
         if not missing and (name is None or name in (spec.name, sid)):
             found.append((i, spec, cfg, sid))
@@ -117,13 +117,14 @@ def strategy_target(
     if not found:
         if name is None:
             raise ConfigError(f"the node config has no HMM strategy (have {', '.join(every)})")
-        raise ConfigError(
-            f"no strategy {name!r} in the node config (known by name or id: {', '.join(every)})"
+        raise ConfigError(  # what to type first: a long list is cut at the end of the line
+            f"no strategy {cli.quoted(name)} in the node config; known by name or id: "
+            f"{', '.join(every)}"
         )
     if len(found) > 1:
         known = ", ".join(every[i] for i, *_ in found)
         raise ConfigError(
-            f"the node config has several HMM strategies ({known}): pass --strategy NAME or ID"
+            f"pass --strategy NAME or ID: the node config has several HMM strategies: {known}"
         )
     i, spec, cfg, sid = found[0]
     return StrategyTarget(

@@ -166,8 +166,8 @@ def test_a_strategy_setting_changed_in_one_place_reaches_the_trainer(tmp_path: P
         ({"features": {"vol_window": 30}}, r"config\.features differs from strategy 'hmm_btc'"),
         (
             {"strategy": "nope"},
-            r"config\.strategy: no strategy 'nope' in the node config "
-            r"\(known by name or id: hmm_btc = HMMRegimeStrategy-001\)",
+            r"config\.strategy: no strategy 'nope' in the node config; "
+            r"known by name or id: hmm_btc = HMMRegimeStrategy-001",
         ),
     ],
 )

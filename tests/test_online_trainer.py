@@ -537,8 +537,8 @@ def two_hmm_strategies(tmp_path: Path) -> str:
 TRAIN_YAML = "configs/train.yaml"
 UNKNOWN_STRATEGY_CASES = [
     (["status", "--override", TRAIN_YAML, "--strategy", "Nope"],
-     r"no strategy 'Nope' in the node config \(known by name or id: "
-     r"hmm_btc = HMMRegimeStrategy-001\)$"),
+     r"no strategy 'Nope' in the node config; known by name or id: "
+     r"hmm_btc = HMMRegimeStrategy-001$"),
     (["promote", "--override", TRAIN_YAML, "--strategy", "Nope", "--reason", "x"],
      r"no strategy 'Nope' .*hmm_btc = HMMRegimeStrategy-001"),
     (["reject", "--override", TRAIN_YAML, "--strategy", "nope", "--reason", "x"],
@@ -551,8 +551,20 @@ UNKNOWN_STRATEGY_CASES = [
     (["status", "--strategy", "HMMRegimeStrategy-001"],
      r"OnlineTrainer for strategy 'HMMRegimeStrategy-001' in the node config"),
     (["status", "--override", "{two}"],
-     r"several HMM strategies \(hmm_btc = HMMRegimeStrategy-001, "
-     r"hmm_btc_2 = HMMRegimeStrategy-002\): pass --strategy NAME or ID"),
+     r"^error: pass --strategy NAME or ID: the node config has several HMM strategies: "
+     r"hmm_btc = HMMRegimeStrategy-001, hmm_btc_2 = HMMRegimeStrategy-002$"),
+    # a node run elsewhere (--requests-dir): only a strategy id may be outside the config; a
+    # typo or no --strategy gets the same error as without it (no request the node ignores)
+    (["reject", "--override", TRAIN_YAML, "--strategy", "hmm_btcc", "--requests-dir", "q",
+      "--reason", "x"], r"no strategy 'hmm_btcc' .*hmm_btc = HMMRegimeStrategy-001"),
+    (["reject", "--override", "{two}", "--requests-dir", "q", "--reason", "x"],
+     r"^error: pass --strategy NAME or ID: the node config has several HMM strategies"),
+    (["status", "--override", TRAIN_YAML, "--strategy", "../../etc", "--requests-dir", "q"],
+     r"no strategy '\.\./\.\./etc' in the node config"),
+    # a huge argument: the cause and what to type stay on the line (the echo is cut, not them)
+    (["status", "--override", TRAIN_YAML, "--strategy", "x" * 10_000],
+     r"no strategy 'x{60}\.\.\.' in the node config; known by name or id: "
+     r"hmm_btc = HMMRegimeStrategy-001$"),
 ]  # fmt: skip
 
 
@@ -569,6 +581,19 @@ def test_promote_cli_names_an_unknown_strategy_as_the_user_can_type_it(
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert re.search(pattern, lines[0]), lines[0]
     assert captured.out == ""
+
+
+def test_a_strategy_id_outside_the_config_may_name_a_node_run_elsewhere(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``--requests-dir``: the node may run a strategy this config lacks, named by its id; the
+    request is written for that id (what that node's trainer picks up)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["reject", "--override", str(REPO_ROOT / TRAIN_YAML), "--strategy",
+            "HMMRegimeStrategy-007", "--requests-dir", "q", "--reason", "x"]  # fmt: skip
+    assert promote_main(argv) == 0, capsys.readouterr().err
+    ((_, request),) = pending_requests(tmp_path / "q", "HMMRegimeStrategy-007")
+    assert request.action == "reject"
 
 
 @pytest.mark.parametrize("strategy", ["hmm_btc", "HMMRegimeStrategy-001"])
