@@ -140,6 +140,7 @@ _SAFE_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 # (``inrun-20240301T121500Z-5809``)
 _VERSION_TS = re.compile(r"(?:^|-)(\d{8}T\d{4}(?:\d{2})?)Z?(?=-|$)")
 _REFRESH_TIMER = "metrics-refresh"
+_LIVE_GAUGE_SHARD = re.compile(r"^gauge_live\w*?_(\d+)\.db$")  # gauge_<live mode>_<pid>.db
 
 
 def version_time(version: str) -> float | None:
@@ -153,7 +154,6 @@ def version_time(version: str) -> float | None:
     except ValueError:  # digits in the shape of a time that is none (month 13)
         return None
     return when.replace(tzinfo=UTC).timestamp()
-_LIVE_GAUGE_SHARD = re.compile(r"^gauge_live\w*?_(\d+)\.db$")  # gauge_<live mode>_<pid>.db
 
 
 class MetricsExporterConfig(ActorConfig, frozen=True):

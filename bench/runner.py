@@ -432,7 +432,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "HMM / EMA cross throughput",
             ">= 1.0",
             ratios["hmm_vs_ema_cross"],
-            ratios.get("hmm_vs_ema_cross_median"),
+            ratios["hmm_vs_ema_cross_median"],
         ),
         _target(
             "HMM / no-op throughput", ">= 0.5", ratios["hmm_vs_noop"], ratios["hmm_vs_noop_median"]
@@ -448,19 +448,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "shipped node config / no-op (BacktestNode + catalog)",
             ">= 0.5",
             node["shipped_vs_noop"],
-            node.get("shipped_vs_noop_median"),
+            node["shipped_vs_noop_median"],
         ),
         _target(
             "XNYS hourly / dense 15m cost per bar (shipped node)",
             "<= 1.2",
             sparse["per_bar_cost_sparse_vs_dense"],
-            sparse.get("per_bar_cost_sparse_vs_dense_median"),
+            sparse["per_bar_cost_sparse_vs_dense_median"],
         ),
         _target(
             "cost per bar per instrument, N instruments / 1 (worst N)",
             "<= 1.15",
             many["cost_vs_one_instrument"][worst],
-            many.get("cost_vs_one_instrument_median", {}).get(worst),
+            many["cost_vs_one_instrument_median"][worst],
         ),
     ]
     scrape = result["metrics_scrape"]
