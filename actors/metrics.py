@@ -67,6 +67,7 @@ from hmm_strategy.messages import (
     BUDGET_TOPIC,
     FEED_TOPIC,
     GOVERNANCE_TOPIC,
+    MAX_STATES,
     REGIME_TOPIC,
     STATE_TOPIC,
     BreakerRejection,
@@ -130,7 +131,6 @@ USD_LIKE = frozenset({"USD", "USDT", "USDC"})
 GOVERNANCE_STATES = ("active", "throttled", "paused")
 ACTION_TO_STATE = {"resume": "active", "throttle": "throttled", "pause": "paused"}
 BREAKER_LABELS = (*BREAKER_REASONS, "other")  # every reason the breakers emit, by its own name
-MAX_STATES = 8
 # Submit -> ack in ms: sub-ms colocated acks up to a minute (a bar-driven backtest with a latency
 # model acks at the next bar).
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)

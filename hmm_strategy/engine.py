@@ -24,6 +24,7 @@ from hmm_strategy.features import (
     order_columns,
 )
 from hmm_strategy.filter import ForwardFilter
+from hmm_strategy.messages import MAX_STATES
 from hmm_strategy.model import BIC_STATES_GRID, RegimeHMM, min_fit_rows
 from hmm_strategy.policy import PolicyConfig, RegimePolicy, argmax, argmax_function
 
@@ -43,8 +44,8 @@ class FitSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.warmup_bars < 1:
             raise ValueError(f"warmup_bars must be >= 1, was {self.warmup_bars}")
-        if self.n_states < 2:
-            raise ValueError(f"n_states must be >= 2, was {self.n_states}")
+        if not 2 <= self.n_states <= MAX_STATES:  # the decision file and metrics carry p0..p7
+            raise ValueError(f"n_states must be 2..{MAX_STATES}, was {self.n_states}")
         if self.n_restarts < 1:
             raise ValueError(f"n_restarts must be >= 1, was {self.n_restarts}")
         if not 0.0 <= self.sticky < math.inf:

@@ -12,6 +12,7 @@ import msgspec
 REGIME_TOPIC = "hmm.regime"
 BUDGET_TOPIC = "hmm.budget"
 GOVERNANCE_TOPIC = "hmm.governance"
+MAX_STATES = 8  # regime probabilities the decision file and the metrics carry (p0..p7)
 
 
 def topic_for(prefix: str, strategy_id: str) -> str:

@@ -55,6 +55,7 @@ def test_shipped_config_loads() -> None:
         (strategy(policy={"min_confidence": "high"}), "strategies[0].config.policy.min_confidence"),
         (strategy(policy={"min_confidence": 3.0}), "min_confidence"),
         (strategy(fit={"warmup_bars": 10}), "warmup_bars"),
+        (strategy(fit={"n_states": 9}), "n_states must be 2..8, was 9"),  # p0..p7 in decisions
         (strategy(features={"vol_window": 1}), "vol_window"),
         (strategy(unknown_knob=1), "unknown_knob"),
         ({"strategies": [{"path": "no_such_module:Strategy"}]}, "strategies[0].path"),
