@@ -178,3 +178,23 @@ def test_a_trainer_that_disagrees_with_its_strategy_fails_the_load(
     override = write(tmp_path, {"actors": [{"name": "online_trainer", "config": trainer}]})
     with pytest.raises(ConfigError, match=expected):
         load_node_settings(DEFAULT_CONFIG, [TRAIN_YAML, override])
+
+
+def test_a_name_that_is_another_strategys_id_says_to_pass_an_id(tmp_path: Path) -> None:
+    from hmm_strategy.train import strategy_target
+
+    second = {
+        "name": "HMMRegimeStrategy-001",  # the id of the shipped hmm_btc
+        "path": "hmm_strategy.strategy:HMMRegimeStrategy",
+        "config": {"instrument_id": "BTCUSDT.BINANCE",
+                   "bar_type": "BTCUSDT.BINANCE-15-MINUTE-LAST-EXTERNAL", "order_id_tag": "002"},
+    }  # fmt: skip
+    settings = load_node_settings(DEFAULT_CONFIG, [write(tmp_path, {"strategies": [second]})])
+    with pytest.raises(ConfigError) as info:
+        strategy_target(settings, "HMMRegimeStrategy-001")
+    assert str(info.value) == (
+        "pass the id of the one you mean: 'HMMRegimeStrategy-001' is one strategy's name and "
+        "another's id: hmm_btc = HMMRegimeStrategy-001, "
+        "HMMRegimeStrategy-001 = HMMRegimeStrategy-002"
+    )
+    assert strategy_target(settings, "HMMRegimeStrategy-002").name == "HMMRegimeStrategy-001"
