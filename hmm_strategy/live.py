@@ -15,6 +15,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def _interrupted_while_loading(_signum, _frame) -> None:
@@ -33,6 +34,7 @@ from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write
 from hmm_strategy.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, set_aside
 from hmm_strategy.config import (
+    ComponentSpec,
     ConfigError,
     NodeSettings,
     _fill_dirs,
@@ -281,13 +283,31 @@ def record_data_source(settings: NodeSettings, source: str) -> None:
         print(cli.one_line(f"warning: {state_dir}/{SOURCE_FILE} not written: {exc}"), flush=True)
 
 
+def strategy_config(spec: ComponentSpec) -> Any:
+    """The strategy's parsed config (folder placeholders filled with stand-ins)."""
+    cls = resolve_config_path(spec.resolved_config_path)
+    return cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
+
+
+def model_line(config: Any) -> str:
+    """The banner's model: the artifact, or when the in-run fit happens (the feature windows
+    fill first, so the fit comes ``features.warmup_bars`` bars after its rows begin)."""
+    if getattr(config, "model_path", None):
+        return str(config.model_path)
+    if not hasattr(config, "bars_to_first_decision"):
+        return "its own"
+    return (
+        f"fit in-run on {config.fit.warmup_bars} feature rows once "
+        f"{config.bars_to_first_decision()} bars are in"
+    )
+
+
 def warm_start_plan(settings: NodeSettings, venue):
     """The history each strategy requests at start (banner lines), and the venue with the
     replay's ``history_bars: auto`` resolved to the most any strategy requests."""
     lines, wanted = [], 0
     for spec in settings.strategies:
-        cls = resolve_config_path(spec.resolved_config_path)
-        config = cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
+        config = strategy_config(spec)
         if not hasattr(config, "warm_start_bars"):
             continue
         sid, n = strategy_id_of(spec, config), config.warm_start_bars()
@@ -316,11 +336,7 @@ def warm_start_plan(settings: NodeSettings, venue):
 
 def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> list[str]:
     ids, bar_types = traded_instruments(settings)
-    models = [
-        s.config.get("model_path")
-        or f"fit in-run after {s.config.get('fit', {}).get('warmup_bars', 1500)} bars"
-        for s in settings.strategies
-    ]
+    models = [model_line(strategy_config(s)) for s in settings.strategies]
     metrics = settings.live.metrics
     serving = f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
     if metrics.port and metrics.allow_remote:

@@ -160,6 +160,16 @@ def test_banner_says_where_the_venue_is(tmp_path: Path) -> None:
     assert "(binance_spot, mainnet)" in banner(settings, "binance_spot", main, tmp_path)[1]
 
 
+def test_banner_says_when_the_in_run_fit_happens(tmp_path: Path) -> None:
+    """The fit's rows (fit.warmup_bars) come after the feature windows: the bars it waits for
+    are the number the warm start requests and the in-run model version carries."""
+    from hmm_strategy.config import venue_settings
+
+    settings, _ = _settings(tmp_path, {})
+    lines = banner(settings, "replay", venue_settings(settings, "replay"), tmp_path)
+    assert "  model       fit in-run on 5760 feature rows once 5809 bars are in" in lines
+
+
 SLOW_IMPORT = """
 import os, pathlib, sys, time
 
