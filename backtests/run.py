@@ -7,6 +7,7 @@ statistics, orders/fills/positions, the tearsheet and the regime plot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -214,9 +215,23 @@ def run_backtest(
             fills_csv=run_dir / "fills.csv",
             events=events,
         )
+    except BaseException:  # failed or interrupted (Ctrl-C) mid-run: keep what was decided
+        for config in configs.values():
+            _stop_trader(node.get_engine(config.id))
+        raise
     finally:
         node.dispose()
     return run_dir
+
+
+def _stop_trader(engine) -> None:
+    """Stop a run's strategies and actors after a failure, as the end of a run does: the
+    decision recorder writes the rows it holds (up to ``BATCH_ROWS``) and ``events.csv``, and
+    the node can be disposed. A second error here must not hide the first, which is re-raised."""
+    if engine is None or not engine.trader.is_running:
+        return
+    with contextlib.suppress(Exception):  # the run's own error is the one to report
+        engine.trader.stop()
 
 
 def regime_report(engine, run_dir: Path, target) -> dict | None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 import yaml
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
 
 from backtests.report import REPORT_FILES
 from backtests.run import main, run_backtest
-from hmm_strategy.config import DEFAULT_CONFIG, load_node_settings
+from hmm_strategy.config import DEFAULT_CONFIG, ComponentSpec, load_node_settings
 
 FILL_COLUMNS = ["client_order_id", "side", "filled_qty", "avg_px", "ts_last"]
 
@@ -125,3 +128,39 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path, capsys) -
     assert main(["--config", str(DEFAULT_CONFIG), "--override", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "catalog_pth" in err and "bad.yaml" in err
+
+
+class FailAtBarConfig(ActorConfig, frozen=True):
+    bars: int = 7_000
+
+
+class FailAtBar(Actor):
+    """Raises in the middle of a backtest, at its ``bars``-th bar."""
+
+    def on_start(self) -> None:
+        self.seen = 0
+        self.msgbus.subscribe("data.bars.*", self.on_any_bar)
+
+    def on_any_bar(self, bar) -> None:
+        self.seen += 1
+        if self.seen == self.config.bars:
+            raise RuntimeError(f"test failure at {bar.ts_event}")
+
+
+def test_a_failed_run_keeps_every_decision_made_before_the_failure(tmp_path: Path) -> None:
+    """The recorder holds up to BATCH_ROWS rows; a run that fails mid-way (or is interrupted)
+    stops its strategies and actors as a finished run does, so they are written, and the
+    run's own error is the one raised (not the node's dispose refusing a running trader)."""
+    settings = settings_for(tmp_path)
+    crash = ComponentSpec(path="tests.test_backtest:FailAtBar", config={"bars": 7_000})
+    settings = msgspec.structs.replace(settings, actors=[*settings.actors, crash])
+    with pytest.raises(RuntimeError, match="test failure at") as info:
+        run_backtest(settings, tmp_path / "run", end="2024-03-20", tearsheet=False, baselines=False)
+    crash_ts = int(str(info.value).rsplit(" ", 1)[-1])
+    decisions = pl.read_csv(tmp_path / "run" / "decisions.csv")
+    need = settings.strategies[0].config["fit"]["warmup_bars"] + 49  # + the feature windows
+    last = decisions["ts_event"].max()
+    assert last in (crash_ts - 15 * 60 * 10**9, crash_ts)  # the strategy saw the bar or not
+    # the first decision on bar need + 1, then one a bar up to the last handled
+    assert decisions.height == 7_000 - need - (last != crash_ts)
+    assert (tmp_path / "run" / "events.csv").read_text().startswith("ts_event,kind,")
