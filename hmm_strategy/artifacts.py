@@ -48,6 +48,7 @@ import numpy as np
 
 from hmm_strategy.atomic import atomic_write
 from hmm_strategy.filter import PARAM_SHAPES, check_param_shapes, check_param_values
+from hmm_strategy.messages import MAX_STATES
 from hmm_strategy.model import COVARIANCE_TYPES, RegimeHMM
 
 SCHEMA_VERSION = 2
@@ -361,6 +362,8 @@ def _level_arrays(
         raise fail(
             f"{where}params.n_states and {where}params.n_features must be >= 1, got {k} and {d}"
         )
+    if not where and k > MAX_STATES:  # its probabilities are what decisions.csv and metrics carry
+        raise fail(f"params.n_states must be at most {MAX_STATES} (p0..p7 of a decision), got {k}")
     try:
         arr = check_param_shapes(
             {name: getattr(prm, name) for name in PARAM_SHAPES},

@@ -282,6 +282,10 @@ def test_wrong_shapes_are_named(saved: Path, change: Callable[..., Any], expecte
             lambda d: d.update(data_range=[5, 4]),
             "data_range first 5 is after last 4",
         ),
+        (  # decisions.csv and the metrics carry p0..p7: a 9th probability would be dropped
+            lambda d: d["params"].update(n_states=9),
+            "params.n_states must be at most 8 (p0..p7 of a decision), got 9",
+        ),
     ],
 )
 def test_invalid_parameters_are_rejected_even_with_a_valid_checksum(
