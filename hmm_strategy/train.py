@@ -124,9 +124,13 @@ def strategy_target(
     if len(found) > 1:
         known = ", ".join(every[i] for i, *_ in found)
         if name is not None:  # ids are unique: the name of one strategy is the id of another
+            handles = [
+                cli.quoted(sid if spec.name == name else (spec.name or sid))
+                for _, spec, _, sid in found
+            ]
             raise ConfigError(
-                f"pass the id of the one you mean: {cli.quoted(name)} is one strategy's name and "
-                f"another's id: {known}"
+                f"pass {' or '.join(handles)}: {cli.quoted(name)} is one strategy's name and "
+                f"another's id ({known})"
             )
         raise ConfigError(
             f"pass --strategy NAME or ID: the node config has several HMM strategies: {known}"

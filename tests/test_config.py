@@ -193,8 +193,10 @@ def test_a_name_that_is_another_strategys_id_says_to_pass_an_id(tmp_path: Path) 
     with pytest.raises(ConfigError) as info:
         strategy_target(settings, "HMMRegimeStrategy-001")
     assert str(info.value) == (
-        "pass the id of the one you mean: 'HMMRegimeStrategy-001' is one strategy's name and "
-        "another's id: hmm_btc = HMMRegimeStrategy-001, "
-        "HMMRegimeStrategy-001 = HMMRegimeStrategy-002"
+        "pass 'hmm_btc' or 'HMMRegimeStrategy-002': 'HMMRegimeStrategy-001' is one strategy's "
+        "name and another's id (hmm_btc = HMMRegimeStrategy-001, "
+        "HMMRegimeStrategy-001 = HMMRegimeStrategy-002)"
     )
+    # each handle the error offers picks one strategy
+    assert strategy_target(settings, "hmm_btc").strategy_id == "HMMRegimeStrategy-001"
     assert strategy_target(settings, "HMMRegimeStrategy-002").name == "HMMRegimeStrategy-001"
