@@ -48,6 +48,7 @@ from hmm_strategy.config import (
 )
 from hmm_strategy.flags import FlagError, trading_enabled
 from hmm_strategy.messages import WARM_START_TOPIC, WarmStartReport
+from hmm_strategy.warm_start import bars_needed
 
 EXIT_CONFIG = 2
 EXIT_START = 3
@@ -296,10 +297,12 @@ def model_line(config: Any) -> str:
         return str(config.model_path)
     if not hasattr(config, "bars_to_first_decision"):
         return "its own"
-    return (
-        f"fit in-run on {config.fit.warmup_bars} feature rows once "
-        f"{config.bars_to_first_decision()} bars are in"
-    )
+    fit = bars_needed(config.features, config.fit, None, has_model=False)  # the fast level's
+    line = f"fit in-run on {config.fit.warmup_bars} feature rows once {fit} bars are in"
+    first = config.bars_to_first_decision()
+    if first != fit:  # a slow level fits later, on coarse bars, and decides with it
+        line += f"; the slow level's by bar {first}, the first decision after it"
+    return line
 
 
 def warm_start_plan(settings: NodeSettings, venue):

@@ -168,6 +168,15 @@ def test_banner_says_when_the_in_run_fit_happens(tmp_path: Path) -> None:
     settings, _ = _settings(tmp_path, {})
     lines = banner(settings, "replay", venue_settings(settings, "replay"), tmp_path)
     assert "  model       fit in-run on 5760 feature rows once 5809 bars are in" in lines
+    # a slow level (400 coarse rows of 16 bars after its 24-bar feature window) fits later
+    slow = {"slow": {"warmup_bars": 400}}
+    path = override_file(tmp_path, {"strategies": [{"name": "hmm_btc", "config": slow}]}, "s.yaml")
+    settings, _ = resolve_settings(parse_args(["--override", str(path)]), {})
+    lines = banner(settings, "replay", venue_settings(settings, "replay"), tmp_path)
+    assert (
+        "  model       fit in-run on 5760 feature rows once 5809 bars are in; the slow level's "
+        "by bar 6767, the first decision after it"
+    ) in lines
 
 
 SLOW_IMPORT = """
