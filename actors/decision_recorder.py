@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 import polars as pl
@@ -67,6 +68,8 @@ class DecisionRecorderConfig(ActorConfig, frozen=True):
         switch published on the bus (the audit trail); None to skip it.
 
     """
+
+    WRITES: ClassVar[tuple[str, ...]] = ("output_path", "events_path")  # checked before start
 
     output_path: str = "runs/decisions.csv"
     events_path: str | None = "runs/events.csv"

@@ -45,7 +45,7 @@ import operator
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 import yaml
@@ -552,6 +552,8 @@ class GovernanceActorConfig(ActorConfig, frozen=True):
         How often a live node polls the overrides folder (a backtest reads it at each sample).
 
     """
+
+    WRITES: ClassVar[tuple[str, ...]] = ("registry_path",)  # checked before the node starts
 
     policy_path: str = "configs/governance.yaml"
     registry_path: str = DEFAULT_REGISTRY_PATH

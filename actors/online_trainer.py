@@ -34,7 +34,7 @@ from __future__ import annotations
 import csv
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 from nautilus_trader.common.actor import Actor
@@ -111,6 +111,8 @@ class OnlineTrainerConfig(ActorConfig, frozen=True):
     strategy_id: str
     instrument_id: str
     bar_type: str
+    WRITES: ClassVar[tuple[str, ...]] = ("log_path", "shadow_decisions_path")  # checked first
+
     champion_path: str | None = None
     features: FeatureSpec = msgspec.field(default_factory=FeatureSpec)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)

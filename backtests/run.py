@@ -49,6 +49,7 @@ from hmm_strategy.config import (
     NodeSettings,
     add_config_arguments,
     backtest_run_config,
+    check_written_files,
     load_node_settings,
 )
 from hmm_strategy.trade_reports import write_trade_reports
@@ -125,6 +126,7 @@ def run_backtest(
         run_dir = Path(bt.output_dir) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_written_files(settings, run_dir)  # a bad output path: one line, before anything runs
     imported = ensure_catalog(bt)
     check_period_has_data(imported, start or bt.start, end or bt.end)
     (run_dir / "data_quality.json").write_text(json.dumps(imported, indent=2))

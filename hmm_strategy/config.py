@@ -252,6 +252,27 @@ def _fill_dirs(value: Any, run_dir: str | Path, state_dir: str | Path | None) ->
     return value
 
 
+def check_written_files(
+    settings: NodeSettings, run_dir: str | Path, state_dir: str | Path | None = None
+) -> None:
+    """Every file an actor will write (the fields its config class lists in ``WRITES``) has a
+    writable folder, created now as the actor would: a bad path is one error line before the
+    node is built, not NautilusTrader's traceback of a component that failed to start."""
+    from hmm_strategy import cli
+
+    for i, spec in enumerate(settings.actors):
+        config_cls = resolve_config_path(spec.resolved_config_path)
+        keys = getattr(config_cls, "WRITES", ())
+        if not keys:
+            continue
+        config = config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, run_dir, state_dir)))
+        for key in keys:
+            path = getattr(config, key)
+            if path:
+                where = f"actors[{spec.name or i}].config.{key} ({path}): its folder"
+                cli.ensure_writable_dir(Path(path).parent, where)
+
+
 def default_data_dir() -> str:
     return os.environ.get("HMM_DATA_DIR") or str((REPO_ROOT.parent / "shared" / "data").resolve())
 

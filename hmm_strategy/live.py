@@ -40,6 +40,7 @@ from hmm_strategy.config import (
     _fill_dirs,
     add_config_arguments,
     apply_env_overrides,
+    check_written_files,
     load_node_settings,
     strategy_id_of,
     traded_instruments,
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.run_dir or Path(settings.live.output_dir) / f"live-{stamp}")
         cli.ensure_new_run_dir(run_dir)
         cli.ensure_writable_dir(settings.live.log_dir, "live.log_dir")
+        check_written_files(settings, run_dir, settings.live.state_dir)
         config = trading_node_config(settings, venue, run_dir, log_level=args.log_level)
         from venues.builders import build_trading_node
 

@@ -47,9 +47,9 @@ def _broken(tmp: Path, case: str) -> Path:
         return _override(tmp, strategy={"model_path": str(tmp / "missing.json")})
     if case == "checkpoint-dir-is-a-file":
         return _override(tmp, strategy={"checkpoint_dir": str(a_file / "state")})
-    if case == "unwritable-decisions-csv":
-        recorder = {"name": "decisions", "config": {"output_path": str(a_file / "d.csv")}}
-        return _override(tmp, actors=[recorder])
+    if case in WRITTEN:
+        name, key = WRITTEN[case]
+        return _override(tmp, actors=[{"name": name, "config": {key: str(a_file / "x")}}])
     if case == "corrupt-registry":
         registry = tmp / "registry.json"
         registry.write_text('{"schema": ')  # truncated JSON
@@ -61,9 +61,41 @@ def _broken(tmp: Path, case: str) -> Path:
 # case -> what the error line must name
 CASES = {
     "checkpoint-dir-is-a-file": r"a_file",
-    "unwritable-decisions-csv": r"a_file",
     "corrupt-registry": r"registry",
 }
+
+
+# a file an actor writes, under a path that is a file: refused before the node is built
+WRITTEN = {
+    "decisions-csv-under-a-file": ("decisions", "output_path"),
+    "events-csv-under-a-file": ("decisions", "events_path"),
+    "registry-under-a-file": ("governance", "registry_path"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITTEN))
+@pytest.mark.parametrize("entry", ["hmm_strategy.live", "backtests.run"])
+def test_a_file_an_actor_cannot_write_is_one_line_before_the_node_starts(
+    case: str, entry: str, tmp_path: Path
+) -> None:
+    """Not NautilusTrader's traceback of a component that failed to start: the path, the key
+    and why, exit 2, before anything is built or run (the backtest stops before its catalog)."""
+    name, key = WRITTEN[case]
+    cmd = [sys.executable, "-m", entry, "--override", str(_broken(tmp_path, case)),
+           "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    if entry == "hmm_strategy.live":
+        cmd += ["--metrics-port", "0", "--duration", "60", "--exit-when-replayed"]
+    else:
+        cmd += ["--no-tearsheet", "--no-baselines"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("TRADING_ENABLED", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.splitlines() == [
+        f"error: actors[{name}].config.{key} ({tmp_path}/a_file/x): its folder "
+        f"{tmp_path}/a_file is not a writable folder (File exists)"
+    ]
+    assert not (tmp_path / "catalog").exists()
 
 
 @pytest.mark.parametrize("case", list(CASES))
