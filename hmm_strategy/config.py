@@ -49,6 +49,12 @@ class ComponentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def resolved_config_path(self) -> str:
         return self.config_path or f"{self.path}Config"
 
+    def parsed(self, run_dir: str | Path | None = None, state_dir: str | Path | None = None) -> Any:
+        """The config as its class parses it; with ``run_dir``, the folder placeholders filled
+        first (``_fill_dirs``)."""
+        config = self.config if run_dir is None else _fill_dirs(self.config, run_dir, state_dir)
+        return resolve_config_path(self.resolved_config_path).parse(msgspec.json.encode(config))
+
 
 class RiskSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """NautilusTrader ``RiskEngine`` settings (pre-trade checks); bypass is refused in live."""
@@ -261,12 +267,8 @@ def check_written_files(
     from hmm_strategy import cli
 
     for i, spec in enumerate(settings.actors):
-        config_cls = resolve_config_path(spec.resolved_config_path)
-        keys = getattr(config_cls, "WRITES", ())
-        if not keys:
-            continue
-        config = config_cls.parse(msgspec.json.encode(_fill_dirs(spec.config, run_dir, state_dir)))
-        for key in keys:
+        config = spec.parsed(run_dir, state_dir)
+        for key in getattr(config, "WRITES", ()):
             path = getattr(config, key)
             if path:
                 where = f"actors[{spec.name or i}].config.{key} ({path}): its folder"

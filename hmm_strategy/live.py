@@ -34,7 +34,6 @@ from hmm_strategy import cli
 from hmm_strategy.atomic import atomic_write
 from hmm_strategy.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, set_aside
 from hmm_strategy.config import (
-    ComponentSpec,
     ConfigError,
     NodeSettings,
     _fill_dirs,
@@ -177,9 +176,7 @@ def strategy_checkpoints(settings: NodeSettings) -> list[tuple[str, Path]]:
     """``(strategy id, checkpoint file)`` of every strategy that keeps checkpoints."""
     out = []
     for spec in settings.strategies:
-        cls = resolve_config_path(spec.resolved_config_path)
-        filled = _fill_dirs(spec.config, "run", settings.live.state_dir)
-        config = cls.parse(msgspec.json.encode(filled))
+        config = spec.parsed("run", settings.live.state_dir)
         directory = getattr(config, "checkpoint_dir", None)
         if not directory:
             continue
@@ -285,12 +282,6 @@ def record_data_source(settings: NodeSettings, source: str) -> None:
         print(cli.one_line(f"warning: {state_dir}/{SOURCE_FILE} not written: {exc}"), flush=True)
 
 
-def strategy_config(spec: ComponentSpec) -> Any:
-    """The strategy's parsed config (folder placeholders filled with stand-ins)."""
-    cls = resolve_config_path(spec.resolved_config_path)
-    return cls.parse(msgspec.json.encode(_fill_dirs(spec.config, "run", "state")))
-
-
 def model_line(config: Any) -> str:
     """The banner's model: the artifact, or when the in-run fit happens (the feature windows
     fill first, so the fit comes ``features.warmup_bars`` bars after its rows begin)."""
@@ -311,7 +302,7 @@ def warm_start_plan(settings: NodeSettings, venue):
     replay's ``history_bars: auto`` resolved to the most any strategy requests."""
     lines, wanted = [], 0
     for spec in settings.strategies:
-        config = strategy_config(spec)
+        config = spec.parsed("run", "state")
         if not hasattr(config, "warm_start_bars"):
             continue
         sid, n = strategy_id_of(spec, config), config.warm_start_bars()
@@ -340,7 +331,7 @@ def warm_start_plan(settings: NodeSettings, venue):
 
 def banner(settings: NodeSettings, venue_name: str, venue, run_dir: Path) -> list[str]:
     ids, bar_types = traded_instruments(settings)
-    models = [model_line(strategy_config(s)) for s in settings.strategies]
+    models = [model_line(s.parsed("run", "state")) for s in settings.strategies]
     metrics = settings.live.metrics
     serving = f"http://{metrics.host}:{metrics.port}/metrics" if metrics.port else "off"
     if metrics.port and metrics.allow_remote:

@@ -85,13 +85,6 @@ class StrategyTarget:
 HMM_SETTINGS = ("features", "fit", "policy", "instrument_id", "bar_type")
 
 
-def _parse_strategy(spec: ComponentSpec) -> Any:
-    from nautilus_trader.common.config import resolve_config_path
-
-    config_cls = resolve_config_path(spec.resolved_config_path)
-    return config_cls.parse(msgspec.json.encode(spec.config))
-
-
 def strategy_target(
     settings: NodeSettings, name: str | None = None, *, first: bool = False
 ) -> StrategyTarget:
@@ -102,7 +95,7 @@ def strategy_target(
     found: list[tuple[int, ComponentSpec, Any, str]] = []
     every: list[str] = []  # "name = id": both are accepted, the errors list both
     for i, spec in enumerate(settings.strategies):
-        cfg = _parse_strategy(spec)
+        cfg = spec.parsed()
         sid = strategy_id_of(spec, cfg)
         every.append(f"{spec.name} = {sid}" if spec.name and spec.name != sid else sid)
         missing = [attr for attr in HMM_SETTINGS if not hasattr(cfg, attr)]
